@@ -1,0 +1,1 @@
+"""LLM providers: plain httpx clients with no retries of their own (Temporal owns retries)."""

@@ -1,0 +1,88 @@
+"""Provider-neutral request and response, and the typed errors the LLM activity maps to retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from perdure.schemas.messages import ToolCall
+from perdure.schemas.run import TokenUsage
+
+
+class ChatRequest(BaseModel):
+    """One chat-completions request; `messages` and `tools` are already in OpenAI's wire format."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+class ChatResponse(BaseModel):
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: TokenUsage | None = None
+    model: str | None = None
+
+
+class LLMError(Exception):
+    """Base of provider errors. `retryable` decides whether Temporal tries the activity again."""
+
+    retryable = False
+    error_type = "LLMError"
+
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class LLMRateLimitError(LLMError):
+    retryable = True
+    error_type = "LLMRateLimitError"
+
+
+class LLMServerError(LLMError):
+    retryable = True
+    error_type = "LLMServerError"
+
+
+class LLMConnectionError(LLMError):
+    retryable = True
+    error_type = "LLMConnectionError"
+
+
+class LLMTimeoutError(LLMError):
+    retryable = True
+    error_type = "LLMTimeoutError"
+
+
+class LLMBadRequestError(LLMError):
+    error_type = "LLMBadRequestError"
+
+
+class LLMAuthenticationError(LLMError):
+    error_type = "LLMAuthenticationError"
+
+
+class LLMNotFoundError(LLMError):
+    error_type = "LLMNotFoundError"
+
+
+class LLMInvalidResponseError(LLMError):
+    """The provider answered 2xx with a body we cannot use (malformed JSON, no choices)."""
+
+    error_type = "LLMInvalidResponseError"
+
+
+class ContextWindowExceededError(LLMError):
+    """The request is larger than the model's window: compaction, not a retry, is the cure."""
+
+    error_type = "ContextWindowExceededError"

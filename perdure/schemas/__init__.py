@@ -1,0 +1,1 @@
+"""Pydantic models at every boundary: stored rows, workflow payloads, client-facing messages."""

@@ -1,0 +1,198 @@
+"""Agent definition: memory blocks, tools, tool rules and LLM configuration.
+
+Field names follow Letta's create-agent API so an agent file written for Letta loads here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_CONTEXT_WINDOW = 128_000
+DEFAULT_BLOCK_LIMIT = 20_000
+DEFAULT_MODEL = "scripted/demo"
+BASE_TOOLS: tuple[str, ...] = ("conversation_search", "memory_replace", "memory_insert")
+
+
+class BlockCreate(BaseModel):
+    """A memory block as given at agent creation."""
+
+    label: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")
+    value: str = ""
+    limit: int = Field(default=DEFAULT_BLOCK_LIMIT, ge=1)
+    read_only: bool = False
+    description: str | None = None
+
+
+class Block(BlockCreate):
+    """A stored memory block. `limit` is metadata shown to the model, as in Letta."""
+
+    id: str
+
+
+class ToolCallNode(BaseModel):
+    name: str
+    args: dict[str, Any] | None = None
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tool_name: str = Field(min_length=1)
+    prompt_template: str | None = None
+
+
+class InitToolRule(_Rule):
+    type: Literal["run_first"] = "run_first"
+    args: dict[str, Any] | None = None
+
+
+class TerminalToolRule(_Rule):
+    type: Literal["exit_loop"] = "exit_loop"
+
+
+class ContinueToolRule(_Rule):
+    type: Literal["continue_loop"] = "continue_loop"
+
+
+class ChildToolRule(_Rule):
+    type: Literal["constrain_child_tools"] = "constrain_child_tools"
+    children: list[str]
+    child_arg_nodes: list[ToolCallNode] | None = None
+
+
+class ParentToolRule(_Rule):
+    type: Literal["parent_last_tool"] = "parent_last_tool"
+    children: list[str]
+
+
+class ConditionalToolRule(_Rule):
+    type: Literal["conditional"] = "conditional"
+    child_output_mapping: dict[str, str] = Field(min_length=1)
+    default_child: str | None = None
+    require_output_mapping: bool = False
+
+
+class MaxCountPerStepToolRule(_Rule):
+    type: Literal["max_count_per_step"] = "max_count_per_step"
+    max_count_limit: int = Field(ge=1)
+
+
+class RequiredBeforeExitToolRule(_Rule):
+    type: Literal["required_before_exit"] = "required_before_exit"
+
+
+class RequiresApprovalToolRule(_Rule):
+    type: Literal["requires_approval"] = "requires_approval"
+
+
+ToolRule = Annotated[
+    InitToolRule
+    | TerminalToolRule
+    | ContinueToolRule
+    | ChildToolRule
+    | ParentToolRule
+    | ConditionalToolRule
+    | MaxCountPerStepToolRule
+    | RequiredBeforeExitToolRule
+    | RequiresApprovalToolRule,
+    Field(discriminator="type"),
+]
+
+
+class LLMConfig(BaseModel):
+    """Which model answers and how.
+
+    `model` is a handle `provider/name` (Letta's convention). The API key is deliberately
+    absent: it lives only in the worker's environment.
+    """
+
+    model: str = DEFAULT_MODEL
+    endpoint: str | None = None
+    context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, ge=256)
+    max_tokens: int | None = Field(default=None, ge=1)
+    parallel_tool_calls: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+    @field_validator("model")
+    @classmethod
+    def _handle_shape(cls, value: str) -> str:
+        provider, sep, name = value.partition("/")
+        if not sep or not provider or not name:
+            raise ValueError(
+                f"model must be a handle 'provider/model-name' such as 'openai/gpt-4o-mini', got {value!r}"
+            )
+        return value
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0]
+
+    @property
+    def model_name(self) -> str:
+        return self.model.split("/", 1)[1]
+
+
+class AgentCreate(BaseModel):
+    """Request to create an agent (Letta's `CreateAgent` subset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="agent", min_length=1, max_length=200)
+    system: str = "You are a helpful assistant with persistent memory."
+    memory_blocks: list[BlockCreate] = Field(default_factory=list)
+    tools: list[str] | None = None
+    include_base_tools: bool = True
+    tool_rules: list[ToolRule] = Field(default_factory=list)
+    model: str | None = None
+    llm_config: LLMConfig | None = None
+    context_window_limit: int | None = Field(default=None, ge=256)
+    parallel_tool_calls: bool | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> AgentCreate:
+        labels = [b.label for b in self.memory_blocks]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"memory block labels must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def resolved_llm_config(self) -> LLMConfig:
+        """Merge the shorthand fields into one config, the way Letta's server does."""
+        config = self.llm_config or LLMConfig()
+        updates: dict[str, Any] = {}
+        if self.model is not None:
+            updates["model"] = self.model
+        if self.context_window_limit is not None:
+            updates["context_window"] = self.context_window_limit
+        if self.parallel_tool_calls is not None:
+            updates["parallel_tool_calls"] = self.parallel_tool_calls
+        return LLMConfig.model_validate({**config.model_dump(), **updates})
+
+    def resolved_tools(self) -> list[str]:
+        names = list(BASE_TOOLS) if self.include_base_tools else []
+        for name in self.tools or []:
+            if name not in names:
+                names.append(name)
+        return names
+
+
+class AgentState(BaseModel):
+    """A stored agent as the CLI and activities see it."""
+
+    id: str
+    name: str
+    system: str
+    description: str | None = None
+    blocks: list[Block]
+    tools: list[str]
+    tool_rules: list[ToolRule]
+    llm_config: LLMConfig
+    message_ids: list[str]
+    created_at: datetime
+    last_stop_reason: str | None = None
+
+    def block(self, label: str) -> Block | None:
+        return next((b for b in self.blocks if b.label == label), None)

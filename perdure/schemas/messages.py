@@ -1,0 +1,68 @@
+"""Stored messages: what the database keeps and what the provider request is built from.
+
+One model response is one `assistant` message (its text, reasoning and tool calls); all the
+returns of that response's tool calls are one `tool` message, as in Letta.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+Role = Literal["system", "user", "assistant", "tool", "approval", "summary"]
+ToolStatus = Literal["success", "error"]
+
+
+class TextContent(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ReasoningContent(BaseModel):
+    type: Literal["reasoning"] = "reasoning"
+    reasoning: str
+    signature: str | None = None
+
+
+Content = Annotated[TextContent | ReasoningContent, Field(discriminator="type")]
+
+
+class ToolCall(BaseModel):
+    """A model's request to call a tool. `arguments` stays the raw JSON string the model sent."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class ToolReturn(BaseModel):
+    tool_call_id: str
+    status: ToolStatus
+    func_response: str | None = None
+    stdout: list[str] | None = None
+    stderr: list[str] | None = None
+
+
+class Message(BaseModel):
+    id: str
+    agent_id: str
+    role: Role
+    content: list[Content] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_returns: list[ToolReturn] = Field(default_factory=list)
+    name: str | None = None
+    run_id: str | None = None
+    step_id: str | None = None
+    otid: str | None = None
+    model: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(part.text for part in self.content if isinstance(part, TextContent))
+
+    @property
+    def reasoning(self) -> str:
+        return "\n".join(part.reasoning for part in self.content if isinstance(part, ReasoningContent))

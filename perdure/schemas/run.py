@@ -1,0 +1,155 @@
+"""Payloads between the client, the run workflow and its activities.
+
+They carry ids and the few new messages of a step, never the whole context: history bytes
+per step must not grow with the size of the agent's memory or conversation (DESIGN.md, 2).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from perdure.schemas.agent import LLMConfig, ToolRule
+from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
+from perdure.schemas.messages import Message, ToolCall, ToolReturn
+
+DEFAULT_MAX_STEPS = 50
+
+
+class MessageCreate(BaseModel):
+    """One input message of a request (Letta's `MessageCreate`, text only)."""
+
+    role: str = Field(default="user", pattern="^(user|system)$")
+    content: str = Field(min_length=1)
+    otid: str | None = None
+
+
+class SendMessageRequest(BaseModel):
+    """The `send_message` update: starts a run of the agent's loop."""
+
+    messages: list[MessageCreate] = Field(min_length=1)
+    max_steps: int = Field(default=DEFAULT_MAX_STEPS, ge=1, le=10_000)
+
+
+class RunWorkflowInput(BaseModel):
+    agent_id: str
+
+
+class RunResult(BaseModel):
+    """What the `send_message` update returns: enough to fetch the run's messages by id."""
+
+    run_id: str
+    agent_id: str
+    stop_reason: StopReasonType
+    status: RunStatus
+    usage: LettaUsageStatistics
+    error: str | None = None
+
+
+class RunState(BaseModel):
+    """The `state` query: what the run is doing now."""
+
+    agent_id: str
+    run_id: str | None
+    status: RunStatus
+    step: int
+    max_steps: int | None
+    current: str
+    stop_reason: StopReasonType | None
+    usage: LettaUsageStatistics
+    error: str | None = None
+
+
+class AgentSnapshot(BaseModel):
+    """The small part of an agent the workflow needs to drive its loop."""
+
+    agent_id: str
+    name: str
+    tools: list[str]
+    tool_rules: list[ToolRule]
+    llm_config: LLMConfig
+
+
+class BeginRunInput(BaseModel):
+    agent_id: str
+    run_id: str
+    request: SendMessageRequest
+    workflow_id: str
+
+
+class LLMStepInput(BaseModel):
+    """One LLM request. `pending` are messages of this step not yet in the stored context."""
+
+    agent_id: str
+    run_id: str
+    step_id: str
+    step_number: int
+    pending: list[Message] = Field(default_factory=list)
+    allowed_tools: list[str] | None = None
+    force_tool_call: bool = False
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class LLMStepOutput(BaseModel):
+    """The model's answer, compact: text, reasoning, tool calls and usage."""
+
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    model: str
+    llm_request_ns: int = 0
+
+
+class ToolStepInput(BaseModel):
+    agent_id: str
+    run_id: str
+    step_id: str
+    tool_call: ToolCall
+
+
+class ToolStepOutput(BaseModel):
+    tool_return: ToolReturn
+    duration_ns: int = 0
+
+
+class StepRecord(BaseModel):
+    id: str
+    run_id: str
+    agent_id: str
+    step_number: int
+    model: str | None = None
+    status: str = "success"
+    stop_reason: StopReasonType | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    llm_request_ns: int | None = None
+    tool_execution_ns: int | None = None
+    step_ns: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+
+
+class CheckpointInput(BaseModel):
+    """Everything one successful step adds, committed in one transaction."""
+
+    agent_id: str
+    messages: list[Message]
+    step: StepRecord
+
+
+class FinishRunInput(BaseModel):
+    agent_id: str
+    run_id: str
+    stop_reason: StopReasonType
+    usage: LettaUsageStatistics
+    error: str | None = None
+    finished_at: datetime
+    failed_step: StepRecord | None = None

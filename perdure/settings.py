@@ -1,0 +1,56 @@
+"""Process settings, read from the environment once, so the CLI and the worker agree.
+
+Secrets such as `OPENAI_API_KEY` are read here in the worker only and never travel in a
+workflow or activity payload.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+TASK_QUEUE = "perdure"
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def home_dir() -> Path:
+    """Where the embedded default keeps its files (`PERDURE_HOME`, else ./.perdure)."""
+    return Path(os.environ.get("PERDURE_HOME", ".perdure")).resolve()
+
+
+class Settings(BaseModel):
+    database_url: str
+    temporal_address: str
+    temporal_namespace: str
+    task_queue: str
+    openai_base_url: str | None
+    scripted_base_url: str | None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        default_db = f"sqlite:///{home_dir() / 'perdure.db'}"
+        return cls(
+            database_url=os.environ.get("PERDURE_DATABASE_URL", default_db),
+            temporal_address=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"),
+            temporal_namespace=os.environ.get("TEMPORAL_NAMESPACE", "default"),
+            task_queue=os.environ.get("PERDURE_TASK_QUEUE", TASK_QUEUE),
+            openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
+            scripted_base_url=os.environ.get("PERDURE_SCRIPTED_BASE_URL") or None,
+        )
+
+
+def openai_api_key() -> str | None:
+    """Read at request time inside the LLM activity, so it is never part of a payload."""
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
+def default_model() -> str:
+    """`PERDURE_DEFAULT_MODEL`, else OpenAI's small model when an endpoint is configured, else the demo."""
+    chosen = os.environ.get("PERDURE_DEFAULT_MODEL")
+    if chosen:
+        return chosen
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        return "openai/gpt-4o-mini"
+    return "scripted/demo"

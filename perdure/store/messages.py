@@ -1,0 +1,129 @@
+"""Messages: idempotent inserts, the agent's in-context list, and reading history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from perdure.schemas.messages import Message
+from perdure.store.errors import NotFoundError
+from perdure.store.tables import AgentRow, MessageRow, utcnow
+
+
+def searchable_text(message: Message) -> str:
+    """What `conversation_search` matches against: text, reasoning, tool arguments and returns."""
+    parts = [message.text]
+    parts += [f"{call.name}({call.arguments})" for call in message.tool_calls]
+    parts += [ret.func_response or "" for ret in message.tool_returns]
+    return "\n".join(p for p in parts if p)
+
+
+def insert_messages(session: Session, messages: Sequence[Message]) -> None:
+    """Insert messages whose ids are not stored yet; a retried write adds nothing."""
+    if not messages:
+        return
+    ids = [m.id for m in messages]
+    existing = set(session.scalars(select(MessageRow.id).where(MessageRow.id.in_(ids))).all())
+    now = utcnow()
+    for message in messages:
+        if message.id in existing:
+            continue
+        created = message.created_at or now
+        stored = message.model_copy(update={"created_at": created})
+        session.add(
+            MessageRow(
+                id=message.id,
+                agent_id=message.agent_id,
+                run_id=message.run_id,
+                step_id=message.step_id,
+                role=message.role,
+                text=searchable_text(message),
+                data=stored.model_dump(mode="json"),
+                created_at=created,
+            )
+        )
+        existing.add(message.id)
+    session.flush()
+
+
+def replace_message(session: Session, message: Message) -> None:
+    row = session.scalars(select(MessageRow).where(MessageRow.id == message.id)).one()
+    row.data = message.model_dump(mode="json")
+    row.text = searchable_text(message)
+
+
+def load_message(session: Session, message_id: str) -> Message:
+    row = session.scalars(select(MessageRow).where(MessageRow.id == message_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"message '{message_id}' not found")
+    return Message.model_validate(row.data)
+
+
+def append_in_context(session: Session, agent_id: str, message_ids: Sequence[str]) -> list[str]:
+    """Append ids to the agent's in-context list, skipping ids already there (idempotent)."""
+    agent = session.get(AgentRow, agent_id, with_for_update=True)
+    if agent is None:
+        raise NotFoundError(f"agent '{agent_id}' not found")
+    current = list(agent.message_ids)
+    present = set(current)
+    added = [mid for mid in message_ids if mid not in present]
+    if added:
+        agent.message_ids = current + added
+        agent.context_version += 1
+    return agent.message_ids
+
+
+def load_in_context(session: Session, agent_id: str) -> list[Message]:
+    """The agent's context in order: system message first."""
+    agent = session.get(AgentRow, agent_id)
+    if agent is None:
+        raise NotFoundError(f"agent '{agent_id}' not found")
+    ids = list(agent.message_ids)
+    rows = session.scalars(select(MessageRow).where(MessageRow.id.in_(ids))).all()
+    by_id = {row.id: Message.model_validate(row.data) for row in rows}
+    return [by_id[mid] for mid in ids if mid in by_id]
+
+
+def list_messages(
+    session: Session,
+    agent_id: str,
+    *,
+    run_id: str | None = None,
+    limit: int | None = None,
+) -> list[Message]:
+    """Stored history, oldest first; with `limit`, the most recent `limit` messages."""
+    query = select(MessageRow).where(MessageRow.agent_id == agent_id)
+    if run_id is not None:
+        query = query.where(MessageRow.run_id == run_id)
+    query = query.order_by(MessageRow.seq.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    rows = list(reversed(session.scalars(query).all()))
+    return [Message.model_validate(row.data) for row in rows]
+
+
+def search_messages(
+    session: Session,
+    agent_id: str,
+    *,
+    query: str | None,
+    roles: Sequence[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[Message]:
+    """Case-insensitive substring search over stored messages, newest first."""
+    stmt = select(MessageRow).where(MessageRow.agent_id == agent_id, MessageRow.role != "system")
+    if query:
+        stmt = stmt.where(func.lower(MessageRow.text).contains(query.lower()))
+    if roles:
+        stmt = stmt.where(MessageRow.role.in_(list(roles)))
+    if start is not None:
+        stmt = stmt.where(MessageRow.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(MessageRow.created_at <= end)
+    rows = session.scalars(stmt.order_by(MessageRow.seq.desc()).limit(limit)).all()
+    return [Message.model_validate(row.data) for row in rows]

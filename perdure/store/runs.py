@@ -1,0 +1,154 @@
+"""Runs and steps. A step's messages, the in-context list and the step row commit together."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
+from perdure.schemas.run import SendMessageRequest, StepRecord
+from perdure.schemas.messages import Message
+from perdure.store.errors import NotFoundError
+from perdure.store.messages import append_in_context, insert_messages
+from perdure.store.tables import AgentRow, RunRow, StepRow, utcnow
+from pydantic import BaseModel
+from datetime import datetime
+
+
+class RunInfo(BaseModel):
+    id: str
+    agent_id: str
+    workflow_id: str
+    status: RunStatus
+    stop_reason: StopReasonType | None
+    request: SendMessageRequest
+    usage: LettaUsageStatistics | None
+    error: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class StepInfo(StepRecord):
+    created_at: datetime
+
+
+def create_run(session: Session, *, run_id: str, agent_id: str, workflow_id: str, request: SendMessageRequest) -> None:
+    """Record the run and its request (so an input that never reaches the context is not lost)."""
+    if session.get(RunRow, run_id) is not None:
+        return
+    session.add(
+        RunRow(
+            id=run_id,
+            agent_id=agent_id,
+            workflow_id=workflow_id,
+            status=RunStatus.running.value,
+            request=request.model_dump(mode="json"),
+        )
+    )
+
+
+def checkpoint_step(session: Session, agent_id: str, messages: list[Message], step: StepRecord) -> None:
+    insert_messages(session, messages)
+    append_in_context(session, agent_id, [m.id for m in messages])
+    upsert_step(session, step)
+
+
+def upsert_step(session: Session, step: StepRecord) -> None:
+    row = session.get(StepRow, step.id)
+    values = {
+        "run_id": step.run_id,
+        "agent_id": step.agent_id,
+        "step_number": step.step_number,
+        "model": step.model,
+        "status": step.status,
+        "stop_reason": step.stop_reason.value if step.stop_reason else None,
+        "prompt_tokens": step.usage.prompt_tokens,
+        "completion_tokens": step.usage.completion_tokens,
+        "total_tokens": step.usage.prompt_tokens + step.usage.completion_tokens,
+        "llm_request_ns": step.llm_request_ns,
+        "tool_execution_ns": step.tool_execution_ns,
+        "step_ns": step.step_ns,
+        "error_type": step.error_type,
+        "error": step.error,
+    }
+    if row is None:
+        session.add(StepRow(id=step.id, **values))
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+def finish_run(
+    session: Session,
+    *,
+    run_id: str,
+    agent_id: str,
+    stop_reason: StopReasonType,
+    usage: LettaUsageStatistics,
+    error: str | None,
+    finished_at: datetime,
+) -> None:
+    run = session.get(RunRow, run_id)
+    if run is None:
+        raise NotFoundError(f"run '{run_id}' not found")
+    run.status = stop_reason.run_status.value
+    run.stop_reason = stop_reason.value
+    run.usage = usage.model_dump(mode="json")
+    run.error = error
+    run.completed_at = finished_at
+    agent = session.get(AgentRow, agent_id)
+    if agent is not None:
+        agent.last_stop_reason = stop_reason.value
+
+
+def get_run(session: Session, run_id: str) -> RunInfo:
+    run = session.get(RunRow, run_id)
+    if run is None:
+        raise NotFoundError(f"run '{run_id}' not found")
+    return _run_info(run)
+
+
+def list_runs(session: Session, agent_id: str) -> list[RunInfo]:
+    rows = session.scalars(select(RunRow).where(RunRow.agent_id == agent_id).order_by(RunRow.created_at)).all()
+    return [_run_info(r) for r in rows]
+
+
+def list_steps(session: Session, run_id: str) -> list[StepInfo]:
+    rows = session.scalars(select(StepRow).where(StepRow.run_id == run_id).order_by(StepRow.step_number)).all()
+    return [
+        StepInfo(
+            id=r.id,
+            run_id=r.run_id,
+            agent_id=r.agent_id,
+            step_number=r.step_number,
+            model=r.model,
+            status=r.status,
+            stop_reason=StopReasonType(r.stop_reason) if r.stop_reason else None,
+            usage={"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens},
+            llm_request_ns=r.llm_request_ns,
+            tool_execution_ns=r.tool_execution_ns,
+            step_ns=r.step_ns,
+            error_type=r.error_type,
+            error=r.error,
+            created_at=r.created_at,
+        )
+        for r in rows
+    ]
+
+
+def _run_info(run: RunRow) -> RunInfo:
+    return RunInfo(
+        id=run.id,
+        agent_id=run.agent_id,
+        workflow_id=run.workflow_id,
+        status=RunStatus(run.status),
+        stop_reason=StopReasonType(run.stop_reason) if run.stop_reason else None,
+        request=SendMessageRequest.model_validate(run.request),
+        usage=LettaUsageStatistics.model_validate(run.usage) if run.usage else None,
+        error=run.error,
+        created_at=run.created_at,
+        completed_at=run.completed_at,
+    )
+
+
+__all__ = ["RunInfo", "StepInfo", "create_run", "checkpoint_step", "finish_run", "get_run", "list_runs", "list_steps", "upsert_step", "utcnow"]
