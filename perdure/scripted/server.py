@@ -3,12 +3,15 @@
 Tests script each model name's replies; the provider code under test (httpx, error mapping)
 runs exactly as against a real endpoint. The model name `demo` answers by rule instead.
 A model with no reply left answers 404, a non-retryable error, so a test that under-scripts
-fails at once with a clear message rather than after retries.
+fails at once with a clear message rather than after retries. A `"stream": true` request is
+answered with server-sent events in a chunked body, each event flushed on its own, so a client
+really receives the reply piece by piece (and a scripted drop really cuts the connection).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import defaultdict, deque
@@ -18,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from perdure.scripted.demo import demo_reply
-from perdure.scripted.replies import ScriptedReply, ScriptedToolCall
+from perdure.scripted.replies import ScriptedReply, ScriptedStream, ScriptedToolCall
 
 DEMO_MODEL = "demo"
 
@@ -63,7 +66,8 @@ class ScriptedLLMServer:
             return len(self._scripts[model])
 
     def in_flight(self, model: str) -> int:
-        """Requests for `model` received but not answered yet (a delayed reply still waiting)."""
+        """Requests for `model` received but not answered yet: a delayed reply still waiting,
+        or a stream still sending."""
         with self._lock:
             return self._in_flight[model]
 
@@ -107,7 +111,10 @@ class ScriptedLLMServer:
                 try:
                     if reply.delay_s:
                         time.sleep(reply.delay_s)
-                    self._send_raw(reply.status, reply.body(model, request), reply.headers)
+                    if reply.streams(request):
+                        self._send_stream(reply.status, reply.stream(model, request), reply)
+                    else:
+                        self._send_raw(reply.status, reply.body(model, request), reply.headers)
                 finally:
                     server._track(model, -1)
 
@@ -125,6 +132,32 @@ class ScriptedLLMServer:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def _send_stream(self, status: int, stream: ScriptedStream, reply: ScriptedReply) -> None:
+                """Chunked transfer encoding, one chunk per event: the body's end is the
+                zero-length chunk, so closing before it is a visible truncation to the client."""
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    for number, event in enumerate(stream.events):
+                        if number and reply.chunk_delay_s:
+                            time.sleep(reply.chunk_delay_s)
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                        self.wfile.flush()
+                    if stream.dropped:
+                        time.sleep(reply.chunk_delay_s)
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
