@@ -10,6 +10,7 @@ import math
 import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -28,8 +29,8 @@ from perdure.providers.base import (
     LLMServerError,
     LLMTimeoutError,
 )
+from perdure.providers.openai_stream import DONE, StreamAssembler, StreamPiece, decode_event, error_from_event, read_usage
 from perdure.schemas.messages import ToolCall
-from perdure.schemas.run import TokenUsage
 
 _CONTEXT_OVERFLOW = re.compile(
     r"context[_ ]length|context window|context size|maximum context|too many tokens|prompt is too long"
@@ -57,18 +58,51 @@ class OpenAICompatibleProvider:
             raise error_for_status(response)
         return parse_completion(response.content)
 
+    async def stream(self, request: ChatRequest, on_piece: Callable[[StreamPiece], None]) -> ChatResponse:
+        """Ask with `stream: true`, hand each piece to `on_piece` as it arrives, return the whole
+        answer. A stream that breaks off is a retryable connection error: the answer so far is
+        incomplete, so the activity's next attempt asks again."""
+        body = {**request.model_dump(exclude_none=True), "stream": True, "stream_options": {"include_usage": True}}
+        assembler = StreamAssembler()
+        try:
+            async with self._client.stream("POST", self._url, json=body, headers=self._headers) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_for_status(response)
+                async for line in response.aiter_lines():
+                    event = decode_event(line)
+                    if event == DONE:
+                        assembler.done = True
+                        break
+                    if event is not None:
+                        for piece in assembler.feed(event, self._stream_error):
+                            on_piece(piece)
+        except httpx.TimeoutException as err:
+            raise LLMTimeoutError(f"stream from {self._url} timed out: {err!r}") from err
+        except httpx.TransportError as err:
+            raise LLMConnectionError(f"the stream from {self._url} broke off: {err!r}") from err
+        if not assembler.finished:
+            raise LLMConnectionError(f"the stream from {self._url} ended before the model finished")
+        return assembler.finish()
+
+    def _stream_error(self, error: Any) -> LLMError:
+        return error_from_event(error, lambda status, text: classify_error(status, f"in-stream error from {self._url}: {text}", text))
+
 
 def error_for_status(response: httpx.Response) -> LLMError:
     """Map an HTTP error to the typed error that decides retrying (DESIGN.md item 6)."""
     status = response.status_code
     text = _error_text(response)
-    message = f"{status} from {response.request.url}: {text}"
+    return classify_error(status, f"{status} from {response.request.url}: {text}", text, retry_after_seconds(response))
+
+
+def classify_error(status: int, message: str, text: str, retry_after: float | None = None) -> LLMError:
     if status == 413 or (status == 400 and _CONTEXT_OVERFLOW.search(text)):
         return ContextWindowExceededError(message, status_code=status)
     if status == 429:
-        return LLMRateLimitError(message, status_code=status, retry_after=retry_after_seconds(response))
+        return LLMRateLimitError(message, status_code=status, retry_after=retry_after)
     if status >= 500 or status in (408, 409):
-        return LLMServerError(message, status_code=status, retry_after=retry_after_seconds(response))
+        return LLMServerError(message, status_code=status, retry_after=retry_after)
     if status in (401, 403):
         return LLMAuthenticationError(message, status_code=status)
     if status == 404:
@@ -144,7 +178,7 @@ def _read_completion(data: Any) -> ChatResponse:
         reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
         tool_calls=calls,
         finish_reason=choice.get("finish_reason"),
-        usage=_usage(data.get("usage")),
+        usage=read_usage(data.get("usage")),
         model=data.get("model"),
     )
 
@@ -154,19 +188,6 @@ def _arguments_text(arguments: Any) -> str:
     if arguments is None:
         return "{}"
     return arguments if isinstance(arguments, str) else json.dumps(arguments)
-
-
-def _usage(usage: Any) -> TokenUsage | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
-    return TokenUsage(
-        prompt_tokens=usage.get("prompt_tokens") or 0,
-        completion_tokens=usage.get("completion_tokens") or 0,
-        cached_input_tokens=prompt_details.get("cached_tokens"),
-        reasoning_tokens=completion_details.get("reasoning_tokens"),
-    )
 
 
 def _error_text(response: httpx.Response) -> str:
