@@ -16,6 +16,7 @@ import httpx
 from temporalio import activity
 
 from activities.errors import llm_failure, not_found
+from activities.token_stream import TokenPublisher
 from perdure.providers.base import ChatRequest, ChatResponse, LLMError
 from perdure.providers.openai import OpenAICompatibleProvider
 from perdure.providers.openai_format import to_openai_messages
@@ -53,7 +54,11 @@ class LLMActivities:
         started = time.monotonic_ns()
         try:
             async with heartbeating():
-                response = await provider.complete(request)
+                if input.stream_tokens:
+                    async with TokenPublisher(input.run_id, input.step_id, input.message_id) as publisher:
+                        response = await provider.stream(request, publisher.add)
+                else:
+                    response = await provider.complete(request)
         except LLMError as err:
             raise llm_failure(err) from err
         output = _to_output(response, config, time.monotonic_ns() - started)

@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,11 @@ from perdure.store import agents, messages, runs
 from perdure.store.db import Database, get_database
 from perdure.store.errors import InvalidRequestError, NotFoundError
 import worker
-from starter.client import PerdureClient, RunRejectedError
+from starter.client import PerdureClient, RunRejectedError, message_request
 from starter.dev import run_dev
 from starter.render import agent_text, message_lines, response_text, state_text
+from starter.stream import NoRunError, StreamItem
+from starter.stream_render import StreamPrinter, json_line
 from workflows import names
 
 EXIT_BAD_INPUT = 2
@@ -92,7 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--max-steps", type=int)
     send.add_argument("--client-tools", type=Path, metavar="FILE", help="JSON list of {name, description, parameters} the client runs itself")
     send.add_argument("--approval-timeout", type=float, metavar="SECONDS", help="end the run requires_approval if no answer comes in time")
+    _stream_flag(send)
     _json_flag(send).set_defaults(handler=_send)
+
+    follow = sub.add_parser("follow", help="print the latest run's stream from an offset, live until it stops or waits")
+    follow.add_argument("agent_id")
+    follow.add_argument("--from", dest="from_offset", type=int, default=0, metavar="OFFSET", help="resume at this offset (the last seq_id seen + 1)")
+    _json_flag(follow).set_defaults(handler=_follow)
 
     approve = sub.add_parser("approve", help="approve a pending tool call (all pending approvals without an id)")
     approve.add_argument("agent_id")
@@ -139,7 +147,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _answer_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-wait", action="store_true", help="deliver the answer as a signal and return at once")
+    _stream_flag(parser)
     return _json_flag(parser)
+
+
+def _stream_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stream", action="store_true", help="print tokens as they arrive and each step as it completes")
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -208,6 +221,11 @@ def _send(args: argparse.Namespace) -> int:
 
     async def send() -> int:
         client = await _client()
+        if args.stream:
+            request = message_request(
+                args.text, max_steps=args.max_steps, client_tools=client_tools, approval_timeout_seconds=args.approval_timeout, stream_tokens=True
+            )
+            return await _print_stream(args, client.stream_message(args.agent_id, request))
         response = await client.send_message(
             args.agent_id,
             args.text,
@@ -269,6 +287,10 @@ def _deliver(args: argparse.Namespace, signal: str, build: Callable[[PerdureClie
     async def deliver() -> int:
         client = await _client()
         answers = await build(client)
+        if args.stream and args.no_wait:
+            raise UsageError("--stream and --no-wait do not go together: --no-wait returns before anything streams")
+        if args.stream:
+            return await _print_stream(args, client.stream_answer(args.agent_id, answers))
         if not args.no_wait:
             return _print_response(args, client, await client.answer(args.agent_id, answers))
         for answer in answers:
@@ -277,6 +299,33 @@ def _deliver(args: argparse.Namespace, signal: str, build: Callable[[PerdureClie
         return _out(args, {"agent_id": args.agent_id, "delivered": ids}, f"delivered {signal} for {', '.join(ids)}")
 
     return asyncio.run(deliver())
+
+
+def _follow(args: argparse.Namespace) -> int:
+    if args.from_offset < 0:
+        raise UsageError("--from must be 0 or more")
+
+    async def follow() -> int:
+        client = await _client()
+        return await _print_stream(args, client.follow(args.agent_id, args.from_offset))
+
+    return asyncio.run(follow())
+
+
+async def _print_stream(args: argparse.Namespace, items: AsyncIterator[StreamItem]) -> int:
+    """Print each event as it comes; the output so far stands if the stream breaks off."""
+    printer = StreamPrinter()
+    try:
+        async for item in items:
+            if args.json:
+                print(json_line(item), flush=True)
+            else:
+                printer.show(item)
+    except NoRunError as err:
+        raise UsageError(str(err)) from err
+    finally:
+        printer.finish()
+    return 0
 
 
 def _compact(args: argparse.Namespace) -> int:

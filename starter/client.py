@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
+    WorkflowUpdateStage,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -15,11 +24,12 @@ from perdure.approvals import NO_PENDING, pending_message
 from perdure.convert import to_letta_messages
 from perdure.schemas.approvals import Answer, AnswerRequest, ApprovalCreate, ClientTool, PendingApproval, PendingCall
 from perdure.store.pending import already_answered, find_stored_pending
-from perdure.schemas.letta import LettaResponse, LettaStopReason
+from perdure.schemas.letta import LettaResponse, LettaStopReason, StopReasonType
 from perdure.schemas.run import CompactOutput, CompactRequest, MessageCreate, RunResult, RunState, RunWorkflowInput, SendMessageRequest, StoredPending
 from perdure.settings import Settings
 from perdure.store import agents, messages
 from perdure.store.db import Database, get_database
+from starter.stream import OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
 from starter.temporal import connect
 from workflows import names
 from workflows.run_workflow import AgentRunWorkflow
@@ -52,10 +62,7 @@ class PerdureClient:
         client_tools: list[ClientTool] | None = None,
         approval_timeout_seconds: float | None = None,
     ) -> LettaResponse:
-        options: dict[str, Any] = {"client_tools": client_tools or [], "approval_timeout_seconds": approval_timeout_seconds}
-        if max_steps is not None:
-            options["max_steps"] = max_steps
-        request = SendMessageRequest(messages=[MessageCreate(content=text)], **options)
+        request = message_request(text, max_steps=max_steps, client_tools=client_tools, approval_timeout_seconds=approval_timeout_seconds)
         return self.response(await self.start_run(agent_id, request))
 
     async def answer(self, agent_id: str, answers: list[Answer]) -> LettaResponse:
@@ -158,7 +165,11 @@ class PerdureClient:
             agents.get_agent(session, agent_id)
 
     async def start_run(self, agent_id: str, request: SendMessageRequest) -> RunResult:
-        """Start a run and wait until it stops; a live run makes the update fail with its reason.
+        """Start a run and wait until it stops or pauses."""
+        return await _outcome(await self._start_update(agent_id, request, WorkflowUpdateStage.COMPLETED))
+
+    async def _start_update(self, agent_id: str, request: SendMessageRequest, stage: WorkflowUpdateStage) -> WorkflowUpdateHandle[RunResult]:
+        """Start a run by update-with-start; a live run makes the update fail with its reason.
 
         A plain message to an agent whose context holds an unanswered approval request, or
         answers when nothing is pending, are refused here already (the begin activity checks
@@ -179,8 +190,8 @@ class PerdureClient:
         for _ in range(FINISHING_RETRIES):
             operation = self._start_operation(agent_id, agent.name, _summary(request))
             try:
-                return await self.temporal.execute_update_with_start_workflow(
-                    AgentRunWorkflow.send_message, request, start_workflow_operation=operation
+                return await self.temporal.start_update_with_start_workflow(
+                    AgentRunWorkflow.send_message, request, start_workflow_operation=operation, wait_for_stage=stage
                 )
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
@@ -189,6 +200,63 @@ class PerdureClient:
                     continue
                 raise RunRejectedError(_reason(err)) from err
         raise RunRejectedError(f"agent {agent_id} kept finishing its previous run; try again")
+
+    async def stream_message(self, agent_id: str, request: SendMessageRequest) -> AsyncIterator[StreamItem]:
+        """Start a run and yield its stream until it stops or pauses (`perdure send --stream`)."""
+        handle = await self._start_update(agent_id, request, WorkflowUpdateStage.ACCEPTED)
+        async for item in until_outcome(read_stream(self.temporal, agent_id, run_id=handle.workflow_run_id)):
+            yield item
+        await _outcome(handle)  # a request the begin activity refused ends the stream empty
+
+    async def stream_answer(self, agent_id: str, answers: list[Answer]) -> AsyncIterator[StreamItem]:
+        """Answer pending calls and yield the continuation's stream (`perdure approve --stream`)."""
+        self._require_agent(agent_id)
+        handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
+        if not await self._has_live_run(agent_id):
+            resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)
+            async for item in self.stream_message(agent_id, resume):
+                yield item
+            return
+        offset = await current_offset(self.temporal, agent_id)
+        try:
+            request = AnswerRequest(approvals=answers, stream_tokens=True)
+            update = await handle.start_update(AgentRunWorkflow.answer, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        except WorkflowUpdateFailedError as err:
+            if not (_reason(err).startswith(NO_PENDING) and self._stored_pending(agent_id) is not None):
+                raise RunRejectedError(_reason(err)) from err
+            # The run has just ended at its approval timeout and is still closing: resume.
+            with contextlib.suppress(WorkflowFailureError):
+                await handle.result()
+            async for item in self.stream_message(agent_id, SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)):
+                yield item
+            return
+        async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=update.workflow_run_id)):
+            yield item
+        await _outcome(update)
+
+    async def follow(self, agent_id: str, from_offset: int = 0) -> AsyncIterator[StreamItem]:
+        """The latest run's stream from `from_offset`: what happened so far, then live events
+        until the run stops, or until it waits for a person with nothing more to show."""
+        self._require_agent(agent_id)
+        if await self._waiting_at(agent_id, from_offset):
+            return
+        watch = OutcomeWatch()
+        async for item in read_stream(self.temporal, agent_id, from_offset):
+            yield item
+            watch.see(item.event)
+            if not watch.ended:
+                continue
+            if watch.stop_reason is not StopReasonType.requires_approval:
+                return
+            if await self._waiting_at(agent_id, item.offset + 1):
+                return
+
+    async def _waiting_at(self, agent_id: str, offset: int) -> bool:
+        """True when the run waits for a person and `offset` is past its last event."""
+        if await current_offset(self.temporal, agent_id) > offset:
+            return False
+        state = await self.state(agent_id)
+        return state is not None and state.pending_approval is not None
 
     def response(self, result: RunResult) -> LettaResponse:
         """Letta's response shape: the messages this outcome added (since the send or the pause)."""
@@ -222,11 +290,33 @@ class PerdureClient:
             return None
 
 
+def message_request(
+    text: str,
+    *,
+    max_steps: int | None = None,
+    client_tools: list[ClientTool] | None = None,
+    approval_timeout_seconds: float | None = None,
+    stream_tokens: bool = False,
+) -> SendMessageRequest:
+    """A one-message request; options left out take the request's defaults."""
+    options: dict[str, Any] = {"client_tools": client_tools or [], "approval_timeout_seconds": approval_timeout_seconds, "stream_tokens": stream_tokens}
+    if max_steps is not None:
+        options["max_steps"] = max_steps
+    return SendMessageRequest(messages=[MessageCreate(content=text)], **options)
+
+
 def _summary(request: SendMessageRequest) -> str:
     """What the Temporal UI lists for the run: the user's first words, or that it answers."""
     if request.approval is not None:
         return f"answers {len(request.approval.approvals)} pending call(s)"
     return request.user_messages[0].content[:120]
+
+
+async def _outcome(handle: WorkflowUpdateHandle[RunResult]) -> RunResult:
+    try:
+        return await handle.result()
+    except WorkflowUpdateFailedError as err:
+        raise RunRejectedError(_reason(err)) from err
 
 
 def _reason(error: WorkflowUpdateFailedError) -> str:

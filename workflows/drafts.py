@@ -41,14 +41,15 @@ class StepDraft:
     """The tools the rules allowed when the model was asked; approved calls are held to it too."""
 
 
-def assistant_message(output: LLMStepOutput, calls: Sequence[ToolCall], step: StepRecord, new_id: NewId) -> Message:
+def assistant_message(output: LLMStepOutput, calls: Sequence[ToolCall], step: StepRecord, message_id: str) -> Message:
+    """`message_id` is chosen before the model is asked, so streamed chunks carry it too."""
     content: list[ReasoningContent | TextContent] = []
     if output.reasoning:
         content.append(ReasoningContent(reasoning=output.reasoning))
     if output.content:
         content.append(TextContent(text=output.content))
     return Message(
-        id=new_id(),
+        id=message_id,
         agent_id=step.agent_id,
         role="assistant",
         content=content,

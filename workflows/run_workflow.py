@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -28,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.agent import DEFAULT_CONTEXT_WINDOW
     from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
     from perdure.schemas.messages import Message, TextContent, ToolCall
+    from perdure.schemas.stream import STREAM_TOPIC
     from perdure.schemas.run import (
         AgentSnapshot,
         BeginRunInput,
@@ -66,6 +68,7 @@ from workflows import activity_calls
 from workflows.policies import FIRST_MESSAGE_TIMEOUT
 from workflows.tool_runner import ToolRunner
 from workflows.search_attributes import AGENT_ID, RUN_STATUS, STOP_REASON
+from workflows.stream_events import outcome_events, step_events, stream_tokens_now
 
 CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
 MAX_OVERFLOW_COMPACTIONS = 3
@@ -93,6 +96,10 @@ class AgentRunWorkflow:
         self._stop_reason: StopReasonType | None = None
         self._usage = LettaUsageStatistics()
         self._error: str | None = None
+        self._failure_type: str | None = None
+        self._stream_tokens = False
+        self._tokens_streamed = False
+        """Whether this step's answer went out as token chunks (then it is not published whole)."""
         self._outcome: RunResult | None = None
         self._outcomes = 0
         self._finished = False
@@ -105,6 +112,8 @@ class AgentRunWorkflow:
         self._context_window = DEFAULT_CONTEXT_WINDOW
         self._solver = ToolRulesSolver([], [])
         self._tools: ToolRunner  # made once the agent is known (_run_loop)
+        self._stream = WorkflowStream()
+        self._events = self._stream.topic(STREAM_TOPIC)
 
     @workflow.run
     async def run(self, input: RunWorkflowInput) -> RunResult | None:
@@ -114,7 +123,7 @@ class AgentRunWorkflow:
                 non_retryable=True,
             )
         if self._request is None:  # started by `compact` alone: nothing else to do
-            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._wait_for_handlers()
             return None
         assert self._run_id is not None
         cancelled = False
@@ -123,7 +132,7 @@ class AgentRunWorkflow:
         except asyncio.CancelledError:
             cancelled = True
             await self._on_cancel(self._run_id)
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._wait_for_handlers()
         if cancelled:
             raise asyncio.CancelledError(f"run {self._run_id} was cancelled")
         result = self._outcome
@@ -141,6 +150,7 @@ class AgentRunWorkflow:
     @workflow.update(name=names.SEND_MESSAGE)
     async def send_message(self, request: SendMessageRequest) -> RunResult:
         self._request = request
+        self._stream_tokens = request.stream_tokens
         self._run_id = f"run-{workflow.uuid4()}"
         await workflow.wait_condition(lambda: self._outcomes > 0 or self._rejection is not None)
         if self._rejection is not None:
@@ -194,6 +204,7 @@ class AgentRunWorkflow:
     async def answer(self, request: AnswerRequest) -> RunResult:
         """Answer pending calls; returns when the run stops or pauses again."""
         seen = self._outcomes
+        self._stream_tokens = self._stream_tokens or request.stream_tokens
         self._answers.record(request.approvals)
         await workflow.wait_condition(lambda: self._outcomes > seen)
         assert self._outcome is not None
@@ -276,6 +287,8 @@ class AgentRunWorkflow:
     ) -> tuple[StopReasonType | None, StepRecord | None]:
         """One LLM request and its tool calls. Returns (stop reason or None to go on, failed step)."""
         step = StepRecord(id=f"step-{workflow.uuid4()}", run_id=run_id, agent_id=self._agent_id, step_number=number, model=agent.llm_config.model)
+        answer_id = self._new_message_id()
+        self._tokens_streamed = stream_tokens_now(self._stream_tokens, workflow.info().get_current_history_length())
         started = workflow.now()
         allowed = self._solver.allowed_tools()
         self._draft = StepDraft(step=step, inputs=[m.model_copy(update={"step_id": step.id}) for m in inputs], allowed=allowed)
@@ -291,6 +304,8 @@ class AgentRunWorkflow:
                 force_tool_call=self._solver.should_force_tool_call(),
                 parallel_tool_calls=agent.parallel_allowed,
                 client_tools=request.client_tools,
+                message_id=answer_id,
+                stream_tokens=self._tokens_streamed,
             )
             output = await self._request_with_room(agent, llm_input)
         except (ActivityError, ContextOverflow) as err:
@@ -301,6 +316,7 @@ class AgentRunWorkflow:
                 cause = err.cause
                 error_type = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
                 self._error = _failure_text(err)
+                self._failure_type = error_type
                 stop = stop_reason_for_llm_error(error_type)
             self._draft = None
             return stop, step.model_copy(update={"status": "failed", "stop_reason": stop, "error_type": error_type, "error": self._error})
@@ -308,7 +324,7 @@ class AgentRunWorkflow:
         self._draft.step = step.model_copy(update={"usage": output.usage, "llm_request_ns": output.llm_request_ns})
         draft = self._draft
         try:
-            return await self._act(agent, request, draft, started, output), None
+            return await self._act(agent, request, draft, started, output, answer_id), None
         except (ActivityError, ApplicationError) as err:
             _reraise_cancellation(err)
             # A tool or the checkpoint failed past its retries (e.g. the database is down): end the
@@ -319,7 +335,7 @@ class AgentRunWorkflow:
             return StopReasonType.error, failed
 
     async def _act(
-        self, agent: AgentSnapshot, request: SendMessageRequest, draft: StepDraft, started: Any, output: LLMStepOutput
+        self, agent: AgentSnapshot, request: SendMessageRequest, draft: StepDraft, started: Any, output: LLMStepOutput, answer_id: str
     ) -> StopReasonType | None:
         """Run the step's calls (or pause for the ones that need a person), then commit the step."""
         calls = prepare_tool_calls(output.tool_calls, parallel_allowed=agent.parallel_allowed, new_id=lambda: f"call_{workflow.uuid4().hex[:24]}")
@@ -328,8 +344,8 @@ class AgentRunWorkflow:
         held = [c for c in calls if c.name in draft.allowed and (c.name in client_names or c.name in agent.approval_tools)]
         draft.calls = calls
         if held:
-            return await self._pause(agent, draft, output, held, client_names)
-        draft.assistant = assistant_message(output, calls, draft.step, self._new_message_id)
+            return await self._pause(agent, draft, output, held, client_names, answer_id)
+        draft.assistant = assistant_message(output, calls, draft.step, answer_id)
         tool_ns = None
         outcome = None
         if calls:
@@ -405,13 +421,13 @@ class AgentRunWorkflow:
         )
 
     async def _pause(
-        self, agent: AgentSnapshot, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], client_names: set[str]
+        self, agent: AgentSnapshot, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], client_names: set[str], answer_id: str
     ) -> StopReasonType | None:
         """Commit the response with its held calls, answer the caller, and wait for the answers."""
         others = [c for c in draft.calls if c not in held]
         messages = list(draft.inputs)
         if others or output.content or output.reasoning:
-            messages.append(assistant_message(output, others, draft.step, self._new_message_id))
+            messages.append(assistant_message(output, others, draft.step, answer_id))
         client_ids = [c.id for c in held if c.name in client_names]
         messages.append(approval_request(held, client_ids, draft.step, self._new_message_id))
         step = draft.step.model_copy(update={"stop_reason": StopReasonType.requires_approval})
@@ -467,6 +483,8 @@ class AgentRunWorkflow:
         self._set_current(f"checkpoint, step {step.step_number}")
         await activity_calls.checkpoint_step(CheckpointInput(agent_id=self._agent_id, messages=messages, step=step))
         self._emitted += [m.id for m in messages]
+        for event in step_events(messages, tokens_streamed=self._tokens_streamed):
+            self._events.publish(event)
 
     async def _begin(self, request: SendMessageRequest, run_id: str) -> BeginRunOutput | None:
         self._status = RunStatus.running
@@ -531,6 +549,15 @@ class AgentRunWorkflow:
         )
         self._emitted = []
         self._outcomes += 1
+        failure = self._error if final and self._status is RunStatus.failed else None
+        for event in outcome_events(run_id, stop_reason, self._usage, failure=failure, failure_type=self._failure_type):
+            self._events.publish(event)
+
+    async def _wait_for_handlers(self) -> None:
+        """Let the updates that wait for an outcome return; stream subscribers are released
+        first (they read the rest through the stream's query once the run has closed)."""
+        self._stream.detach_pollers()
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     def _user_message(self, text: str, otid: str | None, run_id: str) -> Message:
         return Message(id=self._new_message_id(), agent_id=self._agent_id, role="user", content=[TextContent(text=text)], otid=otid, run_id=run_id)

@@ -57,6 +57,8 @@ class AnswerRequest(BaseModel):
     """The `answer` update: one or more answers; returns when the run stops or pauses again."""
 
     approvals: list[Answer] = Field(min_length=1)
+    stream_tokens: bool = False
+    """Stream the continuation's tokens even when the run was started without."""
 
 
 class ApproveSignal(BaseModel):

@@ -44,6 +44,9 @@ class SendMessageRequest(BaseModel):
     approval_timeout_seconds: float | None = Field(default=None, gt=0)
     """How long a pause for approval may last before the run ends `requires_approval`;
     None means the agent's setting (default: wait forever)."""
+    stream_tokens: bool = False
+    """Letta's flag: publish the model's tokens to the run's stream as they arrive (steps,
+    the stop reason and usage are always published)."""
 
     @model_validator(mode="after")
     def _approval_first(self) -> SendMessageRequest:
@@ -160,6 +163,9 @@ class LLMStepInput(BaseModel):
     force_tool_call: bool = False
     parallel_tool_calls: bool = False
     client_tools: list[ClientTool] = Field(default_factory=list)
+    message_id: str = ""
+    """The id the answer will be stored under; streamed chunks carry it, as Letta's do."""
+    stream_tokens: bool = False
 
 
 class TokenUsage(BaseModel):

@@ -1,0 +1,107 @@
+"""Forwarding the model's tokens from the LLM activity to the run's Workflow Stream.
+
+Every publish is a signal, and each signal adds events to the run's history, so pieces are
+gathered for FLUSH_EVERY_S and merged into one Letta message chunk per kind before they go:
+the history cost follows the time spent streaming, not the number of tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+from temporalio import activity
+from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClient
+from temporalio.service import RPCError
+
+from perdure.providers.openai_stream import StreamPiece
+from perdure.schemas.letta import AssistantMessage, LettaToolCall, ReasoningMessage, ToolCallMessage
+from perdure.schemas.stream import STREAM_TOPIC, AttemptStarted, StreamEvent
+
+FLUSH_EVERY_S = 0.5
+FINAL_FLUSH_TIMEOUT_S = 5.0
+"""A failing attempt still tries to deliver its partial output, but never hangs on it."""
+
+
+class TokenPublisher:
+    """Collects pieces for one LLM request and publishes them as Letta chunks of `message_id`."""
+
+    def __init__(self, run_id: str, step_id: str, message_id: str) -> None:
+        self._run_id = run_id
+        self._step_id = step_id
+        self._message_id = message_id
+        self._pending: list[StreamPiece] = []
+        self._client = WorkflowStreamClient.from_within_activity(batch_interval=timedelta(hours=1))
+        self._topic: TopicHandle[Any] = self._client.topic(STREAM_TOPIC)
+        self._loop: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TokenPublisher:
+        await self._client.__aenter__()
+        attempt = activity.info().attempt
+        if attempt > 1:
+            self._send(AttemptStarted(run_id=self._run_id, step_id=self._step_id, attempt=attempt))
+            await self._client.flush()
+        self._loop = asyncio.create_task(self._flush_periodically())
+        return self
+
+    def add(self, piece: StreamPiece) -> None:
+        self._pending.append(piece)
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        self._publish_pending()
+        if error is None:
+            await self._client.__aexit__(None, None, None)
+            return
+        # The attempt failed: its partial output is still worth showing, but its own error wins.
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(self._client.__aexit__(None, None, None), FINAL_FLUSH_TIMEOUT_S)
+
+    async def _flush_periodically(self) -> None:
+        """A batch that fails to go out stays queued for the next flush (the stream dedups a
+        batch sent twice); only the final flush may fail the attempt."""
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            if self._pending:
+                self._publish_pending()
+                try:
+                    await self._client.flush()
+                except RPCError as err:
+                    activity.logger.warning("publishing tokens failed, retrying with the next batch: %s", err)
+
+    def _publish_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for chunk in merge_pieces(pending):
+            self._send(self._chunk(chunk))
+
+    def _chunk(self, piece: StreamPiece) -> StreamEvent:
+        common = {"id": self._message_id, "run_id": self._run_id, "step_id": self._step_id}
+        if piece.kind == "content":
+            return AssistantMessage(content=piece.text, **common)
+        if piece.kind == "reasoning":
+            return ReasoningMessage(reasoning=piece.text, **common)
+        call = LettaToolCall(name=piece.name, arguments=piece.text, tool_call_id=piece.tool_call_id)
+        return ToolCallMessage(tool_call=call, tool_calls=[call], **common)
+
+    def _send(self, event: StreamEvent) -> None:
+        self._topic.publish(event.model_dump(mode="json", exclude_none=True))
+
+
+def merge_pieces(pieces: list[StreamPiece]) -> list[StreamPiece]:
+    """Join neighbouring pieces of the same text (or the same tool call) into one."""
+    merged: list[StreamPiece] = []
+    for piece in pieces:
+        last = merged[-1] if merged else None
+        if last is not None and last.kind == piece.kind and last.index == piece.index:
+            merged[-1] = last.model_copy(
+                update={"text": last.text + piece.text, "name": piece.name or last.name, "tool_call_id": piece.tool_call_id or last.tool_call_id}
+            )
+        else:
+            merged.append(piece)
+    return merged

@@ -1,0 +1,93 @@
+"""What token streaming adds to a run's history, per 1,000 streamed tokens, printed as JSON.
+
+One answer of about `--tokens` tokens is asked for twice with the same script, once with token
+streaming and a reader on the stream (as `perdure send --stream`), once without; the history
+difference is the streaming cost. The model writes at `--tokens-per-second`, so batching by
+time shows as it would against a real provider. A run with a 50x larger memory block shows
+that the cost does not grow with the context.
+
+    python bench/stream_cost.py [--tokens 1000] [--tokens-per-second 100]
+        [--flush-seconds S] [--poll-seconds S]   (try other batching than the defaults)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+
+from harness import bench_setup
+
+import activities.token_stream
+import starter.stream
+
+from perdure.agents import create_agent
+from perdure.schemas.agent import AgentCreate
+from perdure.scripted.replies import token_pieces
+from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
+from starter.client import PerdureClient, message_request
+from workflows.names import workflow_id
+
+WORDS = "the durable agent keeps its memory in a database and streams each token to its readers as it writes ".split()
+
+
+def answer_text(tokens: int) -> str:
+    words: list[str] = []
+    while len(token_pieces(" ".join(words))) < tokens:
+        words.append(WORDS[len(words) % len(WORDS)])
+    return " ".join(words)
+
+
+async def one_run(client: PerdureClient, llm: ScriptedLLMServer, text: str, delay: float, stream: bool, block: int) -> tuple[int, int, int]:
+    """(history events, history bytes as stored (protobuf), stream events read) of one run."""
+    model = f"bench-{uuid.uuid4().hex[:8]}"
+    agent = create_agent(
+        client.db,
+        AgentCreate(name="bench", memory_blocks=[{"label": "human", "value": "x" * block}], llm_config={"model": f"scripted/{model}", "endpoint": llm.base_url}),
+    )
+    llm.script(model, [ScriptedReply(content=text, chunk_delay_s=delay)])
+    read = [item async for item in client.stream_message(agent.id, message_request("go", stream_tokens=stream))]
+    handle = client.temporal.get_workflow_handle(workflow_id(agent.id))
+    await handle.result()
+    history = await handle.fetch_history()
+    return len(history.events), sum(event.ByteSize() for event in history.events), len(read)
+
+
+async def main(tokens: int, rate: float, flush: float | None, poll: float | None) -> dict[str, object]:
+    if flush is not None:
+        activities.token_stream.FLUSH_EVERY_S = flush
+    if poll is not None:
+        starter.stream.POLL_COOLDOWN = timedelta(seconds=poll)
+    text = answer_text(tokens)
+    streamed_tokens = len(token_pieces(text))
+    delay = 1 / rate
+    async with bench_setup() as (client, llm):
+        await one_run(client, llm, "warm up", 0, True, 1_000)
+        plain = await one_run(client, llm, text, delay, False, 1_000)
+        streamed = await one_run(client, llm, text, delay, True, 1_000)
+        big_context = await one_run(client, llm, text, delay, True, 50_000)
+    per_1k = 1_000 / streamed_tokens
+    return {
+        "streamed_tokens": streamed_tokens,
+        "tokens_per_second": rate,
+        "flush_seconds": activities.token_stream.FLUSH_EVERY_S,
+        "poll_seconds": starter.stream.POLL_COOLDOWN.total_seconds(),
+        "history_events": {"without_streaming": plain[0], "with_streaming": streamed[0], "with_streaming_50x_context": big_context[0]},
+        "history_bytes": {"without_streaming": plain[1], "with_streaming": streamed[1], "with_streaming_50x_context": big_context[1]},
+        "stream_events_read": streamed[2],
+        "added_events_per_1000_tokens": round((streamed[0] - plain[0]) * per_1k, 1),
+        "added_bytes_per_1000_tokens": round((streamed[1] - plain[1]) * per_1k),
+        "added_bytes_per_streamed_text_byte": round((streamed[1] - plain[1]) / len(text.encode()), 2),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=1_000)
+    parser.add_argument("--tokens-per-second", type=float, default=100.0)
+    parser.add_argument("--flush-seconds", type=float)
+    parser.add_argument("--poll-seconds", type=float)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.tokens, args.tokens_per_second, args.flush_seconds, args.poll_seconds)), indent=2))

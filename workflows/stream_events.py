@@ -1,0 +1,51 @@
+"""What the workflow publishes to the run's stream, in Letta's shapes: pure, so it replays.
+
+A step is published once it is committed, so a client never sees what the store may lose.
+With token streaming on, the model's answer already went out chunk by chunk from the LLM
+activity under the same message id, so only what happened after it (tool returns, the
+approval request, answers) follows. Input messages are not echoed, as in Letta's stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from perdure.convert import to_letta_messages
+    from perdure.schemas.letta import LettaStopReason, LettaUsageStatistics, StopReasonType
+    from perdure.schemas.messages import Message
+    from perdure.schemas.stream import error_event
+
+
+TOKEN_STREAM_HISTORY_LIMIT = 20_000
+"""Token chunks cost about nine history events per batch (the signal, the reader's poll and
+their workflow tasks). Past this many events a run streams whole steps only, so even a run
+of a thousand streamed steps stays well inside Temporal's 51,200-event limit."""
+
+
+def stream_tokens_now(requested: bool, history_length: int) -> bool:
+    return requested and history_length < TOKEN_STREAM_HISTORY_LIMIT
+
+
+def step_events(messages: Sequence[Message], *, tokens_streamed: bool) -> list[dict[str, Any]]:
+    shown = [m for m in messages if m.role != "user" and not (tokens_streamed and m.role == "assistant")]
+    return [_wire(event) for event in to_letta_messages(shown)]
+
+
+def outcome_events(
+    run_id: str, stop: StopReasonType, usage: LettaUsageStatistics, *, failure: str | None, failure_type: str | None
+) -> list[dict[str, Any]]:
+    """Letta's finish: `stop_reason` then `usage_statistics`; a run that failed with an error
+    ends with `stop_reason` then the `error_message` instead."""
+    end = LettaStopReason(stop_reason=stop)
+    if failure is None:
+        return [_wire(end), _wire(usage)]
+    overflow = stop is StopReasonType.context_window_overflow_in_system_prompt
+    return [_wire(end), _wire(error_event(run_id, failure_type, failure, overflow))]
+
+
+def _wire(event: Any) -> dict[str, Any]:
+    return event.model_dump(mode="json", exclude_none=True)
