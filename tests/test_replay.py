@@ -16,10 +16,10 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from perdure.schemas.approvals import ClientTool, ClientToolReturn
+from perdure.schemas.approvals import ApprovalAnswer, ClientTool, ClientToolReturn
 from perdure.schemas.letta import StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
-from starter.client import PerdureClient
+from starter.client import PerdureClient, message_request
 from tests.conftest import AgentFactory
 from workflows.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
@@ -129,6 +129,34 @@ async def test_fresh_rules_and_compaction_run_replays(
     history = await client.temporal.get_workflow_handle(workflow_id(agent.id)).fetch_history()
     await replayer().replay_workflow(history)
     record("rules-compaction", history)
+
+
+async def test_fresh_streamed_run_replays(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
+    """Token streaming with a reader: chunks by signal, polls by update, a retried attempt
+    that broke off mid-stream, and a pause whose continuation streams too."""
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": ""}],
+        tools=["core_memory_append"],
+        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
+    )
+    remember = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_s")
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(content="cut off before the end of this answer", chunk_delay_s=0.1, drop_after_chunks=6),
+            ScriptedReply(tool_calls=[remember], chunk_delay_s=0.05),
+            ScriptedReply(content="Saved, Ada.", chunk_delay_s=0.05),
+        ],
+    )
+    paused = [item async for item in client.stream_message(agent.id, message_request("go", stream_tokens=True))]
+    assert paused[-2].event.stop_reason is StopReasonType.requires_approval  # type: ignore[union-attr]
+    finished = [item async for item in client.stream_answer(agent.id, [ApprovalAnswer(tool_call_id="call_s", approve=True)])]
+    assert finished[-2].event.stop_reason is StopReasonType.end_turn  # type: ignore[union-attr]
+    handle = client.temporal.get_workflow_handle(workflow_id(agent.id))
+    await handle.result()
+    history = await handle.fetch_history()
+    await replayer().replay_workflow(history)
+    record("streaming", history)
 
 
 def record(scenario: str, history: WorkflowHistory) -> None:
