@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -75,7 +75,7 @@ class OpenAICompatibleProvider:
                         assembler.done = True
                         break
                     if event is not None:
-                        for piece in assembler.feed(event, self._stream_error):
+                        for piece in _checked(lambda: assembler.feed(event, self._stream_error)):
                             on_piece(piece)
         except httpx.TimeoutException as err:
             raise LLMTimeoutError(f"stream from {self._url} timed out: {err!r}") from err
@@ -83,10 +83,22 @@ class OpenAICompatibleProvider:
             raise LLMConnectionError(f"the stream from {self._url} broke off: {err!r}") from err
         if not assembler.finished:
             raise LLMConnectionError(f"the stream from {self._url} ended before the model finished")
-        return assembler.finish()
+        return _checked(assembler.finish)
 
     def _stream_error(self, error: Any) -> LLMError:
         return error_from_event(error, lambda status, text: classify_error(status, f"in-stream error from {self._url}: {text}", text))
+
+
+T = TypeVar("T")
+
+
+def _checked(read: Callable[[], T]) -> T:
+    """Like `parse_completion`: an event of the wrong shape is an invalid response, never an
+    unknown error that Temporal would retry."""
+    try:
+        return read()
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        raise LLMInvalidResponseError(f"the model's stream has an event of the wrong shape: {err!r}") from err
 
 
 def error_for_status(response: httpx.Response) -> LLMError:
@@ -184,8 +196,9 @@ def _read_completion(data: Any) -> ChatResponse:
 
 
 def _arguments_text(arguments: Any) -> str:
-    """Some servers send arguments as an object rather than a JSON string: keep the string form."""
-    if arguments is None:
+    """Some servers send arguments as an object rather than a JSON string: keep the string form.
+    No arguments at all is an empty object, as a streamed call without argument pieces is."""
+    if arguments is None or arguments == "":
         return "{}"
     return arguments if isinstance(arguments, str) else json.dumps(arguments)
 

@@ -136,8 +136,9 @@ def error_from_event(error: Any, classify: Callable[[int, str], LLMError]) -> LL
     """An in-stream error object, typed by its `type`/`code` like an HTTP error of that kind."""
     if not isinstance(error, dict):
         return classify(500, str(error))
-    text = str(error.get("message") or error)
-    kind = f"{error.get('type') or ''} {error.get('code') or ''}".lower()
+    code = error.get("code")
+    text = str(error.get("message") or error) + (f" ({code})" if code else "")
+    kind = f"{error.get('type') or ''} {code or ''}".lower()
     if "rate" in kind:
         status = 429
     elif "invalid_request" in kind or "context_length" in kind:
