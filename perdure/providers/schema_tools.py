@@ -80,7 +80,7 @@ def allowed_tool_names(tools: list[dict[str, Any]], tool_choice: str | dict[str,
         return []
     if isinstance(tool_choice, dict):
         chosen = (tool_choice.get("function") or {}).get("name")
-        if tool_choice.get("type") == "function" and chosen in names:
+        if tool_choice.get("type") == "function" and isinstance(chosen, str) and chosen in names:
             return [chosen]
         raise ValueError(f"tool_choice names a tool that is not offered: {tool_choice!r}; offered: {names}")
     raise ValueError(f"unknown tool_choice {tool_choice!r}: expected 'auto', 'required', 'none' or a named function")
@@ -112,7 +112,7 @@ def _closed_object(properties: dict[str, Any]) -> dict[str, Any]:
 def _arguments_schema(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
     """The tool's parameters, closed to extra keys unless the tool says otherwise: an open object
     lets a small model wander into invented arguments."""
-    schema = copy.deepcopy(dict(parameters)) if parameters else {"type": "object", "properties": {}}
+    schema: dict[str, Any] = copy.deepcopy(dict(parameters)) if parameters else {"type": "object", "properties": {}}
     if schema.get("type") == "object":
         schema.setdefault("additionalProperties", False)
     return schema
@@ -122,21 +122,23 @@ def _arguments_schema(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def tool_instructions(tools: list[dict[str, Any]], tool_choice: str | dict[str, Any] | None = None) -> str:
-    """The system-prompt addition: the tools the model may call (names, what they do, their
-    arguments) and the two answer shapes. The schema already enforces the shapes; the text is
-    what lets the model choose well."""
+    """The system-prompt addition: the answer shapes, and the tools the model may call with what
+    they do and their arguments. The schema already enforces the shapes; the text is what lets
+    the model choose. Shapes are shown with `...`, never sample values: a small model copies a
+    sample such as "your reply" verbatim."""
     names = allowed_tool_names(tools, tool_choice)
-    lines = ["Answer with one JSON object and nothing else."]
-    if answer_allowed(tool_choice):
-        lines.append(f'To reply to the user: {{"{RESPONSE_KEY}": "your reply"}}')
-    if names:
-        lines.append(f'To use a tool: {{"{TOOL_CALL_KEY}": {{"name": "tool name", "arguments": {{...}}}}}}')
-        lines.append("Tools:")
-        lines += [_describe(function) for function in _functions(tools) if function["name"] in names]
-        lines.append(
-            f'A tool\'s result comes back as a message starting with "{TOOL_RESULT_PREFIX}". '
-            + ("Then call the next tool you need." if not answer_allowed(tool_choice) else f'Then reply to the user with "{RESPONSE_KEY}", unless you need another tool.')
-        )
+    reply = f'{{"{RESPONSE_KEY}": ...}} with your reply to the user as the string'
+    call = f'{{"{TOOL_CALL_KEY}": {{"name": ..., "arguments": {{...}}}}}} to call one of these tools:'
+    if not names:
+        return f"Answer with one JSON object and nothing else: {reply}."
+    lines = ["Answer with one JSON object and nothing else: " + (f"either {reply}, or {call}" if answer_allowed(tool_choice) else call)]
+    lines += [_describe(function) for function in _functions(tools) if function["name"] in names]
+    then = (
+        f'reply to the user with "{RESPONSE_KEY}" unless you need another tool'
+        if answer_allowed(tool_choice)
+        else "call the next tool you need"
+    )
+    lines.append(f'A tool\'s result comes back in a user message starting with "{TOOL_RESULT_PREFIX}". After it, {then}.')
     return "\n".join(lines)
 
 
@@ -156,41 +158,46 @@ def _sentence(text: str) -> str:
 
 
 def structured_messages(
-    messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_choice: str | dict[str, Any] | None = None
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """Rewrite OpenAI chat messages for a model that answers in the structured shape.
 
     The first system message gets the tool instructions (a system message is added when there
     is none). An assistant message's calls become one assistant turn per call, each followed by
     its result as a user turn, since a model writes one call per answer; text that came with
-    calls is dropped, as the shape cannot hold both. A plain answer becomes `{"response": ...}`.
+    calls is dropped, as the shape cannot hold both. Plain answers become `{"response": ...}`.
+    With no tools offered (`response_format_for` gives None) the model answers in plain text:
+    there are no instructions, and earlier answers stay plain so the history shows that form;
+    earlier calls are still written as JSON, the only form a model without tool calling can read.
     """
+    structured = bool(tools)
+    instructions = tool_instructions(tools or [], tool_choice) if structured else ""
     results = {m.get("tool_call_id"): m for m in messages if m.get("role") == "tool"}
     used: set[str] = set()
     out: list[dict[str, Any]] = []
-    instructions = tool_instructions(tools, tool_choice)
-    if not messages or messages[0].get("role") != "system":
+    if structured and (not messages or messages[0].get("role") != "system"):
         out.append({"role": "system", "content": instructions})
     for index, message in enumerate(messages):
         role = message.get("role")
-        if role == "system":
-            text = _text(message.get("content"))
-            out.append({"role": "system", "content": f"{text}\n\n{instructions}" if index == 0 else text})
+        text = _text(message.get("content"))
+        if role == "system" and index == 0 and structured:
+            out.append({"role": "system", "content": f"{text}\n\n{instructions}" if text else instructions})
         elif role == "assistant" and message.get("tool_calls"):
             for call in message["tool_calls"]:
                 function = call.get("function") or {}
-                out.append({"role": "assistant", "content": encode_tool_call(function.get("name", ""), function.get("arguments"))})
+                name = function.get("name", "")
+                out.append({"role": "assistant", "content": encode_tool_call(name, function.get("arguments"))})
                 result = results.get(call.get("id"))
                 if result is not None:
                     used.add(call.get("id"))
-                    out.append(_tool_result(function.get("name", ""), result))
+                    out.append(_tool_result(name, result))
         elif role == "assistant":
-            out.append({"role": "assistant", "content": encode_response(_text(message.get("content")))})
+            out.append({"role": "assistant", "content": encode_response(text) if structured else text})
         elif role == "tool":
             if message.get("tool_call_id") not in used:
                 out.append(_tool_result(message.get("name") or "a tool", message))
         else:
-            out.append({"role": role, "content": _text(message.get("content"))})
+            out.append({"role": role, "content": text})
     return out
 
 
@@ -243,7 +250,12 @@ def _answer(text: str, allowed_tools: Collection[str] | None, raw_arguments: str
     if isinstance(data, dict) and set(data) == {RESPONSE_KEY} and isinstance(data[RESPONSE_KEY], str):
         return StructuredAnswer(content=data[RESPONSE_KEY])
     call = data.get(TOOL_CALL_KEY) if isinstance(data, dict) and set(data) == {TOOL_CALL_KEY} else None
-    if not (isinstance(call, dict) and set(call) == {"name", "arguments"} and isinstance(call["name"], str) and isinstance(call["arguments"], dict)):
+    if not (
+        isinstance(call, dict)
+        and set(call) == {"name", "arguments"}
+        and isinstance(call["name"], str)
+        and isinstance(call["arguments"], dict)
+    ):
         raise ValueError(
             f'the model\'s answer matches neither {{"{RESPONSE_KEY}": string}} nor '
             f'{{"{TOOL_CALL_KEY}": {{"name": string, "arguments": object}}}}: {_clip(text)}'
