@@ -29,7 +29,6 @@ from perdure.compaction import (
     system_prompt_overflows,
 )
 from perdure.providers.base import ChatRequest, LLMError
-from perdure.providers.openai import OpenAICompatibleProvider
 from perdure.providers.openai_format import to_openai_messages
 from perdure.tools.returns import tool_return_cap
 from perdure.schemas.agent import AgentState
@@ -106,7 +105,7 @@ class CompactionActivities:
             return "(nothing to summarise)"
         transcript = _transcript(evicted, limit_chars=max(2_000, window * 2))
         config = agent.llm_config
-        provider = OpenAICompatibleProvider(self._llm.base_url(config), self._llm.api_key(config), client=self._http)
+        provider = self._llm.provider(config)
         model = (config.compaction_model or config.model).partition("/")[2] or config.model_name
         request = ChatRequest(model=model, messages=summary_request_messages(transcript, SUMMARY_WORDS))
         try:

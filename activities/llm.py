@@ -14,19 +14,21 @@ from contextlib import asynccontextmanager
 
 import httpx
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.errors import llm_failure, not_found
 from activities.token_stream import TokenPublisher
 from perdure.providers.base import ChatRequest, ChatResponse, LLMError
 from perdure.providers.openai import OpenAICompatibleProvider
+from perdure.providers.structured import ChatProvider, StructuredToolCalling
 from perdure.providers.openai_format import to_openai_messages
 from perdure.tools.returns import tool_return_cap
-from perdure.schemas.agent import LLMConfig
+from perdure.schemas.agent import LOCAL_PROVIDER, LLMConfig
 from perdure.schemas.approvals import ClientTool
 from perdure.schemas.tools import ToolDef, client_tool_def
 from perdure.schemas.run import LLMStepInput, LLMStepOutput, TokenUsage
 from perdure.tokens import count_message, count_request
-from perdure.settings import OPENAI_DEFAULT_BASE_URL, Settings, openai_api_key
+from perdure.settings import LOCAL_MODEL_URL_ENV, OPENAI_DEFAULT_BASE_URL, Settings, openai_api_key
 from perdure.store import agents, messages
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
@@ -50,7 +52,7 @@ class LLMActivities:
             request, config, request_tokens = await asyncio.to_thread(self._build_request, input)
         except NotFoundError as err:
             raise not_found(err) from err
-        provider = OpenAICompatibleProvider(self.base_url(config), self.api_key(config), client=self._http)
+        provider = self.provider(config)
         started = time.monotonic_ns()
         try:
             async with heartbeating():
@@ -64,12 +66,28 @@ class LLMActivities:
         output = _to_output(response, config, time.monotonic_ns() - started)
         return output.model_copy(update={"request_tokens": request_tokens, "response_tokens": _answer_tokens(output)})
 
+    def provider(self, config: LLMConfig) -> ChatProvider:
+        """The agent's model over HTTP; for a model without native tool calls, wrapped so tools
+        go by schema-constrained answers."""
+        provider = OpenAICompatibleProvider(self.base_url(config), self.api_key(config), client=self._http)
+        return StructuredToolCalling(provider) if config.tool_call_mode == "json_schema" else provider
+
     def base_url(self, config: LLMConfig) -> str:
-        """The agent's endpoint, else the scripted server for `scripted/*`, else OPENAI_BASE_URL."""
+        """The agent's endpoint, else the scripted server for `scripted/*` or the local model
+        for `local/*`, else OPENAI_BASE_URL."""
         if config.endpoint:
             return config.endpoint
         if config.provider == SCRIPTED_PROVIDER and self._settings.scripted_base_url:
             return self._settings.scripted_base_url
+        if config.provider == LOCAL_PROVIDER:
+            if self._settings.local_base_url is None:
+                raise ApplicationError(
+                    f"model {config.model} is the bundled local model, and this worker has none: run the worker with "
+                    f"`perdure dev` (which starts it), or set {LOCAL_MODEL_URL_ENV} to a running `python -m starter.local_model`",
+                    type="LLMNotFoundError",
+                    non_retryable=True,
+                )
+            return self._settings.local_base_url
         return self._settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
 
     @staticmethod

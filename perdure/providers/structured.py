@@ -1,0 +1,110 @@
+"""Tool calls for models without native tool calling: the answer is constrained to a JSON
+schema (see `schema_tools`) and turned back into ordinary tool calls here, streamed or not.
+
+The loop never knows the difference: it gets the same `ChatResponse` and the same stream
+pieces as from a model that calls tools itself, and the allowed tools and forced choice of the
+step are what the schema admits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from perdure.providers.base import ChatRequest, ChatResponse, LLMInvalidResponseError
+from perdure.providers.openai_stream import StreamPiece
+from perdure.providers.schema_tools import (
+    StructuredAnswer,
+    StructuredStreamDecoder,
+    allowed_tool_names,
+    response_format_for,
+    structured_messages,
+)
+from perdure.providers.schema_tools import StreamPiece as StructuredPiece
+from perdure.schemas.messages import ToolCall
+
+
+class ChatProvider(Protocol):
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+    async def stream(self, request: ChatRequest, on_piece: Callable[[StreamPiece], None]) -> ChatResponse: ...
+
+
+class StructuredToolCalling:
+    """A provider wrapper: same interface, tools by schema-constrained JSON answers."""
+
+    def __init__(self, inner: ChatProvider) -> None:
+        self._inner = inner
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        if not request.tools:
+            return await self._inner.complete(request)
+        response = await self._inner.complete(constrained(request))
+        return _decoded(response, _decode(StructuredStreamDecoder(_allowed(request)), response.content or ""))
+
+    async def stream(self, request: ChatRequest, on_piece: Callable[[StreamPiece], None]) -> ChatResponse:
+        if not request.tools:
+            return await self._inner.stream(request, on_piece)
+        decoder = StructuredStreamDecoder(_allowed(request))
+        call_id = new_call_id()
+
+        def forward(piece: StreamPiece) -> None:
+            if piece.kind == "content":
+                for part in decoder.feed(piece.text):
+                    on_piece(_piece(part, call_id))
+            else:
+                on_piece(piece)  # reasoning passes through
+
+        response = await self._inner.stream(constrained(request), forward)
+        return _decoded(response, _finish(decoder), call_id)
+
+
+def constrained(request: ChatRequest) -> ChatRequest:
+    """The request as the model sees it: instructions and history in the JSON shape, the
+    answer held to the schema, and no native tool fields (such models ignore or reject them)."""
+    return request.model_copy(
+        update={
+            "messages": structured_messages(request.messages, request.tools or [], request.tool_choice),
+            "response_format": response_format_for(request.tools, request.tool_choice),
+            "tools": None,
+            "tool_choice": None,
+            "parallel_tool_calls": None,
+        }
+    )
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _allowed(request: ChatRequest) -> list[str]:
+    return allowed_tool_names(request.tools or [], request.tool_choice)
+
+
+def _decode(decoder: StructuredStreamDecoder, text: str) -> StructuredAnswer:
+    decoder.feed(text)
+    return _finish(decoder)
+
+
+def _finish(decoder: StructuredStreamDecoder) -> StructuredAnswer:
+    """An answer outside the schema is the model's fault, not the network's: not retried."""
+    try:
+        return decoder.finish()
+    except ValueError as err:
+        raise LLMInvalidResponseError(str(err)) from err
+
+
+def _piece(part: StructuredPiece, call_id: str) -> StreamPiece:
+    if part.kind == "content":
+        return StreamPiece(kind="content", text=part.text)
+    return StreamPiece(kind="tool_call", text=part.text, index=0, tool_call_id=call_id, name=part.name)
+
+
+def _decoded(response: ChatResponse, answer: StructuredAnswer, call_id: str | None = None) -> ChatResponse:
+    if answer.tool_call is not None:
+        call = ToolCall(id=call_id or new_call_id(), name=answer.tool_call.name, arguments=answer.tool_call.arguments)
+        return response.model_copy(update={"content": None, "tool_calls": [call], "finish_reason": "tool_calls"})
+    if not answer.content:
+        raise LLMInvalidResponseError("the model's structured answer is an empty response")
+    return response.model_copy(update={"content": answer.content, "tool_calls": []})

@@ -1,0 +1,79 @@
+"""The real local model drives the loop: llama.cpp serving SmolLM2-135M, tools by JSON schema.
+
+No stand-in here: the model decides. What must hold whatever it decides: the run reaches a
+valid stop reason within `max_steps`, every tool call it made is a JSON object that fits its
+tool's schema, and a memory edit it made is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from perdure.agents import create_agent
+from perdure.schemas.agent import LOCAL_MODEL, AgentCreate
+from perdure.schemas.letta import AssistantMessage, LettaStopReason, StopReasonType, ToolCallMessage
+from perdure.store import agents, messages
+from perdure.store.db import Database
+from perdure.tools.registry import get_tool_defs, validate_arguments
+from starter.client import PerdureClient, message_request
+from starter.local_model import LocalModelServer
+
+MAX_STEPS = 4
+
+
+@pytest_asyncio.fixture(scope="session")
+async def local_model() -> AsyncIterator[LocalModelServer]:
+    async with LocalModelServer() as server:
+        yield server
+
+
+async def test_a_run_on_the_local_model_stops_validly_with_well_formed_calls(
+    client: PerdureClient, db: Database, local_model: LocalModelServer
+) -> None:
+    agent = create_agent(
+        db,
+        AgentCreate(
+            name="local",
+            model=LOCAL_MODEL,
+            llm_config={"endpoint": local_model.base_url},
+            memory_blocks=[{"label": "human", "value": ""}],
+            tools=["core_memory_append"],
+            include_base_tools=False,
+        ),
+    )
+    assert agent.llm_config.context_window == 8_192 and agent.llm_config.tool_call_mode == "json_schema"
+
+    events = [
+        item.event
+        async for item in client.stream_message(
+            agent.id, message_request("My name is Ada. Please remember my name.", max_steps=MAX_STEPS, stream_tokens=True)
+        )
+    ]
+
+    stops = [e.stop_reason for e in events if isinstance(e, LettaStopReason)]
+    assert stops in ([StopReasonType.end_turn], [StopReasonType.max_steps]), events[-3:]
+    with db.transaction(read_only=True) as session:
+        stored = messages.list_messages(session, agent.id)
+        tools = get_tool_defs(session, ["core_memory_append"])
+        human = next(b for b in agents.get_agent(session, agent.id).blocks if b.label == "human")
+    calls = [call for m in stored for call in m.tool_calls]
+    assert len([m for m in stored if m.role == "assistant"]) <= MAX_STEPS
+    for call in calls:
+        arguments = json.loads(call.arguments)
+        assert isinstance(arguments, dict)
+        assert validate_arguments(tools[call.name], arguments) is None, call
+    appended = [json.loads(c.arguments)["content"] for c in calls]
+    for content in appended:
+        assert content in human.value, "a memory edit the model made is stored"
+    streamed_calls = [e for e in events if isinstance(e, ToolCallMessage)]
+    assert {c.tool_call.tool_call_id for c in streamed_calls} <= {c.id for c in calls}, "streamed calls carry the stored ids"
+    answers = [m for m in stored if m.role == "assistant" and m.text]
+    streamed = {e.id: "" for e in events if isinstance(e, AssistantMessage)}
+    for e in events:
+        if isinstance(e, AssistantMessage):
+            streamed[e.id] += e.content
+    assert streamed == {m.id: m.text for m in answers}, "the streamed text is the stored answer"
