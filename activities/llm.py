@@ -23,7 +23,9 @@ from perdure.providers.openai import OpenAICompatibleProvider
 from perdure.providers.structured import ChatProvider, StructuredToolCalling
 from perdure.providers.openai_format import to_openai_messages
 from perdure.tools.returns import tool_return_cap
-from perdure.schemas.agent import LOCAL_PROVIDER, LLMConfig
+from perdure.prompt import compile_plain_system_prompt
+from perdure.schemas.messages import Message, TextContent
+from perdure.schemas.agent import LOCAL_PROVIDER, AgentState, LLMConfig
 from perdure.schemas.approvals import ClientTool
 from perdure.schemas.tools import ToolDef, client_tool_def
 from perdure.schemas.run import LLMStepInput, LLMStepOutput, TokenUsage
@@ -33,6 +35,7 @@ from perdure.store import agents, messages
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
 from perdure.tools.registry import get_tool_defs
+from perdure.tools.schemas import constrained_memory_arguments
 from workflows import names
 
 HEARTBEAT_EVERY_S = 1.0
@@ -105,6 +108,8 @@ class LLMActivities:
             tools = get_tool_defs(session, offered)
         config = agent.llm_config
         schemas = offered_tool_schemas([tools[name] for name in offered if name in tools], input.client_tools)
+        if config.tool_call_mode == "json_schema":
+            context, schemas = for_schema_answers(agent, context, schemas)
         request = ChatRequest(
             model=config.model_name,
             messages=to_openai_messages([*context, *input.pending], tool_return_chars=tool_return_cap(config.context_window)),
@@ -113,8 +118,20 @@ class LLMActivities:
             parallel_tool_calls=input.parallel_tool_calls if schemas else None,
             max_tokens=config.max_tokens,
             temperature=config.temperature,
+            extra_body=config.extra_body or {},
         )
         return request, config, count_request(request.messages, request.tools)
+
+
+def for_schema_answers(agent: AgentState, context: list[Message], schemas: list[dict[str, Any]]) -> tuple[list[Message], list[dict[str, Any]]]:
+    """What a model without native tool calling reads best: memory as plain lines instead of
+    Letta's XML layout (which it copies from), and memory tools held to the agent's writable
+    blocks and their limits by the answer's grammar."""
+    if context and context[0].role == "system":
+        plain = compile_plain_system_prompt(agent.system, agent.blocks)
+        context = [context[0].model_copy(update={"content": [TextContent(text=plain)]}), *context[1:]]
+    writable = [b for b in agent.blocks if not b.read_only]
+    return context, constrained_memory_arguments(schemas, [b.label for b in writable], max((b.limit for b in writable), default=0))
 
 
 def tool_choice(schemas: list[dict[str, Any]], force: bool) -> str | dict[str, Any]:

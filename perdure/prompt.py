@@ -34,6 +34,15 @@ def compile_memory(blocks: Sequence[Block], tool_rule_prompts: Sequence[str] = (
     return "\n".join(parts)
 
 
+def compile_plain_system_prompt(system: str, blocks: Sequence[Block]) -> str:
+    """Memory as one plain line per block, for small models without tool calling: they copy
+    from Letta's XML layout (its tags, its metadata) instead of reading it."""
+    memory = "\n".join(f"Your memory about the {block.label}: {block.value or '(empty)'}" for block in blocks)
+    if CORE_MEMORY_VARIABLE in system:
+        return system.replace(CORE_MEMORY_VARIABLE, memory)
+    return f"{system}\n{memory}"
+
+
 def compile_system_prompt(system: str, blocks: Sequence[Block], tool_rule_prompts: Sequence[str] = ()) -> str:
     """Substitute `{CORE_MEMORY}` in the system text, or append the memory when it is absent."""
     memory = compile_memory(blocks, tool_rule_prompts)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import httpx
+import pytest
 
 PERDURE = Path(sys.executable).parent / "perdure"
 
@@ -17,23 +21,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_dev_runs_the_demo_on_the_embedded_default(tmp_path: Path) -> None:
+def run_dev(tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProcess[str], int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
-    env["PERDURE_HOME"] = str(tmp_path / "home")
+    env.update(PERDURE_HOME=str(tmp_path / "home"), **extra_env)
     port, ui_port = free_port(), free_port()
     result = subprocess.run(
         [str(PERDURE), "dev", "--port", str(port), "--ui-port", str(ui_port), "--demo", "--exit-after-demo"],
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"web UI at http://localhost:{ui_port}" in result.stdout
+    assert (tmp_path / "home" / "temporal.db").exists(), "the dev server keeps its state in a file"
+    assert (tmp_path / "home" / "perdure.db").exists()
+    return result, ui_port
+
+
+def test_dev_runs_the_demo_on_the_bundled_local_model(tmp_path: Path) -> None:
+    """The README's first command: no endpoint configured, so a real model answers."""
+    result, _ = run_dev(tmp_path)
+
     out = result.stdout
-    assert f"web UI at http://localhost:{ui_port}" in out
+    served = re.search(r"local model local/SmolLM2-135M-Instruct served by llama.cpp at (http://127\.0\.0\.1:\d+)/v1", out)
+    assert served, out
+    assert "demo agent agent-" in out and "on model local/SmolLM2-135M-Instruct" in out
+    stops = re.findall(r"stop_reason=(\w+)", out)
+    assert stops and all(stop in ("tool_rule", "end_turn", "max_steps") for stop in stops), out
+    assert "memory after the conversation:" in out and "context window 8192" in out
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(served.group(1) + "/health", timeout=2)  # the local model stopped with `perdure dev`
+
+
+def test_dev_runs_the_scripted_demo_when_asked(tmp_path: Path) -> None:
+    result, _ = run_dev(tmp_path, PERDURE_DEFAULT_MODEL="scripted/demo")
+
+    out = result.stdout
+    assert "served by llama.cpp" not in out, "no local model is started for another default"
     assert "scripted demo model" in out
     assert "tool call  > memory_insert(" in out
     assert out.count("stop_reason=end_turn") == 2
     assert "[human] The user's name is Ada" in out
-    assert (tmp_path / "home" / "temporal.db").exists(), "the dev server keeps its state in a file"
-    assert (tmp_path / "home" / "perdure.db").exists()

@@ -149,3 +149,40 @@ async def test_a_run_in_json_schema_mode_edits_memory_and_answers(
     second = llm.requests(model_name)[1]["messages"]
     assert second[-2] == {"role": "assistant", "content": json.dumps(CALL)}, "the earlier call is shown in the answer shape"
     assert second[-1]["role"] == "user" and second[-1]["content"].startswith("Tool result (core_memory_append)")
+
+
+async def test_json_schema_requests_read_plainly_and_hold_memory_arguments_to_the_blocks(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": "", "limit": 300}, {"label": "persona", "value": "calm", "read_only": True}],
+        tools=["core_memory_append"],
+        llm_config={"tool_calling": "json_schema", "extra_body": {"repeat_penalty": 1.2}},
+    )
+    llm.script(model_name, [ScriptedReply(content=json.dumps({"response": "Hi."}))])
+
+    await client.send_message(agent.id, "Hello")
+
+    sent = llm.requests(model_name)[0]
+    assert sent["repeat_penalty"] == 1.2, "extra_body goes out as it is"
+    system = sent["messages"][0]["content"]
+    assert "Your memory about the human: (empty)\nYour memory about the persona: calm" in system
+    assert "<memory_blocks>" not in system
+    [append] = [b for b in branches(sent) if "tool_call" in b["properties"] and "core_memory_append" in json.dumps(b)]  # type: ignore[index, operator]
+    arguments = append["properties"]["tool_call"]["properties"]["arguments"]["properties"]  # type: ignore[index]
+    assert arguments["label"]["enum"] == ["human"], "only writable blocks"
+    assert arguments["content"]["maxLength"] == 300
+
+
+async def test_native_requests_keep_lettas_memory_layout(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
+    agent = make_agent(memory_blocks=[{"label": "human", "value": ""}], tools=["core_memory_append"])
+    llm.script(model_name, [ScriptedReply(content="Hi.")])
+
+    await client.send_message(agent.id, "Hello")
+
+    sent = llm.requests(model_name)[0]
+    assert "<memory_blocks>" in sent["messages"][0]["content"] and "response_format" not in sent
+    [append] = [t for t in sent["tools"] if t["function"]["name"] == "core_memory_append"]
+    assert "enum" not in append["function"]["parameters"]["properties"]["label"]

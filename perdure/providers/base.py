@@ -21,6 +21,11 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = None
     temperature: float | None = None
     response_format: dict[str, Any] | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Server-specific options sent as they are (e.g. llama.cpp's `repeat_penalty`)."""
+
+    def body(self) -> dict[str, Any]:
+        return {**self.model_dump(exclude_none=True, exclude={"extra_body"}), **self.extra_body}
 
 
 class ChatResponse(BaseModel):

@@ -47,7 +47,7 @@ class OpenAICompatibleProvider:
         self._client = client
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        body = request.model_dump(exclude_none=True)
+        body = request.body()
         try:
             response = await self._client.post(self._url, json=body, headers=self._headers)
         except httpx.TimeoutException as err:
@@ -62,7 +62,7 @@ class OpenAICompatibleProvider:
         """Ask with `stream: true`, hand each piece to `on_piece` as it arrives, return the whole
         answer. A stream that breaks off is a retryable connection error: the answer so far is
         incomplete, so the activity's next attempt asks again."""
-        body = {**request.model_dump(exclude_none=True), "stream": True, "stream_options": {"include_usage": True}}
+        body = {**request.body(), "stream": True, "stream_options": {"include_usage": True}}
         assembler = StreamAssembler()
         try:
             async with self._client.stream("POST", self._url, json=body, headers=self._headers) as response:

@@ -39,13 +39,13 @@ class StructuredToolCalling:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         if not request.tools:
-            return await self._inner.complete(request)
+            return await self._inner.complete(plain(request))
         response = await self._inner.complete(constrained(request))
         return _decoded(response, _decode(StructuredStreamDecoder(_allowed(request)), response.content or ""))
 
     async def stream(self, request: ChatRequest, on_piece: Callable[[StreamPiece], None]) -> ChatResponse:
         if not request.tools:
-            return await self._inner.stream(request, on_piece)
+            return await self._inner.stream(plain(request), on_piece)
         decoder = StructuredStreamDecoder(_allowed(request))
         call_id = new_call_id()
 
@@ -72,6 +72,13 @@ def constrained(request: ChatRequest) -> ChatRequest:
             "parallel_tool_calls": None,
         }
     )
+
+
+def plain(request: ChatRequest) -> ChatRequest:
+    """No tool to offer (a rule allows none): the answer is plain text, but the history still
+    shows earlier calls in the JSON shape and their results as user turns, which is what such
+    a model can read."""
+    return request.model_copy(update={"messages": structured_messages(request.messages, [], None), "tool_choice": None, "parallel_tool_calls": None})
 
 
 def new_call_id() -> str:

@@ -122,6 +122,9 @@ class LLMConfig(BaseModel):
     compaction_model: str | None = None
     """The model that writes compaction summaries (Letta's `compaction_settings.model`), at the
     same endpoint; None: the agent's own model."""
+    extra_body: dict[str, Any] | None = None
+    """Options the server takes beyond OpenAI's, sent with every request as they are (the
+    OpenAI SDK's `extra_body`), e.g. `{"repeat_penalty": 1.2}` for llama.cpp."""
     tool_calling: Literal["native", "json_schema"] | None = None
     """How the model calls tools: `native` (OpenAI's `tools`), or `json_schema` for models
     without tool calling whose server constrains answers to a schema (llama.cpp, vLLM, Ollama).

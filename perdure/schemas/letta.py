@@ -178,7 +178,7 @@ class EventMessage(_LettaMessage):
     event_data: dict[str, Any]
 
 
-LettaMessage = Annotated[
+AnyLettaMessage = (
     SystemMessage
     | UserMessage
     | AssistantMessage
@@ -188,9 +188,9 @@ LettaMessage = Annotated[
     | ApprovalRequestMessage
     | ApprovalResponseMessage
     | SummaryMessage
-    | EventMessage,
-    Field(discriminator="message_type"),
-]
+    | EventMessage
+)
+LettaMessage = Annotated[AnyLettaMessage, Field(discriminator="message_type")]
 
 
 class LettaResponse(BaseModel):

@@ -12,20 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from perdure.schemas.letta import (
-    ApprovalRequestMessage,
-    ApprovalResponseMessage,
-    AssistantMessage,
-    EventMessage,
-    LettaStopReason,
-    LettaUsageStatistics,
-    ReasoningMessage,
-    SummaryMessage,
-    SystemMessage,
-    ToolCallMessage,
-    ToolReturnMessage,
-    UserMessage,
-)
+from perdure.schemas.letta import AnyLettaMessage, LettaStopReason, LettaUsageStatistics
 
 STREAM_TOPIC = "letta"
 """One topic for the whole run, so offsets order tokens, steps and the end together."""
@@ -52,20 +39,7 @@ class LettaErrorMessage(BaseModel):
 
 
 StreamEvent = Annotated[
-    SystemMessage
-    | UserMessage
-    | AssistantMessage
-    | ReasoningMessage
-    | ToolCallMessage
-    | ToolReturnMessage
-    | ApprovalRequestMessage
-    | ApprovalResponseMessage
-    | SummaryMessage
-    | EventMessage
-    | LettaStopReason
-    | LettaUsageStatistics
-    | LettaErrorMessage
-    | AttemptStarted,
+    AnyLettaMessage | LettaStopReason | LettaUsageStatistics | LettaErrorMessage | AttemptStarted,
     Field(discriminator="message_type"),
 ]
 STREAM_EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from perdure.schemas.tools import ToolDef
 
 PARALLEL_SAFE = frozenset({"conversation_search", "archival_memory_search"})
+MEMORY_TOOLS = frozenset({"memory_replace", "memory_insert", "memory_rethink", "core_memory_append", "core_memory_replace"})
+"""The built-ins that edit a memory block named by `label`."""
 
 
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -118,3 +121,27 @@ BUILTIN_TOOL_DEFS: dict[str, ToolDef] = {
     )
     for name, description, schema in _DEFINITIONS
 }
+
+
+def constrained_memory_arguments(schemas: list[dict[str, Any]], labels: list[str], longest: int) -> list[dict[str, Any]]:
+    """The tool schemas with every memory tool's `label` limited to the agent's writable block
+    labels and its text arguments to the largest block limit (a longer text is refused anyway).
+
+    For models without native tool calling, whose answers follow a grammar made from the
+    schema: a small model invents labels, or repeats a phrase inside a string until it runs
+    out of tokens; bounded, the grammar ends the string and the call stays valid."""
+    if not labels:
+        return schemas
+    out = []
+    for schema in schemas:
+        function = schema.get("function") or {}
+        properties = (function.get("parameters") or {}).get("properties") or {}
+        if function.get("name") in MEMORY_TOOLS and isinstance(properties.get("label"), dict):
+            schema = copy.deepcopy(schema)
+            for name, spec in schema["function"]["parameters"]["properties"].items():
+                if name == "label":
+                    spec["enum"] = list(labels)
+                elif spec.get("type") == "string":
+                    spec.setdefault("maxLength", longest)
+        out.append(schema)
+    return out
