@@ -16,7 +16,7 @@ import pytest_asyncio
 from perdure.agents import create_agent
 from perdure.schemas.agent import LOCAL_MODEL, AgentCreate
 from perdure.schemas.letta import AssistantMessage, LettaStopReason, StopReasonType, ToolCallMessage
-from perdure.store import agents, messages
+from perdure.store import agents, messages, runs
 from perdure.store.db import Database
 from perdure.tools.registry import get_tool_defs, validate_arguments
 from starter.client import PerdureClient, message_request
@@ -77,3 +77,15 @@ async def test_a_run_on_the_local_model_stops_validly_with_well_formed_calls(
         if isinstance(e, AssistantMessage):
             streamed[e.id] += e.content
     assert streamed == {m.id: m.text for m in answers}, "the streamed text is the stored answer"
+
+
+async def test_a_worker_without_the_local_model_says_how_to_get_one(client: PerdureClient, db: Database) -> None:
+    """This test worker was started without PERDURE_LOCAL_MODEL_URL, as `perdure worker` is."""
+    agent = create_agent(db, AgentCreate(name="no-local", model=LOCAL_MODEL))
+
+    response = await client.send_message(agent.id, "Hello")
+
+    assert response.stop_reason.stop_reason is StopReasonType.llm_api_error
+    with db.transaction(read_only=True) as session:
+        error = runs.get_run(session, response.run_id).error
+    assert error is not None and "perdure dev" in error and "PERDURE_LOCAL_MODEL_URL" in error
