@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -33,6 +34,8 @@ from workflows import names
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe."""
 
 
 class UsageError(Exception):
@@ -54,12 +57,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _fail(str(err), EXIT_BAD_INPUT)
     except ValidationError as err:
         code = _fail(_validation_text(err), EXIT_BAD_INPUT)
+    except BrokenPipeError:
+        code = EXIT_BROKEN_PIPE  # the reader left (`perdure follow ... | head`): nothing to say
     except (ConnectionError, RuntimeError, OSError) as err:
         code = _fail(str(err), EXIT_FAILURE)
     except KeyboardInterrupt:
         code = 130
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+        sys.stderr.flush()
     os._exit(code)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 
 import pytest
 import pytest_asyncio
 
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
-from tests.test_cli import create, perdure
+from tests.test_cli import PERDURE, REPO, create, perdure
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -102,3 +104,21 @@ async def test_stream_bad_input_is_one_line(cli_env: dict[str, str], agent: dict
 
     unknown = await perdure(cli_env, "follow", "agent-00000000-0000-0000-0000-000000000000")
     assert unknown.returncode == 2 and "not found" in unknown.stderr
+
+
+async def test_a_reader_that_leaves_early_is_not_an_error(cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, agent: dict) -> None:
+    """`perdure follow ... | head -1`: the pipe's reader is gone before the output is written."""
+    remember_then_answer(llm, model_name)
+    sent = await perdure(cli_env, "send", agent["id"], "I'm Ada", "--stream", "--json")
+    assert sent.returncode == 0, sent.stderr
+    read, write = os.pipe()
+    os.close(read)  # the reader leaves before the command prints anything
+
+    process = await asyncio.create_subprocess_exec(
+        str(PERDURE), "follow", agent["id"], "--json", cwd=REPO, env=cli_env, stdout=write, stderr=asyncio.subprocess.PIPE
+    )
+    os.close(write)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+
+    assert stderr.decode() == "", "no 'Broken pipe' error when the reader closes the pipe"
+    assert process.returncode == 141
