@@ -59,7 +59,7 @@ async def main(tokens: int, rate: float, flush: float | None, poll: float | None
     if flush is not None:
         activities.token_stream.FLUSH_EVERY_S = flush
     if poll is not None:
-        starter.stream.POLL_COOLDOWN = timedelta(seconds=poll)
+        starter.stream.POLL_INTERVAL = timedelta(seconds=poll)
     text = answer_text(tokens)
     streamed_tokens = len(token_pieces(text))
     delay = 1 / rate
@@ -73,7 +73,7 @@ async def main(tokens: int, rate: float, flush: float | None, poll: float | None
         "streamed_tokens": streamed_tokens,
         "tokens_per_second": rate,
         "flush_seconds": activities.token_stream.FLUSH_EVERY_S,
-        "poll_seconds": starter.stream.POLL_COOLDOWN.total_seconds(),
+        "poll_seconds": starter.stream.POLL_INTERVAL.total_seconds(),
         "history_events": {"without_streaming": plain[0], "with_streaming": streamed[0], "with_streaming_50x_context": big_context[0]},
         "history_bytes": {"without_streaming": plain[1], "with_streaming": streamed[1], "with_streaming_50x_context": big_context[1]},
         "stream_events_read": streamed[2],

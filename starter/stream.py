@@ -7,20 +7,26 @@ Letta's `seq_id`).
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
-from temporalio.client import Client
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.workflow_streams import PollInput, PollResult, WorkflowStreamClient
 from temporalio.service import RPCError, RPCStatusCode
 
 from perdure.schemas.letta import LettaStopReason, LettaUsageStatistics, StopReasonType
 from perdure.schemas.stream import STREAM_EVENT, STREAM_TOPIC, LettaErrorMessage, StreamEvent
 from workflows import names
 
-POLL_COOLDOWN = timedelta(milliseconds=100)
-"""Each poll is an update in the run's history: waiting between polls bounds their number."""
+POLL_INTERVAL = timedelta(milliseconds=200)
+"""How often a reader asks a live run for new events; the LLM activity publishes every 0.5 s."""
+_POLL_QUERY = "__temporal_workflow_stream_poll"
+"""The stream's read-only query (the SDK's own reader uses it for closed runs)."""
 
 
 class StreamItem(BaseModel):
@@ -52,17 +58,49 @@ class OutcomeWatch:
 
 
 async def read_stream(temporal: Client, agent_id: str, from_offset: int = 0, *, run_id: str | None = None) -> AsyncIterator[StreamItem]:
-    """Every event of the agent's latest run (or of `run_id`) from `from_offset`, live or after
-    the run has closed; the iterator ends once a closed run's stream is drained."""
+    """Every event of one run of the agent (`run_id`, a Temporal run id; else the latest) from
+    `from_offset`, live or after the run has closed, until a closed run's stream is drained.
+
+    It reads through the stream's query rather than its long-poll update: a query adds nothing
+    to the run's history and counts against none of Temporal's per-run update limits (2,000 in
+    a run's history, 10 at once), so any number of readers may follow a run for any length.
+    The price is a short delay (POLL_INTERVAL) before a new event is seen."""
     handle = temporal.get_workflow_handle(names.workflow_id(agent_id), run_id=run_id)
-    stream = WorkflowStreamClient(handle, client=temporal)
+    if run_id is None:
+        handle = temporal.get_workflow_handle(handle.id, run_id=(await _describe(handle, agent_id)).run_id)
+    converter = temporal.data_converter.payload_converter
+    offset = from_offset
+    while True:
+        closed = await _closed(handle, agent_id)  # before the read: a run closed now has published everything
+        result = await handle.query(_POLL_QUERY, PollInput(topics=[STREAM_TOPIC], from_offset=offset), result_type=PollResult)
+        for item in result.items:
+            yield StreamItem(offset=item.offset, event=STREAM_EVENT.validate_python(converter.from_payload(_payload(item.data))))
+        offset = result.next_offset
+        if result.more_ready:
+            continue
+        if closed:
+            return
+        await asyncio.sleep(POLL_INTERVAL.total_seconds())
+
+
+async def _describe(handle: WorkflowHandle[Any, Any], agent_id: str) -> WorkflowExecutionDescription:
     try:
-        async for item in stream.subscribe(STREAM_TOPIC, from_offset, poll_cooldown=POLL_COOLDOWN):
-            yield StreamItem(offset=item.offset, event=STREAM_EVENT.validate_python(item.data))
+        return await handle.describe()
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             raise NoRunError(no_run(agent_id)) from err
         raise
+
+
+async def _closed(handle: WorkflowHandle[Any, Any], agent_id: str) -> bool:
+    return (await _describe(handle, agent_id)).status is not WorkflowExecutionStatus.RUNNING
+
+
+def _payload(wire: str) -> Payload:
+    """An item as the stream keeps it: base64 of the serialized payload (the SDK's wire form)."""
+    payload = Payload()
+    payload.ParseFromString(base64.b64decode(wire))
+    return payload
 
 
 async def current_offset(temporal: Client, agent_id: str) -> int:
