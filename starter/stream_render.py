@@ -30,10 +30,8 @@ class StreamPrinter:
         self._open: tuple[str, str, str] | None = None
         """(message id, message type, tool call id) of the chunked line being written."""
         self._stop: LettaStopReason | None = None
-        self.last_offset: int | None = None
 
     def show(self, item: StreamItem) -> None:
-        self.last_offset = item.offset
         event = item.event
         if _is_chunk(event):
             self._chunk(event)

@@ -354,7 +354,7 @@ async def test_parses_reasoning_field_and_content_parts(llm: ScriptedLLMServer, 
 
 
 async def test_parses_tool_calls(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
-    """Arguments stay the JSON string the model sent; a missing id is left empty for the loop to fill."""
+    """Arguments stay the JSON string the model sent; a missing id is made where the answer is read."""
     reply = ScriptedReply(
         tool_calls=[
             ScriptedToolCall(name="get_weather", arguments={"city": "Paris"}, id="call_1"),
@@ -365,10 +365,9 @@ async def test_parses_tool_calls(llm: ScriptedLLMServer, http: httpx.AsyncClient
 
     assert response.content is None
     assert response.finish_reason == "tool_calls"
-    assert [(c.id, c.name, c.arguments) for c in response.tool_calls] == [
-        ("call_1", "get_weather", json.dumps({"city": "Paris"})),
-        ("", "get_weather", '{"city": "Oslo"}'),
-    ]
+    assert [(c.name, c.arguments) for c in response.tool_calls] == [("get_weather", json.dumps({"city": "Paris"})), ("get_weather", '{"city": "Oslo"}')]
+    assert response.tool_calls[0].id == "call_1"
+    assert response.tool_calls[1].id.startswith("call_") and len(response.tool_calls[1].id) == 29
 
 
 async def test_tool_call_arguments_as_object_or_missing(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
@@ -386,7 +385,7 @@ async def test_tool_call_arguments_as_object_or_missing(llm: ScriptedLLMServer, 
     response = await answer(llm, http, model_name, ScriptedReply(raw_body=body))
 
     first, second = response.tool_calls
-    assert first.id == "" and first.name == "get_weather"
+    assert first.id.startswith("call_") and first.name == "get_weather"
     assert isinstance(first.arguments, str) and json.loads(first.arguments) == {"city": "Lima", "days": 2}
     assert (second.id, second.name, second.arguments) == ("call_2", "ping", "{}")
 

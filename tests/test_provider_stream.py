@@ -160,9 +160,19 @@ async def test_streamed_answer_equals_complete_answer(llm: ScriptedLLMServer, ht
     pieces = Pieces()
     live = await provider.stream(request, pieces.append)
 
-    assert live == plain
+    def scripted_ids(answer: ChatResponse) -> ChatResponse:
+        """A call the server sent without an id gets a fresh `call_…` id on either path."""
+        assert all(c.id.startswith("call_") for c in answer.tool_calls)
+        calls = [c.model_copy(update={"id": s.id}) for c, s in zip(answer.tool_calls, reply.tool_calls, strict=True)]
+        return answer.model_copy(update={"tool_calls": calls})
+
+    assert scripted_ids(live) == scripted_ids(plain)
     assert live.model == model_name
-    assert [(c.id, c.name, c.arguments) for c in live.tool_calls] == [(c.id, c.name, c.arguments_text() or "{}") for c in reply.tool_calls]
+    assert [(s.id or c.id, c.name, c.arguments) for c, s in zip(live.tool_calls, reply.tool_calls, strict=True)] == [
+        (c.id or live.tool_calls[i].id, c.name, c.arguments_text() or "{}") for i, c in enumerate(reply.tool_calls)
+    ]
+    streamed_ids = {p.index: p.tool_call_id for p in pieces if p.kind == "tool_call"}
+    assert [streamed_ids[i] for i in range(len(live.tool_calls))] == [c.id for c in live.tool_calls], "pieces carry the final ids"
     assert live.content == reply.content
     assert live.reasoning == reply.reasoning
     assert (live.usage is None) is (not reply.report_usage)

@@ -171,7 +171,7 @@ async def test_a_retried_attempt_is_marked_and_supersedes_the_partial_answer(
 
 
 async def test_a_stream_across_an_approval_pause_and_its_continuation(
-    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     agent = make_agent(
         memory_blocks=[{"label": "human", "value": ""}],
@@ -182,6 +182,12 @@ async def test_a_stream_across_an_approval_pause_and_its_continuation(
 
     paused = await collect(client.stream_message(agent.id, message_request("Remember me as Ada", stream_tokens=True)))
     assert kinds(paused)[-3:] == ["approval_request_message", "stop_reason", "usage_statistics"]
+    assert "tool_call_message" not in kinds(paused), "a held call streams as the approval request, as in Letta"
+    with db.transaction(read_only=True) as session:
+        [stored_request] = [m for m in messages.list_messages(session, agent.id) if m.role == "approval"]
+    chunks = [i.event for i in paused if i.event.message_type == "approval_request_message"]
+    assert {c.id for c in chunks} == {stored_request.id}  # type: ignore[union-attr]
+    assert "".join(c.tool_call.arguments for c in chunks) == stored_request.tool_calls[0].arguments  # type: ignore[union-attr]
     assert paused[-2].event == LettaStopReason(stop_reason=StopReasonType.requires_approval)
     assert await collect(client.follow(agent.id, paused[-1].offset + 1)) == [], "follow returns at a pause with nothing new"
 
@@ -233,3 +239,41 @@ async def test_reading_a_run_by_id_from_an_offset(client: PerdureClient, llm: Sc
     tail = await collect(read_stream(client.temporal, agent.id, 1))
 
     assert tail == everything[1:]
+
+
+async def test_with_parallel_calls_off_only_the_call_that_runs_is_streamed(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    """A server that ignores `parallel_tool_calls: false` sends two calls; the loop keeps one."""
+    agent = make_agent(memory_blocks=[{"label": "human", "value": ""}], tools=["core_memory_append"])
+    first = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="")
+    second = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Bob"}, id="")
+    llm.script(model_name, [ScriptedReply(tool_calls=[first, second]), ScriptedReply(content="Done.")])
+
+    items = await collect(client.stream_message(agent.id, message_request("Remember", stream_tokens=True)))
+
+    with db.transaction(read_only=True) as session:
+        [kept] = [c for m in messages.list_messages(session, agent.id) for c in m.tool_calls]
+    call_chunks = [i.event for i in items if isinstance(i.event, ToolCallMessage)]
+    assert {c.tool_call.tool_call_id for c in call_chunks} == {kept.id}, "the id made for an id-less call is the stored one"
+    assert "".join(c.tool_call.arguments for c in call_chunks) == kept.arguments
+
+
+async def test_answers_to_a_timed_out_pause_stream_the_resumed_run(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": ""}],
+        tools=["core_memory_append"],
+        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
+    )
+    llm.script(model_name, [call("core_memory_append", "call_late", label="human", content="Ada"), ScriptedReply(content="Saved at last.")])
+    paused = await collect(client.stream_message(agent.id, message_request("Remember me", approval_timeout_seconds=0.5, stream_tokens=True)))
+    assert paused[-2].event == LettaStopReason(stop_reason=StopReasonType.requires_approval)
+    await client.temporal.get_workflow_handle(f"{agent.id}").result()  # the run ends at its timeout
+
+    resumed = await collect(client.stream_answer(agent.id, [ApprovalAnswer(tool_call_id="call_late", approve=True)]))
+
+    assert resumed[0].offset == 0, "a new run, so a new stream"
+    assert kinds(resumed) == ["approval_response_message", "tool_return_message", "assistant_message", "stop_reason", "usage_statistics"]
+    assert "".join(i.event.content for i in resumed if isinstance(i.event, AssistantMessage)) == "Saved at last."

@@ -66,9 +66,9 @@ def heartbeat(reason: str, step: StepRecord, new_id: NewId, now: datetime) -> Me
     return Message(id=new_id(), agent_id=step.agent_id, role="user", content=[TextContent(text=text)], run_id=step.run_id, step_id=step.id)
 
 
-def approval_request(requested: Sequence[ToolCall], client_ids: Sequence[str], step: StepRecord, new_id: NewId) -> Message:
+def approval_request(requested: Sequence[ToolCall], client_ids: Sequence[str], step: StepRecord, message_id: str) -> Message:
     return Message(
-        id=new_id(),
+        id=message_id,
         agent_id=step.agent_id,
         role="approval",
         tool_calls=list(requested),

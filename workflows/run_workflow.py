@@ -71,6 +71,7 @@ from workflows.search_attributes import AGENT_ID, RUN_STATUS, STOP_REASON
 from workflows.stream_events import outcome_events, step_events, stream_tokens_now
 
 CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
+ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
 MAX_OVERFLOW_COMPACTIONS = 3
 HEARTBEAT_TOKENS = 60
 
@@ -287,7 +288,7 @@ class AgentRunWorkflow:
     ) -> tuple[StopReasonType | None, StepRecord | None]:
         """One LLM request and its tool calls. Returns (stop reason or None to go on, failed step)."""
         step = StepRecord(id=f"step-{workflow.uuid4()}", run_id=run_id, agent_id=self._agent_id, step_number=number, model=agent.llm_config.model)
-        answer_id = self._new_message_id()
+        answer_id, approval_id = self._step_message_ids()
         self._tokens_streamed = stream_tokens_now(self._stream_tokens, workflow.info().get_current_history_length())
         started = workflow.now()
         allowed = self._solver.allowed_tools()
@@ -305,6 +306,8 @@ class AgentRunWorkflow:
                 parallel_tool_calls=agent.parallel_allowed,
                 client_tools=request.client_tools,
                 message_id=answer_id,
+                approval_message_id=approval_id,
+                held_tools=sorted(agent.approval_tools & set(allowed) | {t.name for t in request.client_tools}),
                 stream_tokens=self._tokens_streamed,
             )
             output = await self._request_with_room(agent, llm_input)
@@ -324,7 +327,7 @@ class AgentRunWorkflow:
         self._draft.step = step.model_copy(update={"usage": output.usage, "llm_request_ns": output.llm_request_ns})
         draft = self._draft
         try:
-            return await self._act(agent, request, draft, started, output, answer_id), None
+            return await self._act(agent, request, draft, started, output, (answer_id, approval_id)), None
         except (ActivityError, ApplicationError) as err:
             _reraise_cancellation(err)
             # A tool or the checkpoint failed past its retries (e.g. the database is down): end the
@@ -335,7 +338,7 @@ class AgentRunWorkflow:
             return StopReasonType.error, failed
 
     async def _act(
-        self, agent: AgentSnapshot, request: SendMessageRequest, draft: StepDraft, started: Any, output: LLMStepOutput, answer_id: str
+        self, agent: AgentSnapshot, request: SendMessageRequest, draft: StepDraft, started: Any, output: LLMStepOutput, ids: tuple[str, str]
     ) -> StopReasonType | None:
         """Run the step's calls (or pause for the ones that need a person), then commit the step."""
         calls = prepare_tool_calls(output.tool_calls, parallel_allowed=agent.parallel_allowed, new_id=lambda: f"call_{workflow.uuid4().hex[:24]}")
@@ -344,8 +347,8 @@ class AgentRunWorkflow:
         held = [c for c in calls if c.name in draft.allowed and (c.name in client_names or c.name in agent.approval_tools)]
         draft.calls = calls
         if held:
-            return await self._pause(agent, draft, output, held, client_names, answer_id)
-        draft.assistant = assistant_message(output, calls, draft.step, answer_id)
+            return await self._pause(agent, draft, output, held, client_names, ids)
+        draft.assistant = assistant_message(output, calls, draft.step, ids[0] or self._new_message_id())
         tool_ns = None
         outcome = None
         if calls:
@@ -421,15 +424,15 @@ class AgentRunWorkflow:
         )
 
     async def _pause(
-        self, agent: AgentSnapshot, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], client_names: set[str], answer_id: str
+        self, agent: AgentSnapshot, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], client_names: set[str], ids: tuple[str, str]
     ) -> StopReasonType | None:
         """Commit the response with its held calls, answer the caller, and wait for the answers."""
         others = [c for c in draft.calls if c not in held]
         messages = list(draft.inputs)
         if others or output.content or output.reasoning:
-            messages.append(assistant_message(output, others, draft.step, answer_id))
+            messages.append(assistant_message(output, others, draft.step, ids[0] or self._new_message_id()))
         client_ids = [c.id for c in held if c.name in client_names]
-        messages.append(approval_request(held, client_ids, draft.step, self._new_message_id))
+        messages.append(approval_request(held, client_ids, draft.step, ids[1] or self._new_message_id()))
         step = draft.step.model_copy(update={"stop_reason": StopReasonType.requires_approval})
         await self._checkpoint(messages, step)
         draft.inputs, draft.step = [], step
@@ -558,6 +561,14 @@ class AgentRunWorkflow:
         first (they read the rest through the stream's query once the run has closed)."""
         self._stream.detach_pollers()
         await workflow.wait_condition(workflow.all_handlers_finished)
+
+    def _step_message_ids(self) -> tuple[str, str]:
+        """The ids of the step's answer and of its approval request, chosen before the model is
+        asked so that streamed chunks carry them. Runs started before this change draw them
+        after the answer, where they always did, so their replay gives the same ids ("", "")."""
+        if not workflow.patched(ANSWER_IDS_BEFORE_REQUEST):
+            return "", ""
+        return self._new_message_id(), self._new_message_id()
 
     def _user_message(self, text: str, otid: str | None, run_id: str) -> Message:
         return Message(id=self._new_message_id(), agent_id=self._agent_id, role="user", content=[TextContent(text=text)], otid=otid, run_id=run_id)

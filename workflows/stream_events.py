@@ -4,6 +4,10 @@ A step is published once it is committed, so a client never sees what the store 
 With token streaming on, the model's answer already went out chunk by chunk from the LLM
 activity under the same message id, so only what happened after it (tool returns, the
 approval request, answers) follows. Input messages are not echoed, as in Letta's stream.
+
+What is published is part of the workflow's determinism for readers that long-poll by update
+(the SDK's `subscribe`): a poll completes when an event lands. Perdure's own readers use the
+query, but a change to what is published still goes behind `workflow.patched()`.
 """
 
 from __future__ import annotations
@@ -31,8 +35,13 @@ def stream_tokens_now(requested: bool, history_length: int) -> bool:
 
 
 def step_events(messages: Sequence[Message], *, tokens_streamed: bool) -> list[dict[str, Any]]:
-    shown = [m for m in messages if m.role != "user" and not (tokens_streamed and m.role == "assistant")]
+    shown = [m for m in messages if m.role != "user" and not (tokens_streamed and _streamed(m))]
     return [_wire(event) for event in to_letta_messages(shown)]
+
+
+def _streamed(message: Message) -> bool:
+    """The model's answer, and the approval request holding its calls, went out as chunks."""
+    return message.role == "assistant" or (message.role == "approval" and bool(message.tool_calls))
 
 
 def outcome_events(

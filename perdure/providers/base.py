@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +30,12 @@ class ChatRequest(BaseModel):
         return {**self.model_dump(exclude_none=True, exclude={"extra_body"}), **self.extra_body}
 
 
+def new_call_id() -> str:
+    """For a call the server sent without an id (some local servers do): made where the answer
+    is read, so streamed chunks and the stored call agree."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
 class ChatResponse(BaseModel):
     content: str | None = None
     reasoning: str | None = None
@@ -35,6 +43,25 @@ class ChatResponse(BaseModel):
     finish_reason: str | None = None
     usage: TokenUsage | None = None
     model: str | None = None
+
+
+class StreamPiece(BaseModel):
+    """A fragment of the answer as it arrives: text, reasoning, or a tool call's arguments."""
+
+    kind: Literal["content", "reasoning", "tool_call"]
+    text: str = ""
+    index: int = 0
+    """The tool call's position in the answer (tool_call pieces only)."""
+    tool_call_id: str = ""
+    name: str = ""
+
+
+class ChatProvider(Protocol):
+    """What the LLM activity asks of a provider: the plain client, or a wrapper around it."""
+
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+    async def stream(self, request: ChatRequest, on_piece: Callable[[StreamPiece], None]) -> ChatResponse: ...
 
 
 class LLMError(Exception):

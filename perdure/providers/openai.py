@@ -28,6 +28,7 @@ from perdure.providers.base import (
     LLMRateLimitError,
     LLMServerError,
     LLMTimeoutError,
+    new_call_id,
 )
 from perdure.providers.openai_stream import DONE, StreamAssembler, StreamPiece, decode_event, error_from_event, read_usage
 from perdure.schemas.messages import ToolCall
@@ -175,7 +176,7 @@ def _read_completion(data: Any) -> ChatResponse:
     message = choice["message"]
     calls = [
         ToolCall(
-            id=call.get("id") or "",
+            id=call.get("id") or new_call_id(),
             name=call["function"]["name"],
             arguments=_arguments_text(call["function"].get("arguments")),
         )

@@ -10,26 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
-from perdure.providers.base import ChatResponse, LLMError, LLMInvalidResponseError
+from perdure.providers.base import ChatResponse, LLMError, LLMInvalidResponseError, StreamPiece, new_call_id
 from perdure.schemas.messages import ToolCall
 from perdure.schemas.run import TokenUsage
 
 DONE = "[DONE]"
-
-
-class StreamPiece(BaseModel):
-    """A fragment of the answer as it arrives: text, reasoning, or a tool call's arguments."""
-
-    kind: Literal["content", "reasoning", "tool_call"]
-    text: str = ""
-    index: int = 0
-    """The tool call's position in the answer (tool_call pieces only)."""
-    tool_call_id: str = ""
-    name: str = ""
 
 
 class _CallParts(BaseModel):
@@ -85,9 +74,10 @@ class StreamAssembler:
         index = fragment.get("index", len(self._calls))
         if not isinstance(index, int):
             raise LLMInvalidResponseError(f"a tool call fragment has no integer index: {_clip(fragment)}")
-        parts = self._calls.setdefault(index, _CallParts())
+        parts = self._calls.get(index)
+        if parts is None:  # the first fragment names the call; its id is kept for every piece
+            parts = self._calls[index] = _CallParts(id=fragment.get("id") or new_call_id())
         function = fragment.get("function") or {}
-        parts.id = fragment.get("id") or parts.id
         parts.name = function.get("name") or parts.name
         arguments = function.get("arguments")
         if isinstance(arguments, dict):  # some servers send the object whole

@@ -8,11 +8,9 @@ step are what the schema admits.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from typing import Protocol
 
-from perdure.providers.base import ChatRequest, ChatResponse, LLMInvalidResponseError
+from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse, LLMInvalidResponseError, new_call_id
 from perdure.providers.openai_stream import StreamPiece
 from perdure.providers.schema_tools import (
     StructuredAnswer,
@@ -23,12 +21,6 @@ from perdure.providers.schema_tools import (
 )
 from perdure.providers.schema_tools import StreamPiece as StructuredPiece
 from perdure.schemas.messages import ToolCall
-
-
-class ChatProvider(Protocol):
-    async def complete(self, request: ChatRequest) -> ChatResponse: ...
-
-    async def stream(self, request: ChatRequest, on_piece: Callable[[StreamPiece], None]) -> ChatResponse: ...
 
 
 class StructuredToolCalling:
@@ -79,10 +71,6 @@ def plain(request: ChatRequest) -> ChatRequest:
     shows earlier calls in the JSON shape and their results as user turns, which is what such
     a model can read."""
     return request.model_copy(update={"messages": structured_messages(request.messages, [], None), "tool_choice": None, "parallel_tool_calls": None})
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def _allowed(request: ChatRequest) -> list[str]:

@@ -165,6 +165,10 @@ class LLMStepInput(BaseModel):
     client_tools: list[ClientTool] = Field(default_factory=list)
     message_id: str = ""
     """The id the answer will be stored under; streamed chunks carry it, as Letta's do."""
+    approval_message_id: str = ""
+    """The id of the approval request the calls of `held_tools` would wait in."""
+    held_tools: list[str] = Field(default_factory=list)
+    """Tools whose calls wait for a person or the client: streamed as approval request chunks."""
     stream_tokens: bool = False
 
 
