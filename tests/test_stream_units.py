@@ -506,6 +506,7 @@ def test_other_stops_without_failure_also_report_usage(stop: StopReasonType) -> 
     ("failure_type", "error_type"),
     [
         ("LLMTimeoutError", "llm_timeout"),
+        ("TimeoutError", "llm_timeout"),
         ("LLMRateLimitError", "llm_rate_limit"),
         ("LLMAuthenticationError", "llm_authentication"),
         ("LLMServerError", "llm_error"),

@@ -47,6 +47,7 @@ STREAM_EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
 ERROR_MESSAGE = "An error occurred during agent execution."
 _LLM_ERROR_TYPES = {
     "LLMTimeoutError": "llm_timeout",
+    "TimeoutError": "llm_timeout",  # the LLM activity itself ran out of time (failure types come from the LLM step only)
     "LLMRateLimitError": "llm_rate_limit",
     "LLMAuthenticationError": "llm_authentication",
 }
