@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     follow = sub.add_parser("follow", help="print the latest run's stream from an offset, live until it stops or waits")
     follow.add_argument("agent_id")
     follow.add_argument("--from", dest="from_offset", type=int, default=0, metavar="OFFSET", help="resume at this offset (the last seq_id seen + 1)")
+    follow.add_argument("--run", dest="run_id", metavar="RUN_ID", help="one of the agent's runs (run-…) rather than the latest")
     _json_flag(follow).set_defaults(handler=_follow)
 
     approve = sub.add_parser("approve", help="approve a pending tool call (all pending approvals without an id)")
@@ -313,7 +314,7 @@ def _follow(args: argparse.Namespace) -> int:
 
     async def follow() -> int:
         client = await _client()
-        return await _print_stream(args, client.follow(args.agent_id, args.from_offset))
+        return await _print_stream(args, client.follow(args.agent_id, args.from_offset, args.run_id))
 
     return asyncio.run(follow())
 

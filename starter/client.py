@@ -29,13 +29,14 @@ from perdure.schemas.run import CompactOutput, CompactRequest, MessageCreate, Ru
 from perdure.settings import Settings
 from perdure.store import agents, messages
 from perdure.store.db import Database, get_database
-from starter.stream import OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
+from starter.stream import NoRunError, OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
 from starter.temporal import connect
 from workflows import names
 from workflows.run_workflow import AgentRunWorkflow
-from workflows.search_attributes import AGENT_ID
+from workflows.search_attributes import AGENT_ID, PERDURE_RUN_ID
 
 FINISHING_RETRIES = 20
+VISIBILITY_TRIES = 20
 
 
 class RunRejectedError(Exception):
@@ -236,14 +237,16 @@ class PerdureClient:
             yield item
         await _outcome(update)
 
-    async def follow(self, agent_id: str, from_offset: int = 0) -> AsyncIterator[StreamItem]:
-        """The latest run's stream from `from_offset`: what happened so far, then live events
-        until the run stops, or until it waits for a person with nothing more to show."""
+    async def follow(self, agent_id: str, from_offset: int = 0, run_id: str | None = None) -> AsyncIterator[StreamItem]:
+        """A run's stream (the latest run, or `run_id`) from `from_offset`: what happened so far,
+        then live events until the run stops, or until it waits for a person with nothing more
+        to show."""
         self._require_agent(agent_id)
-        if await self._waiting_at(agent_id, from_offset):
+        execution = await self._execution_of(agent_id, run_id) if run_id else None
+        if execution is None and await self._waiting_at(agent_id, from_offset):
             return
         watch = OutcomeWatch()
-        async for item in read_stream(self.temporal, agent_id, from_offset):
+        async for item in read_stream(self.temporal, agent_id, from_offset, run_id=execution):
             yield item
             watch.see(item.event)
             if not watch.ended:
@@ -252,6 +255,16 @@ class PerdureClient:
                 return
             if await self._waiting_at(agent_id, item.offset + 1):
                 return
+
+    async def _execution_of(self, agent_id: str, run_id: str) -> str:
+        """The Temporal run id of one of the agent's runs, found by its `PerdureRunId` search
+        attribute (visibility can lag a moment behind a run that has just started)."""
+        query = f'WorkflowId = "{names.workflow_id(agent_id)}" AND {PERDURE_RUN_ID.name} = "{run_id}"'
+        for _ in range(VISIBILITY_TRIES):
+            async for execution in self.temporal.list_workflows(query, limit=1):
+                return execution.run_id
+            await asyncio.sleep(0.1)
+        raise NoRunError(f"agent {agent_id} has no run {run_id}")
 
     async def _waiting_at(self, agent_id: str, offset: int) -> bool:
         """True when the run waits for a person and `offset` is past its last event."""

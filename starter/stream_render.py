@@ -10,12 +10,24 @@ import json
 import sys
 from typing import TextIO
 
-from perdure.schemas.letta import AssistantMessage, LettaStopReason, LettaUsageStatistics, ReasoningMessage, ToolCallMessage
+from perdure.schemas.letta import (
+    ApprovalRequestMessage,
+    AssistantMessage,
+    LettaStopReason,
+    LettaUsageStatistics,
+    ReasoningMessage,
+    ToolCallMessage,
+)
 from perdure.schemas.stream import AttemptStarted, LettaErrorMessage, StreamEvent
 from starter.render import message_lines
 from starter.stream import StreamItem
 
-PREFIX = {"assistant_message": "assistant  > ", "reasoning_message": "reasoning  > ", "tool_call_message": "tool call  > "}
+PREFIX = {
+    "assistant_message": "assistant  > ",
+    "reasoning_message": "reasoning  > ",
+    "tool_call_message": "tool call  > ",
+    "approval_request_message": "approval   > ",
+}
 
 
 def json_line(item: StreamItem) -> str:
@@ -41,8 +53,8 @@ class StreamPrinter:
         self._out.flush()
 
     def _chunk(self, event: StreamEvent) -> None:
-        assert isinstance(event, (AssistantMessage, ReasoningMessage, ToolCallMessage))
-        call = event.tool_call if isinstance(event, ToolCallMessage) else None
+        assert isinstance(event, (AssistantMessage, ReasoningMessage, ToolCallMessage, ApprovalRequestMessage))
+        call = event.tool_call if isinstance(event, (ToolCallMessage, ApprovalRequestMessage)) else None
         key = (event.id, event.message_type, call.tool_call_id if call else "")
         if self._open != key:
             self._close()
@@ -57,7 +69,13 @@ class StreamPrinter:
 
     def _close(self) -> None:
         if self._open is not None:
-            self._out.write(")\n" if self._open[1] == "tool_call_message" else "\n")
+            _, kind, call_id = self._open
+            if kind == "tool_call_message":
+                self._out.write(f")  [{call_id}]\n")
+            elif kind == "approval_request_message":
+                self._out.write(f") needs an answer  [{call_id}]\n")
+            else:
+                self._out.write("\n")
             self._open = None
 
     def _whole(self, event: StreamEvent, offset: int) -> None:
@@ -67,13 +85,14 @@ class StreamPrinter:
             self._stop = event
         elif isinstance(event, LettaUsageStatistics):
             stop = self._stop.stop_reason.value if self._stop else "?"
+            run = f"run {event.run_ids[0]}: " if event.run_ids else ""
             self._out.write(
-                f"-- stop_reason={stop}, steps={event.step_count}, tokens={event.total_tokens} "
+                f"-- {run}stop_reason={stop}, steps={event.step_count}, tokens={event.total_tokens} "
                 f"(prompt {event.prompt_tokens}, completion {event.completion_tokens}); stream offset {offset}\n"
             )
         elif isinstance(event, LettaErrorMessage):
             stop = self._stop.stop_reason.value if self._stop else "?"
-            self._out.write(f"-- stop_reason={stop}; error ({event.error_type}): {event.detail or event.message}; stream offset {offset}\n")
+            self._out.write(f"-- run {event.run_id}: stop_reason={stop}; error ({event.error_type}): {event.detail or event.message}; stream offset {offset}\n")
         else:
             self._out.writelines(line + "\n" for line in message_lines([event]))
 
@@ -86,6 +105,6 @@ def _is_chunk(event: StreamEvent) -> bool:
     """A run streams either token chunks (from the LLM activity) or whole answers (from the
     workflow), never both; a whole answer prints the same as its single chunk would, so both
     share one path. Only a response with several calls is printed as a list."""
-    if isinstance(event, ToolCallMessage):
+    if isinstance(event, (ToolCallMessage, ApprovalRequestMessage)):
         return len(event.tool_calls) <= 1
     return isinstance(event, (AssistantMessage, ReasoningMessage))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 
 import pytest
 import pytest_asyncio
@@ -41,10 +42,10 @@ async def test_send_stream_prints_tokens_and_steps(cli_env: dict[str, str], llm:
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == 'tool call  > core_memory_append({"label": "human", "content": "Ada"})'
+    assert lines[0] == 'tool call  > core_memory_append({"label": "human", "content": "Ada"})  [call_cli_stream]'
     assert lines[1].startswith("tool return> success")
     assert lines[2] == f"assistant  > {ANSWER}", "the chunks join on one line"
-    assert lines[3].startswith("-- stop_reason=end_turn, steps=2, tokens=")
+    assert re.match(r"-- run run-[0-9a-f-]+: stop_reason=end_turn, steps=2, tokens=", lines[3]), lines[3]
 
 
 async def test_send_stream_json_is_one_letta_message_per_line_with_its_offset(
@@ -82,13 +83,13 @@ async def test_stream_shows_a_pending_approval_and_exits_like_send(cli_env: dict
 
     assert paused.returncode == 0, paused.stderr
     assert 'approval   > send_email({"to": "ada@example.com"}) needs an answer  [call_needs_yes]' in paused.stdout
-    assert "-- stop_reason=requires_approval" in paused.stdout
+    assert "stop_reason=requires_approval" in paused.stdout
 
     answered = await perdure(cli_env, "tool-return", agent["id"], "call_needs_yes", "--return", "sent", "--stream")
 
     assert answered.returncode == 0, answered.stderr
     assert "assistant  > Sent." in answered.stdout.splitlines()
-    assert "-- stop_reason=end_turn" in answered.stdout
+    assert "stop_reason=end_turn" in answered.stdout
 
 
 async def test_stream_bad_input_is_one_line(cli_env: dict[str, str], agent: dict) -> None:
@@ -101,6 +102,10 @@ async def test_stream_bad_input_is_one_line(cli_env: dict[str, str], agent: dict
 
     both = await perdure(cli_env, "approve", agent["id"], "call_x", "--stream", "--no-wait")
     assert both.returncode == 2 and "--stream and --no-wait do not go together" in both.stderr
+
+    no_such_run = await perdure(cli_env, "follow", agent["id"], "--run", "run-00000000-0000-0000-0000-000000000000")
+    assert no_such_run.returncode == 2
+    assert no_such_run.stderr.strip() == f"perdure: error: agent {agent['id']} has no run run-00000000-0000-0000-0000-000000000000"
 
     unknown = await perdure(cli_env, "follow", "agent-00000000-0000-0000-0000-000000000000")
     assert unknown.returncode == 2 and "not found" in unknown.stderr

@@ -490,6 +490,7 @@ def test_end_turn_ends_with_stop_reason_then_usage() -> None:
             "prompt_tokens": 250,
             "total_tokens": 300,
             "step_count": 2,
+            "run_ids": ["run-1"],
             "cached_input_tokens": 64,
         },
     ]

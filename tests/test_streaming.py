@@ -277,3 +277,21 @@ async def test_answers_to_a_timed_out_pause_stream_the_resumed_run(
     assert resumed[0].offset == 0, "a new run, so a new stream"
     assert kinds(resumed) == ["approval_response_message", "tool_return_message", "assistant_message", "stop_reason", "usage_statistics"]
     assert "".join(i.event.content for i in resumed if isinstance(i.event, AssistantMessage)) == "Saved at last."
+
+
+async def test_follow_a_named_run_after_the_next_has_started(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
+    """Offsets count within a run: a client resuming run 1 after run 2 began names run 1."""
+    agent = make_agent()
+    llm.script(model_name, [ScriptedReply(content="First answer."), ScriptedReply(content="Second answer.")])
+    first = await collect(client.stream_message(agent.id, message_request("one")))
+    second = await collect(client.stream_message(agent.id, message_request("two")))
+    first_run = first[-1].event.run_ids[0]  # type: ignore[union-attr]
+
+    resumed = await collect(client.follow(agent.id, 1, run_id=first_run))
+
+    assert resumed == first[1:]
+    assert await collect(client.follow(agent.id, 1)) == second[1:], "without --run: the latest run"
+    with pytest.raises(NoRunError, match="has no run run-missing"):
+        await collect(client.follow(agent.id, run_id="run-missing"))

@@ -67,11 +67,12 @@ from workflows.drafts import (
 from workflows import activity_calls
 from workflows.policies import FIRST_MESSAGE_TIMEOUT
 from workflows.tool_runner import ToolRunner
-from workflows.search_attributes import AGENT_ID, RUN_STATUS, STOP_REASON
+from workflows.search_attributes import AGENT_ID, PERDURE_RUN_ID, RUN_STATUS, STOP_REASON
 from workflows.stream_events import outcome_events, step_events, stream_tokens_now
 
 CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
 ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
+RUN_ID_SEARCH_ATTRIBUTE = "run-id-search-attribute"
 MAX_OVERFLOW_COMPACTIONS = 3
 HEARTBEAT_TOKENS = 60
 
@@ -491,7 +492,10 @@ class AgentRunWorkflow:
 
     async def _begin(self, request: SendMessageRequest, run_id: str) -> BeginRunOutput | None:
         self._status = RunStatus.running
-        workflow.upsert_search_attributes([AGENT_ID.value_set(self._agent_id), RUN_STATUS.value_set(self._status.value)])
+        attributes = [AGENT_ID.value_set(self._agent_id), RUN_STATUS.value_set(self._status.value)]
+        if workflow.patched(RUN_ID_SEARCH_ATTRIBUTE):
+            attributes.append(PERDURE_RUN_ID.value_set(run_id))
+        workflow.upsert_search_attributes(attributes)
         self._set_current("starting")
         try:
             return await activity_calls.begin_run(BeginRunInput(agent_id=self._agent_id, run_id=run_id, request=request, workflow_id=workflow.info().workflow_id))

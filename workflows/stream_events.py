@@ -51,7 +51,7 @@ def outcome_events(
     ends with `stop_reason` then the `error_message` instead."""
     end = LettaStopReason(stop_reason=stop)
     if failure is None:
-        return [_wire(end), _wire(usage)]
+        return [_wire(end), _wire(usage.model_copy(update={"run_ids": [run_id]}))]
     overflow = stop is StopReasonType.context_window_overflow_in_system_prompt
     return [_wire(end), _wire(error_event(run_id, failure_type, failure, overflow))]
 
