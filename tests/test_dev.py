@@ -48,7 +48,7 @@ def test_dev_runs_the_demo_on_the_bundled_local_model(tmp_path: Path) -> None:
     assert served, out
     assert "demo agent agent-" in out and "on model local/SmolLM2-135M-Instruct" in out
     stops = re.findall(r"stop_reason=(\w+)", out)
-    assert stops and all(stop in ("tool_rule", "end_turn", "max_steps") for stop in stops), out
+    assert stops and all(stop in ("tool_rule", "end_turn", "max_steps", "invalid_llm_response") for stop in stops), out
     assert "memory after the conversation:" in out and "context window 8192" in out
     with pytest.raises(httpx.ConnectError):
         httpx.get(served.group(1) + "/health", timeout=2)  # the local model stopped with `perdure dev`
