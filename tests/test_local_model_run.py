@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-import pytest
 import pytest_asyncio
 
 from perdure.agents import create_agent
