@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -29,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.agent import DEFAULT_CONTEXT_WINDOW
     from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
     from perdure.schemas.messages import Message, TextContent, ToolCall
-    from perdure.schemas.stream import STREAM_TOPIC
     from perdure.schemas.run import (
         AgentSnapshot,
         BeginRunInput,
@@ -68,7 +66,8 @@ from workflows import activity_calls
 from workflows.policies import FIRST_MESSAGE_TIMEOUT
 from workflows.tool_runner import ToolRunner
 from workflows.search_attributes import AGENT_ID, PERDURE_RUN_ID, RUN_STATUS, STOP_REASON
-from workflows.stream_events import outcome_events, step_events, stream_tokens_now
+from workflows.outcomes import RunOutcomes, outcome
+from workflows.stream_events import stream_tokens_now
 
 CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
 ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
@@ -102,11 +101,8 @@ class AgentRunWorkflow:
         self._stream_tokens = False
         self._tokens_streamed = False
         """Whether this step's answer went out as token chunks (then it is not published whole)."""
-        self._outcome: RunResult | None = None
-        self._outcomes = 0
         self._finished = False
         self._rejection: ApplicationError | None = None
-        self._emitted: list[str] = []
         self._answers = AnswerBook()
         self._compacting = False
         self._maintenance_done = False
@@ -114,8 +110,7 @@ class AgentRunWorkflow:
         self._context_window = DEFAULT_CONTEXT_WINDOW
         self._solver = ToolRulesSolver([], [])
         self._tools: ToolRunner  # made once the agent is known (_run_loop)
-        self._stream = WorkflowStream()
-        self._events = self._stream.topic(STREAM_TOPIC)
+        self._outcomes = RunOutcomes()
 
     @workflow.run
     async def run(self, input: RunWorkflowInput) -> RunResult | None:
@@ -137,7 +132,7 @@ class AgentRunWorkflow:
         await self._wait_for_handlers()
         if cancelled:
             raise asyncio.CancelledError(f"run {self._run_id} was cancelled")
-        result = self._outcome
+        result = self._outcomes.latest
         if result is not None and result.status is RunStatus.failed:
             raise ApplicationError(
                 f"run {result.run_id} failed ({result.stop_reason.value}): {result.error}",
@@ -154,11 +149,11 @@ class AgentRunWorkflow:
         self._request = request
         self._stream_tokens = request.stream_tokens
         self._run_id = f"run-{workflow.uuid4()}"
-        await workflow.wait_condition(lambda: self._outcomes > 0 or self._rejection is not None)
+        await workflow.wait_condition(lambda: self._outcomes.count > 0 or self._rejection is not None)
         if self._rejection is not None:
             raise self._rejection
-        assert self._outcome is not None
-        return self._outcome
+        assert self._outcomes.latest is not None
+        return self._outcomes.latest
 
     @send_message.validator
     def _validate_send_message(self, request: SendMessageRequest) -> None:
@@ -205,12 +200,12 @@ class AgentRunWorkflow:
     @workflow.update(name=names.ANSWER)
     async def answer(self, request: AnswerRequest) -> RunResult:
         """Answer pending calls; returns when the run stops or pauses again."""
-        seen = self._outcomes
+        seen = self._outcomes.count
         self._stream_tokens = self._stream_tokens or request.stream_tokens
         self._answers.record(request.approvals)
-        await workflow.wait_condition(lambda: self._outcomes > seen)
-        assert self._outcome is not None
-        return self._outcome
+        await workflow.wait_condition(lambda: self._outcomes.count > seen)
+        assert self._outcomes.latest is not None
+        return self._outcomes.latest
 
     @answer.validator
     def _validate_answer(self, request: AnswerRequest) -> None:
@@ -411,7 +406,7 @@ class AgentRunWorkflow:
                 trigger=trigger,
             )
         )
-        self._emitted += result.message_ids
+        self._outcomes.stored(result.message_ids)
         if result.system_overflow:
             self._error = result.detail
         return result
@@ -486,9 +481,7 @@ class AgentRunWorkflow:
     async def _checkpoint(self, messages: list[Message], step: StepRecord) -> None:
         self._set_current(f"checkpoint, step {step.step_number}")
         await activity_calls.checkpoint_step(CheckpointInput(agent_id=self._agent_id, messages=messages, step=step))
-        self._emitted += [m.id for m in messages]
-        for event in step_events(messages, tokens_streamed=self._tokens_streamed):
-            self._events.publish(event)
+        self._outcomes.committed(messages, tokens_streamed=self._tokens_streamed)
 
     async def _begin(self, request: SendMessageRequest, run_id: str) -> BeginRunOutput | None:
         self._status = RunStatus.running
@@ -545,25 +538,15 @@ class AgentRunWorkflow:
 
     def _publish(self, run_id: str, stop_reason: StopReasonType, *, final: bool) -> None:
         """Hand the outcome to whoever waits (send_message, answer): a stop, or a pause."""
-        self._outcome = RunResult(
-            run_id=run_id,
-            agent_id=self._agent_id,
-            stop_reason=stop_reason,
-            status=self._status if final else RunStatus.running,
-            usage=self._usage.model_copy(),
-            error=self._error,
-            message_ids=self._emitted,
-        )
-        self._emitted = []
-        self._outcomes += 1
+        status = self._status if final else RunStatus.running
         failure = self._error if final and self._status is RunStatus.failed else None
-        for event in outcome_events(run_id, stop_reason, self._usage, failure=failure, failure_type=self._failure_type):
-            self._events.publish(event)
+        result = outcome(run_id, self._agent_id, stop_reason, status, self._usage, self._error)
+        self._outcomes.reached(result, self._usage, failure=failure, failure_type=self._failure_type)
 
     async def _wait_for_handlers(self) -> None:
         """Let the updates that wait for an outcome return; stream subscribers are released
         first (they read the rest through the stream's query once the run has closed)."""
-        self._stream.detach_pollers()
+        self._outcomes.release_readers()
         await workflow.wait_condition(workflow.all_handlers_finished)
 
     def _step_message_ids(self) -> tuple[str, str]:

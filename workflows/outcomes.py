@@ -1,0 +1,73 @@
+"""Where a run's results go: the updates waiting for its next outcome, and the run's stream.
+
+Kept apart from the loop so the workflow reads as the loop: it says what happened (a step was
+committed, the run stopped or paused), and this decides who hears of it and in which shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from temporalio import workflow
+from temporalio.contrib.workflow_streams import WorkflowStream
+
+with workflow.unsafe.imports_passed_through():
+    from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
+    from perdure.schemas.messages import Message
+    from perdure.schemas.run import RunResult
+    from perdure.schemas.stream import STREAM_TOPIC
+
+from workflows.stream_events import outcome_events, step_events
+
+
+class RunOutcomes:
+    """The latest outcome with the messages stored since the one before, and the stream.
+
+    Must be made in the workflow's `@workflow.init`: the stream registers its handlers there.
+    """
+
+    def __init__(self) -> None:
+        self._stream = WorkflowStream()
+        self._events = self._stream.topic(STREAM_TOPIC)
+        self.latest: RunResult | None = None
+        self.count = 0
+        """How many outcomes so far: an update waits for this to grow."""
+        self._stored: list[str] = []
+
+    def stored(self, message_ids: Sequence[str]) -> None:
+        """Messages written outside a step (a compaction's summary and event)."""
+        self._stored += message_ids
+
+    def committed(self, messages: Sequence[Message], *, tokens_streamed: bool) -> None:
+        """A step's messages are in the store: they belong to the next outcome, and go out on
+        the stream now."""
+        self._stored += [m.id for m in messages]
+        for event in step_events(messages, tokens_streamed=tokens_streamed):
+            self._events.publish(event)
+
+    def reached(
+        self,
+        result: RunResult,
+        usage: LettaUsageStatistics,
+        *,
+        failure: str | None,
+        failure_type: str | None,
+    ) -> None:
+        """The run stopped or paused: hand `result` (with the messages stored since the last
+        outcome) to whoever waits, and end the outcome on the stream."""
+        self.latest = result.model_copy(update={"message_ids": self._stored})
+        self._stored = []
+        self.count += 1
+        for event in outcome_events(result.run_id, result.stop_reason, usage, failure=failure, failure_type=failure_type):
+            self._events.publish(event)
+
+    def release_readers(self) -> None:
+        """Before the run closes: stream subscribers that long-poll by update get what they
+        waited for and read the rest through the stream's query."""
+        self._stream.detach_pollers()
+
+
+def outcome(
+    run_id: str, agent_id: str, stop: StopReasonType, status: RunStatus, usage: LettaUsageStatistics, error: str | None
+) -> RunResult:
+    return RunResult(run_id=run_id, agent_id=agent_id, stop_reason=stop, status=status, usage=usage.model_copy(), error=error)
