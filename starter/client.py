@@ -72,22 +72,26 @@ class PerdureClient:
         has ended meanwhile (its approval timeout), the answers open a new request instead
         (Letta's resume path; the begin activity checks them against the stored request)."""
         self._require_agent(agent_id)
+        update = await self._deliver_answers(agent_id, AnswerRequest(approvals=answers), WorkflowUpdateStage.COMPLETED)
+        if update is None:
+            return self.response(await self.start_run(agent_id, SendMessageRequest(messages=[ApprovalCreate(approvals=answers)])))
+        return self.response(await _outcome(update))
+
+    async def _deliver_answers(self, agent_id: str, request: AnswerRequest, stage: WorkflowUpdateStage) -> WorkflowUpdateHandle[RunResult] | None:
+        """The `answer` update on the live run, or None when there is no live run to take it
+        (it has ended, or is closing at its approval timeout): then the answers resume the
+        pending request in a new run (Letta's resume path; the begin activity checks them)."""
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         try:
-            result = await handle.execute_update(AgentRunWorkflow.answer, AnswerRequest(approvals=answers))
+            return await handle.start_update(AgentRunWorkflow.answer, request, wait_for_stage=stage)
         except RPCError:
-            return await self._resume(agent_id, answers)  # no live run
+            return None  # no live run
         except WorkflowUpdateFailedError as err:
-            if _reason(err).startswith(NO_PENDING) and self._stored_pending(agent_id) is not None:
-                # The run has just ended at its approval timeout and is still closing.
-                with contextlib.suppress(WorkflowFailureError):
-                    await handle.result()
-                return await self._resume(agent_id, answers)
-            raise RunRejectedError(_reason(err)) from err
-        return self.response(result)
-
-    async def _resume(self, agent_id: str, answers: list[Answer]) -> LettaResponse:
-        return self.response(await self.start_run(agent_id, SendMessageRequest(messages=[ApprovalCreate(approvals=answers)])))
+            if not (_reason(err).startswith(NO_PENDING) and self._stored_pending(agent_id) is not None):
+                raise RunRejectedError(_reason(err)) from err
+            with contextlib.suppress(WorkflowFailureError):
+                await handle.result()  # closing at its approval timeout
+            return None
 
     def _stored_pending(self, agent_id: str) -> StoredPending | None:
         with self.db.transaction(read_only=True) as session:
@@ -214,22 +218,12 @@ class PerdureClient:
         When the run has ended meanwhile (its approval timeout), the answers resume the pending
         request in a new run, as `answer` does."""
         self._require_agent(agent_id)
-        resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)
-        handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
-        update, offset = None, 0
-        if await self._has_live_run(agent_id):
-            try:
-                offset = await current_offset(self.temporal, agent_id)
-                request = AnswerRequest(approvals=answers, stream_tokens=True)
-                update = await handle.start_update(AgentRunWorkflow.answer, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
-            except RPCError:
-                pass  # the run closed between the check and the answer
-            except WorkflowUpdateFailedError as err:
-                if not (_reason(err).startswith(NO_PENDING) and self._stored_pending(agent_id) is not None):
-                    raise RunRejectedError(_reason(err)) from err
-                with contextlib.suppress(WorkflowFailureError):
-                    await handle.result()  # closing at its approval timeout
+        update = None
+        with contextlib.suppress(NoRunError):  # never ran: the resume path says why
+            offset = await current_offset(self.temporal, agent_id)
+            update = await self._deliver_answers(agent_id, AnswerRequest(approvals=answers, stream_tokens=True), WorkflowUpdateStage.ACCEPTED)
         if update is None:
+            resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)
             async for item in self.stream_message(agent_id, resume):
                 yield item
             return
