@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -69,9 +70,8 @@ async def read_stream(temporal: Client, agent_id: str, from_offset: int = 0, *, 
     if run_id is None:
         handle = temporal.get_workflow_handle(handle.id, run_id=(await _describe(handle, agent_id)).run_id)
     converter = temporal.data_converter.payload_converter
-    offset = from_offset
+    offset, closed = from_offset, False
     while True:
-        closed = await _closed(handle, agent_id)  # before the read: a run closed now has published everything
         result = await handle.query(_POLL_QUERY, PollInput(topics=[STREAM_TOPIC], from_offset=offset), result_type=PollResult)
         for item in result.items:
             yield StreamItem(offset=item.offset, event=STREAM_EVENT.validate_python(converter.from_payload(_payload(item.data))))
@@ -79,21 +79,27 @@ async def read_stream(temporal: Client, agent_id: str, from_offset: int = 0, *, 
         if result.more_ready:
             continue
         if closed:
-            return
-        await asyncio.sleep(POLL_INTERVAL.total_seconds())
+            return  # this read came after the close, so it had everything
+        if not result.items:  # only an idle run may have closed: ask then, and read once more
+            closed = (await _describe(handle, agent_id)).status is not WorkflowExecutionStatus.RUNNING
+        if not closed:
+            await asyncio.sleep(POLL_INTERVAL.total_seconds())
 
 
-async def _describe(handle: WorkflowHandle[Any, Any], agent_id: str) -> WorkflowExecutionDescription:
+@contextlib.contextmanager
+def _run_of(agent_id: str) -> Iterator[None]:
+    """Temporal's "not found" is, to a reader, an agent that has no run (yet)."""
     try:
-        return await handle.describe()
+        yield
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             raise NoRunError(no_run(agent_id)) from err
         raise
 
 
-async def _closed(handle: WorkflowHandle[Any, Any], agent_id: str) -> bool:
-    return (await _describe(handle, agent_id)).status is not WorkflowExecutionStatus.RUNNING
+async def _describe(handle: WorkflowHandle[Any, Any], agent_id: str) -> WorkflowExecutionDescription:
+    with _run_of(agent_id):
+        return await handle.describe()
 
 
 def _payload(wire: str) -> Payload:
@@ -106,12 +112,8 @@ def _payload(wire: str) -> Payload:
 async def current_offset(temporal: Client, agent_id: str) -> int:
     """Where the next event of the agent's latest run will be: answers start reading here."""
     stream = WorkflowStreamClient(temporal.get_workflow_handle(names.workflow_id(agent_id)), client=temporal)
-    try:
+    with _run_of(agent_id):
         return await stream.get_offset()
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            raise NoRunError(no_run(agent_id)) from err
-        raise
 
 
 async def until_outcome(items: AsyncIterator[StreamItem]) -> AsyncIterator[StreamItem]:
