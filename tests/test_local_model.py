@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from perdure.providers.schema_tools import StreamPiece, StructuredStreamDecoder, decode_structured, response_format_for, structured_messages
+from perdure.providers.base import StreamPiece
+from perdure.providers.schema_answers import StructuredStreamDecoder, decode_structured
+from perdure.providers.schema_tools import response_format_for, structured_messages
 from perdure.local_model import local_model_installed
 from starter.local_model import CONTEXT_WINDOW, MODEL_NAME, LocalModelError, LocalModelServer
 

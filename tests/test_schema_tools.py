@@ -9,12 +9,9 @@ from typing import Any
 
 import pytest
 
+from perdure.providers.base import StreamPiece
+from perdure.providers.schema_answers import StructuredAnswer, StructuredStreamDecoder, StructuredToolCall, decode_structured
 from perdure.providers.schema_tools import (
-    StreamPiece,
-    StructuredAnswer,
-    StructuredStreamDecoder,
-    StructuredToolCall,
-    decode_structured,
     encode_response,
     encode_tool_call,
     response_format_for,

@@ -10,16 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse, LLMInvalidResponseError, new_call_id
-from perdure.providers.openai_stream import StreamPiece
-from perdure.providers.schema_tools import (
-    StructuredAnswer,
-    StructuredStreamDecoder,
-    allowed_tool_names,
-    response_format_for,
-    structured_messages,
-)
-from perdure.providers.schema_tools import StreamPiece as StructuredPiece
+from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse, LLMInvalidResponseError, StreamPiece, new_call_id
+from perdure.providers.schema_answers import StructuredAnswer, StructuredStreamDecoder
+from perdure.providers.schema_tools import allowed_tool_names, response_format_for, structured_messages
 from perdure.schemas.messages import ToolCall
 
 
@@ -90,10 +83,9 @@ def _finish(decoder: StructuredStreamDecoder) -> StructuredAnswer:
         raise LLMInvalidResponseError(str(err)) from err
 
 
-def _piece(part: StructuredPiece, call_id: str) -> StreamPiece:
-    if part.kind == "content":
-        return StreamPiece(kind="content", text=part.text)
-    return StreamPiece(kind="tool_call", text=part.text, index=0, tool_call_id=call_id, name=part.name)
+def _piece(part: StreamPiece, call_id: str) -> StreamPiece:
+    """The decoder knows no call id: the one made for this answer goes on every call piece."""
+    return part.model_copy(update={"tool_call_id": call_id}) if part.kind == "tool_call" else part
 
 
 def _decoded(response: ChatResponse, answer: StructuredAnswer, call_id: str | None = None) -> ChatResponse:
