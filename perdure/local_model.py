@@ -22,5 +22,10 @@ def model_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def server_installed() -> bool:
+    """Whether llama.cpp's server wheel (`xllamacpp`) is importable."""
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
 def local_model_installed() -> bool:
-    return importlib.util.find_spec("xllamacpp") is not None and model_path() is not None
+    return server_installed() and model_path() is not None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import queue
 import signal
@@ -34,7 +33,7 @@ from typing import IO, Self
 import httpx
 from pydantic import BaseModel
 
-from perdure.local_model import GGUF_FILE, model_path
+from perdure.local_model import GGUF_FILE, model_path, server_installed
 from perdure.schemas.agent import LOCAL_CONTEXT_WINDOW, LOCAL_MODEL
 
 MODEL_NAME = LOCAL_MODEL.split("/", 1)[1]
@@ -76,7 +75,7 @@ def install_commands() -> list[str]:
 def require_local_model() -> Path:
     """The model file, or an error that names what is missing and the commands that install it."""
     missing = []
-    if importlib.util.find_spec("xllamacpp") is None:
+    if not server_installed():
         missing.append("xllamacpp (llama.cpp's server)")
     path = model_path()
     if path is None:

@@ -21,6 +21,7 @@ from perdure.schemas.letta import StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from starter.client import PerdureClient, message_request
 from tests.conftest import AgentFactory
+from tests.test_approvals import approval_agent
 from workflows.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
 from workflows.sandbox import workflow_runner
@@ -134,11 +135,7 @@ async def test_fresh_rules_and_compaction_run_replays(
 async def test_fresh_streamed_run_replays(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
     """Token streaming with a reader: chunks by signal, polls by update, a retried attempt
     that broke off mid-stream, and a pause whose continuation streams too."""
-    agent = make_agent(
-        memory_blocks=[{"label": "human", "value": ""}],
-        tools=["core_memory_append"],
-        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
-    )
+    agent = approval_agent(make_agent, "core_memory_append")
     remember = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_s")
     llm.script(
         model_name,

@@ -21,6 +21,7 @@ from perdure.store.db import Database
 from starter.client import PerdureClient, message_request
 from starter.stream import NoRunError, StreamItem, read_stream
 from tests.conftest import AgentFactory
+from tests.test_approvals import approval_agent
 
 ANSWER = "Nice to meet you, Ada. I will remember your name and that you like sailing on quiet lakes."
 STREAM_TIMEOUT = 60
@@ -173,11 +174,7 @@ async def test_a_retried_attempt_is_marked_and_supersedes_the_partial_answer(
 async def test_a_stream_across_an_approval_pause_and_its_continuation(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
-    agent = make_agent(
-        memory_blocks=[{"label": "human", "value": ""}],
-        tools=["core_memory_append"],
-        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
-    )
+    agent = approval_agent(make_agent, "core_memory_append")
     llm.script(model_name, [call("core_memory_append", "call_ask", label="human", content="Ada"), ScriptedReply(content="Saved.")])
 
     paused = await collect(client.stream_message(agent.id, message_request("Remember me as Ada", stream_tokens=True)))
@@ -262,11 +259,7 @@ async def test_with_parallel_calls_off_only_the_call_that_runs_is_streamed(
 async def test_answers_to_a_timed_out_pause_stream_the_resumed_run(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
 ) -> None:
-    agent = make_agent(
-        memory_blocks=[{"label": "human", "value": ""}],
-        tools=["core_memory_append"],
-        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
-    )
+    agent = approval_agent(make_agent, "core_memory_append")
     llm.script(model_name, [call("core_memory_append", "call_late", label="human", content="Ada"), ScriptedReply(content="Saved at last.")])
     paused = await collect(client.stream_message(agent.id, message_request("Remember me", approval_timeout_seconds=0.5, stream_tokens=True)))
     assert paused[-2].event == LettaStopReason(stop_reason=StopReasonType.requires_approval)
