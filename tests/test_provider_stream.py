@@ -32,41 +32,19 @@ from perdure.providers.base import (
     LLMRateLimitError,
     LLMServerError,
     LLMTimeoutError,
+    StreamPiece,
 )
-from perdure.providers.openai import OpenAICompatibleProvider
-from perdure.providers.openai_stream import StreamPiece
 from perdure.schemas.letta import StopReasonType
 from perdure.scripted.replies import MID_STREAM_ERROR, token_pieces
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
+from tests.test_provider import USER_MESSAGES, WEATHER_TOOL, chat_request, http, provider_for
 from workflows.decisions import stop_reason_for_llm_error
+
+__all__ = ["http"]  # the provider tests' fixture: one real httpx client per test
 
 # --------------------------------------------------------------------------- helpers
 
-USER_MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "hello"}]
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 UNICODE = "Grüße aus Köln 👋🏽 — 你好，世界！ naïve café 🎉🎉 «ok»"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    """A real httpx client per test, as the worker holds one for all its LLM calls."""
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
-        yield client
-
-
-def provider_for(base_url: str, http: httpx.AsyncClient) -> OpenAICompatibleProvider:
-    return OpenAICompatibleProvider(base_url, None, client=http)
-
-
-def chat_request(model: str, **fields: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"model": model, "messages": USER_MESSAGES, **fields})
 
 
 class Pieces(list[StreamPiece]):
