@@ -49,8 +49,8 @@ def scripted_demo_agent(model: str) -> AgentCreate:
 
 
 def local_demo_agent() -> AgentCreate:
-    """What a 135M model does well: one memory edit. One memory tool and one block, low
-    temperature with llama.cpp's repeat penalty, and a rule that ends the run once memory is
+    """What a 135M model does well: one memory edit. One memory tool and one block, greedy
+    decoding (temperature 0: "Ada" in 10 of 10 tries, 8 of 10 at 0.2) with llama.cpp's repeat penalty, and a rule that ends the run once memory is
     written: after a tool result (or any later question) this model writes the same memory
     again rather than answer, in every prompt tried."""
     return AgentCreate(
@@ -60,5 +60,5 @@ def local_demo_agent() -> AgentCreate:
         tools=["core_memory_append"],
         include_base_tools=False,
         tool_rules=[{"type": "exit_loop", "tool_name": "core_memory_append"}],
-        llm_config={"model": LOCAL_MODEL, "temperature": 0.2, "extra_body": {"repeat_penalty": 1.2}},
+        llm_config={"model": LOCAL_MODEL, "temperature": 0.0, "extra_body": {"repeat_penalty": 1.2}},
     )
