@@ -52,7 +52,12 @@ class PerdureClient:
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> PerdureClient:
         settings = settings or Settings.from_env()
-        return cls(await connect(settings), get_database(settings.database_url), settings.task_queue)
+        return cls.using(await connect(settings), settings)
+
+    @classmethod
+    def using(cls, temporal: Client, settings: Settings) -> PerdureClient:
+        """A client on a connection the caller already has (`perdure dev` shares its worker's)."""
+        return cls(temporal, get_database(settings.database_url), settings.task_queue)
 
     async def send_message(
         self,

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TypeVar
 
 from perdure.local_model import local_model_installed
 from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
@@ -18,7 +20,15 @@ from starter.client import PerdureClient
 from starter.demo import run_demo
 from starter.devserver import start_dev_server, stop_dev_server
 from starter.local_model import LocalModelServer, install_commands
+from starter.temporal import connect_when_serving
 from worker import run_worker
+
+T = TypeVar("T")
+SERVING_WITHIN_SECONDS = 60.0
+
+
+class WorkerStoppedError(RuntimeError):
+    """The worker ended while a job that needs it (the demo) was still waiting on it."""
 
 
 async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool) -> int:
@@ -57,17 +67,41 @@ async def _serve(settings: Settings, ui_url: str, *, demo: bool, exit_after_demo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    worker_task = asyncio.create_task(run_worker(settings, stop=stop))
+    temporal = await connect_when_serving(settings, within=SERVING_WITHIN_SECONDS)
+    worker_task = asyncio.create_task(run_worker(settings, stop=stop, client=temporal), name="worker")
     try:
         if demo:
-            client = await PerdureClient.connect(settings)
-            print(await run_demo(client, ui_url), flush=True)
+            client = PerdureClient.using(temporal, settings)
+            print(await beside_worker(worker_task, run_demo(client, ui_url)), flush=True)
         if demo and exit_after_demo:
             stop.set()
         else:
             print("worker running; press Ctrl-C to stop", flush=True)
         await worker_task
+    except WorkerStoppedError:
+        if not stop.is_set():
+            raise
+        return 130  # Ctrl-C during the demo
     finally:
         stop.set()
         await asyncio.gather(worker_task, return_exceptions=True)
     return 0
+
+
+async def beside_worker(worker: asyncio.Task[None], job: Awaitable[T]) -> T:
+    """Run `job` while the worker serves, and stop it if the worker ends first.
+
+    The demo waits on runs only the worker can execute: a worker that fails to start, or stops on
+    Ctrl-C, would otherwise leave it waiting forever with the worker's error unseen.
+    """
+    job_task = asyncio.ensure_future(job)
+    try:
+        await asyncio.wait({job_task, worker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not job_task.done():
+            job_task.cancel()
+            await asyncio.gather(job_task, return_exceptions=True)
+    if not job_task.cancelled():
+        return job_task.result()
+    error = worker.exception()
+    raise WorkerStoppedError(f"the worker stopped{f': {error}' if error else ''}") from error

