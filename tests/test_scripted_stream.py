@@ -8,6 +8,8 @@ fragments, the usage chunk, and the failures a real stream can have (a drop, an 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -302,3 +304,18 @@ def test_demo_model_streams(llm: ScriptedLLMServer, http: httpx.Client) -> None:
     assert fragments[0]["name"] == "memory_insert"
     assert json.loads("".join(f["arguments"] for f in fragments)) == {"label": "human", "new_string": "The user's name is Ada. They love tea."}
     assert "".join(d.get("reasoning_content", "") for d in deltas(stream))
+
+
+def test_a_client_that_resets_its_connection_is_not_reported_as_a_server_error(
+    llm: ScriptedLLMServer, http: httpx.Client, model_name: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    host, port = llm.base_url.removeprefix("http://").split("/")[0].split(":")
+    for _ in range(5):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST /v1/chat")  # half a request line, then a reset (RST, not FIN)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    llm.script(model_name, [ScriptedReply(content="still serving")])
+    assert post(http, llm, model_name, stream=False).json()["choices"][0]["message"]["content"] == "still serving"
+    time.sleep(0.2)  # the server threads that saw the resets have finished
+
+    assert "ConnectionResetError" not in capfd.readouterr().err
