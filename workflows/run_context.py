@@ -1,0 +1,113 @@
+"""What the run workflow's handlers and its step loop share.
+
+The handlers (the state query, `compact`, a cancel) and the loop read and change the same
+state: the step being drafted, the pending approval, usage, the error, what the run is doing.
+Holding it here, with the few effects that keep it in step (show progress, commit a step,
+compact, hand out an outcome), lets the loop live in a module of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from perdure.schemas.agent import DEFAULT_CONTEXT_WINDOW
+    from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
+    from perdure.schemas.messages import Message
+    from perdure.schemas.run import CheckpointInput, CompactInput, CompactOutput, RunState, SendMessageRequest, StepRecord
+
+from workflows import activity_calls
+from workflows.answers import AnswerBook
+from workflows.drafts import StepDraft
+from workflows.outcomes import RunOutcomes, outcome
+
+
+class RunContext:
+    """The run's state. Must be made in the workflow's `@workflow.init` (see RunOutcomes)."""
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self.request: SendMessageRequest | None = None
+        self.run_id: str | None = None
+        self.status = RunStatus.created
+        self.step = 0
+        self.current = "waiting for a message"
+        self.stop_reason: StopReasonType | None = None
+        self.usage = LettaUsageStatistics()
+        self.error: str | None = None
+        self.failure_type: str | None = None
+        self.stream_tokens = False
+        self.tokens_streamed = False
+        """Whether this step's answer went out as token chunks (then it is not published whole)."""
+        self.draft: StepDraft | None = None
+        """The step in the making: what a cancel must still commit."""
+        self.context_window = DEFAULT_CONTEXT_WINDOW
+        self.answers = AnswerBook()
+        self.outcomes = RunOutcomes()
+
+    def show(self, text: str) -> None:
+        """What the run is doing, for the state query and the Temporal UI's current details."""
+        self.current = text
+        workflow.set_current_details(f"**{text}**" + (f" — run `{self.run_id}`" if self.run_id else ""))
+
+    @staticmethod
+    def new_message_id() -> str:
+        return f"message-{workflow.uuid4()}"
+
+    async def checkpoint(self, messages: list[Message], step: StepRecord) -> None:
+        self.show(f"checkpoint, step {step.step_number}")
+        await activity_calls.checkpoint_step(CheckpointInput(agent_id=self.agent_id, messages=messages, step=step))
+        self.outcomes.committed(messages, tokens_streamed=self.tokens_streamed)
+
+    async def compact(self, mode: str, trigger: str) -> CompactOutput:
+        """Compact the context. When even the system prompt does not fit, the error says what to shrink."""
+        self.show(f"compacting the context ({mode})")
+        result = await activity_calls.compact(
+            CompactInput(
+                agent_id=self.agent_id,
+                run_id=self.run_id,
+                mode=mode,
+                summary_message_id=self.new_message_id(),
+                event_message_id=self.new_message_id(),
+                trigger=trigger,
+            )
+        )
+        self.outcomes.stored(result.message_ids)
+        if result.system_overflow:
+            self.error = result.detail
+        return result
+
+    def publish(self, stop_reason: StopReasonType, *, final: bool) -> None:
+        """Hand the outcome to whoever waits (send_message, answer): a stop, or a pause."""
+        assert self.run_id is not None
+        status = self.status if final else RunStatus.running
+        failure = self.error if final and self.status is RunStatus.failed else None
+        result = outcome(self.run_id, self.agent_id, stop_reason, status, self.usage, self.error)
+        self.outcomes.reached(result, self.usage, failure=failure, failure_type=self.failure_type)
+
+    def state(self) -> RunState:
+        return RunState(
+            agent_id=self.agent_id,
+            run_id=self.run_id,
+            status=self.status,
+            step=self.step,
+            max_steps=self.request.max_steps if self.request else None,
+            current=self.current,
+            stop_reason=self.stop_reason,
+            usage=self.usage,
+            error=self.error,
+            pending_approval=self.answers.pending,
+            rejected=self.answers.rejected,
+        )
+
+
+async def wait_for(condition: Callable[[], bool], timeout: timedelta | None) -> bool:
+    """Wait for `condition`; False when `timeout` (None: never) passes first."""
+    try:
+        await workflow.wait_condition(condition, timeout=timeout)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,297 @@
+"""The agent loop of one run: LLM request, tool calls, checkpoint, until something stops it.
+
+A step asks the model (compacting and asking again when the provider says the request is too
+long), runs the calls the rules allow, or pauses for the ones that need a person, and commits
+its messages in one checkpoint. After a step the context is compacted when the next request
+would fill more than 90% of the window.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from perdure.approvals import apply_answers
+    from perdure.compaction import estimate_next_request, needs_compaction
+    from perdure.providers.base import ContextWindowExceededError
+    from perdure.schemas.approvals import PendingApproval, PendingCall
+    from perdure.schemas.letta import RunStatus, StopReasonType
+    from perdure.schemas.messages import Message, TextContent, ToolCall
+    from perdure.schemas.run import AgentSnapshot, BeginRunOutput, LLMStepInput, LLMStepOutput, SendMessageRequest, StepRecord
+    from perdure.store.pending import KEEP_ALIVE
+    from perdure.tool_rules import ToolRulesSolver
+
+from workflows import activity_calls
+from workflows.decisions import after_text_answer, after_tool_calls, prepare_tool_calls, stop_reason_for_llm_error
+from workflows.drafts import (
+    StepDraft,
+    answered_return,
+    approval_request,
+    approval_response,
+    assistant_message,
+    heartbeat,
+    tool_message,
+)
+from workflows.failures import failure_text, reraise_cancellation
+from workflows.run_context import RunContext, wait_for
+from workflows.search_attributes import STOP_REASON
+from workflows.stream_events import stream_tokens_now
+from workflows.tool_runner import ToolRunner
+
+CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
+ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
+MAX_OVERFLOW_COMPACTIONS = 3
+HEARTBEAT_TOKENS = 60
+
+
+class ContextOverflow(Exception):
+    """Compaction cannot make room: the run stops with `stop`."""
+
+    def __init__(self, stop: StopReasonType) -> None:
+        super().__init__(stop.value)
+        self.stop = stop
+
+
+class StepLoop:
+    """One run's steps, for an agent as `begin_run` loaded it."""
+
+    def __init__(self, ctx: RunContext, agent: AgentSnapshot, request: SendMessageRequest, run_id: str) -> None:
+        self._ctx = ctx
+        self._agent = agent
+        self._request = request
+        self._run_id = run_id
+        self._solver = ToolRulesSolver(agent.tool_rules, agent.tools)
+        self._tools = ToolRunner(agent, self._solver, ctx.show)
+
+    async def run(self, begun: BeginRunOutput) -> tuple[StopReasonType, StepRecord | None]:
+        """Step until a stop reason; returns it with the failed step, if one failed."""
+        request = self._request
+        inputs = [self._user_message(m.content, m.otid) for m in request.user_messages]
+        stop: StopReasonType | None = None
+        if begun.stored_pending is not None and request.approval is not None:
+            # The answers are a step of this run without an LLM call (number 0); the paused step
+            # keeps its record in the run whose LLM call made it.
+            stored = begun.stored_pending
+            step = StepRecord(id=f"step-{workflow.uuid4()}", run_id=self._run_id, agent_id=self._ctx.agent_id, step_number=0)
+            # A call was held only if the rules allowed it then; the fresh solver of this run
+            # does not know that history, so the held calls join what it allows now.
+            allowed = self._solver.allowed_tools()
+            allowed += [p.name for p in stored.pending if p.name not in allowed]
+            draft = StepDraft(step=step, calls=stored.calls, pending=apply_answers(stored.pending, request.approval.approvals), allowed=allowed)
+            self._ctx.draft = draft
+            stop = await self._after_answers(draft)
+        elif begun.answers_already_processed and not inputs:
+            inputs = [self._user_message(KEEP_ALIVE, None)]
+        failed: StepRecord | None = None
+        for number in range(1, request.max_steps + 1):
+            if stop is not None:
+                break
+            self._ctx.step = number
+            stop, failed = await self._step_once(number, inputs)
+            inputs = []
+        return stop or StopReasonType.max_steps, failed
+
+    async def _step_once(self, number: int, inputs: list[Message]) -> tuple[StopReasonType | None, StepRecord | None]:
+        """One LLM request and its tool calls. Returns (stop reason or None to go on, failed step)."""
+        ctx, agent = self._ctx, self._agent
+        step = StepRecord(id=f"step-{workflow.uuid4()}", run_id=self._run_id, agent_id=ctx.agent_id, step_number=number, model=agent.llm_config.model)
+        answer_id, approval_id = self._step_message_ids()
+        ctx.tokens_streamed = stream_tokens_now(ctx.stream_tokens, workflow.info().get_current_history_length())
+        started = workflow.now()
+        allowed = self._solver.allowed_tools()
+        ctx.draft = StepDraft(step=step, inputs=[m.model_copy(update={"step_id": step.id}) for m in inputs], allowed=allowed)
+        ctx.show(f"llm request, step {number}")
+        try:
+            llm_input = LLMStepInput(
+                agent_id=ctx.agent_id,
+                run_id=self._run_id,
+                step_id=step.id,
+                step_number=number,
+                pending=ctx.draft.inputs,
+                allowed_tools=allowed,
+                force_tool_call=self._solver.should_force_tool_call(),
+                parallel_tool_calls=agent.parallel_allowed,
+                client_tools=self._request.client_tools,
+                message_id=answer_id,
+                approval_message_id=approval_id,
+                held_tools=sorted(agent.approval_tools & set(allowed) | {t.name for t in self._request.client_tools}),
+                stream_tokens=ctx.tokens_streamed,
+            )
+            output = await self._request_with_room(llm_input)
+        except (ActivityError, ContextOverflow) as err:
+            reraise_cancellation(err)
+            if isinstance(err, ContextOverflow):
+                stop, error_type = err.stop, CONTEXT_WINDOW_EXCEEDED
+            else:
+                cause = err.cause
+                error_type = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
+                ctx.error = failure_text(err)
+                ctx.failure_type = error_type
+                stop = stop_reason_for_llm_error(error_type)
+            ctx.draft = None
+            return stop, step.model_copy(update={"status": "failed", "stop_reason": stop, "error_type": error_type, "error": ctx.error})
+        ctx.usage.add(output.usage.prompt_tokens, output.usage.completion_tokens, output.usage.cached_input_tokens, output.usage.reasoning_tokens)
+        ctx.draft.step = step.model_copy(update={"usage": output.usage, "llm_request_ns": output.llm_request_ns})
+        draft = ctx.draft
+        try:
+            return await self._act(draft, started, output, (answer_id, approval_id)), None
+        except (ActivityError, ApplicationError) as err:
+            reraise_cancellation(err)
+            # A tool or the checkpoint failed past its retries (e.g. the database is down): end the
+            # run with `error` rather than leave it running forever (Letta PR 2846).
+            ctx.error = failure_text(err)
+            failed = draft.step.model_copy(update={"status": "failed", "stop_reason": StopReasonType.error, "error_type": "ActivityError", "error": ctx.error})
+            ctx.draft = None
+            return StopReasonType.error, failed
+
+    async def _act(self, draft: StepDraft, started: datetime, output: LLMStepOutput, ids: tuple[str, str]) -> StopReasonType | None:
+        """Run the step's calls (or pause for the ones that need a person), then commit the step."""
+        ctx, agent = self._ctx, self._agent
+        calls = prepare_tool_calls(output.tool_calls, parallel_allowed=agent.parallel_allowed, new_id=lambda: f"call_{workflow.uuid4().hex[:24]}")
+        client_names = {t.name for t in self._request.client_tools}
+        draft.allowed = [*draft.allowed, *sorted(client_names - set(draft.allowed))]
+        held = [c for c in calls if c.name in draft.allowed and (c.name in client_names or c.name in agent.approval_tools)]
+        draft.calls = calls
+        if held:
+            return await self._pause(draft, output, held, client_names, ids)
+        draft.assistant = assistant_message(output, calls, draft.step, ids[0] or ctx.new_message_id())
+        tool_ns = None
+        outcome = None
+        if calls:
+            outcome = await self._tools.run(draft, calls)
+            tool_ns = outcome.tool_ns
+            messages = [*draft.inputs, draft.assistant, tool_message(draft.calls, draft.returns, draft.step, ctx.new_message_id)]
+            stop = self._after_calls(outcome.executed, outcome.blocked)
+        else:
+            messages = [*draft.inputs, draft.assistant]
+            stop, reason = after_text_answer(output.finish_reason, self._solver.uncalled_required_before_exit())
+            if reason is not None:
+                messages.append(heartbeat(reason, draft.step, ctx.new_message_id, workflow.now()))
+        step = draft.step.model_copy(update={"stop_reason": stop, "tool_execution_ns": tool_ns, "step_ns": _ns_since(started)})
+        await ctx.checkpoint(messages, step)
+        ctx.draft = None
+        if stop is None or stop.run_status is RunStatus.completed:
+            added = output.response_tokens + (outcome.tokens if outcome else 0) + (HEARTBEAT_TOKENS if len(messages) > len(draft.inputs) + 2 else 0)
+            reported = output.usage.prompt_tokens if output.usage_reported else None
+            if needs_compaction(estimate_next_request(reported, added, output.request_tokens + added), agent.llm_config.context_window):
+                try:
+                    result = await ctx.compact("sliding_window", "the next request would fill more than 90% of the context window")
+                except (ActivityError, ApplicationError) as err:
+                    # The step is committed; the run ends here with the reason (Letta: failed
+                    # compaction is `error`), and the next run retries on its first overflow.
+                    reraise_cancellation(err)
+                    ctx.error = f"compaction failed: {failure_text(err)}"
+                    return StopReasonType.error
+                if result.system_overflow:
+                    stop = StopReasonType.context_window_overflow_in_system_prompt
+        return stop
+
+    async def _request_with_room(self, llm_input: LLMStepInput) -> LLMStepOutput:
+        """Ask the model; when the provider says the request is too long for its window, compact
+        and ask again, up to MAX_OVERFLOW_COMPACTIONS times (the second time evicting all)."""
+        for attempt in range(MAX_OVERFLOW_COMPACTIONS + 1):
+            try:
+                return await activity_calls.llm_step(llm_input, self._agent.llm_config.model_name)
+            except ActivityError as err:
+                cause = err.cause
+                if not (isinstance(cause, ApplicationError) and cause.type == CONTEXT_WINDOW_EXCEEDED) or attempt == MAX_OVERFLOW_COMPACTIONS:
+                    raise
+                result = await self._ctx.compact("sliding_window" if attempt == 0 else "all", "the provider said the request is longer than the context window")
+                if result.system_overflow:
+                    raise ContextOverflow(StopReasonType.context_window_overflow_in_system_prompt) from err
+                if result.evicted == 0:
+                    raise  # nothing left to take out: asking again cannot help
+        raise AssertionError("unreachable")
+
+    def _after_calls(self, executed: list[str], blocked: bool, *, answered_by_people: bool = False) -> StopReasonType | None:
+        return after_tool_calls(
+            blocked=blocked,
+            terminal_ran=any(self._solver.is_terminal(name) for name in executed),
+            uncalled_required=self._solver.uncalled_required_before_exit(),
+            answered_by_people=answered_by_people,
+        )
+
+    async def _pause(
+        self, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], client_names: set[str], ids: tuple[str, str]
+    ) -> StopReasonType | None:
+        """Commit the response with its held calls, answer the caller, and wait for the answers."""
+        ctx = self._ctx
+        others = [c for c in draft.calls if c not in held]
+        messages = list(draft.inputs)
+        if others or output.content or output.reasoning:
+            messages.append(assistant_message(output, others, draft.step, ids[0] or ctx.new_message_id()))
+        client_ids = [c.id for c in held if c.name in client_names]
+        messages.append(approval_request(held, client_ids, draft.step, ids[1] or ctx.new_message_id()))
+        step = draft.step.model_copy(update={"stop_reason": StopReasonType.requires_approval})
+        await ctx.checkpoint(messages, step)
+        draft.inputs, draft.step = [], step
+        draft.pending = [
+            PendingCall(tool_call_id=c.id, name=c.name, arguments=c.arguments, kind="client_tool" if c.id in client_ids else "approval")
+            for c in held
+        ]
+        return await self._after_answers(draft)
+
+    async def _after_answers(self, draft: StepDraft) -> StopReasonType | None:
+        """Wait until every held call has an answer (or the approval timeout), then run the calls."""
+        assert draft.pending is not None
+        ctx, answers = self._ctx, self._ctx.answers
+        timeout_s = self._request.approval_timeout_seconds or self._agent.approval_timeout_seconds
+        now = workflow.now()
+        answers.pending = PendingApproval(
+            since=now,
+            step_id=draft.step.id,
+            calls=draft.pending,
+            timeout_at=now + timedelta(seconds=timeout_s) if timeout_s else None,
+        )
+        if any(c.answer is None for c in draft.pending):
+            ctx.publish(StopReasonType.requires_approval, final=False)
+            workflow.upsert_search_attributes([STOP_REASON.value_set(StopReasonType.requires_approval.value)])
+            ctx.show("awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.pending))
+            if not await wait_for(lambda: answers.complete, timedelta(seconds=timeout_s) if timeout_s else None):
+                # The request stays in the context for Letta's resume path, which answers every
+                # call again in a new run; answers given to this run end with it.
+                answers.pending = None
+                return StopReasonType.requires_approval
+        assert answers.pending is not None
+        draft.pending = answers.pending.calls
+        answers.pending = None
+        ctx.show(f"running answered calls, step {draft.step.step_number}")
+        now = workflow.now()
+        window = self._agent.llm_config.context_window
+        by_id = {c.tool_call_id: c for c in draft.pending}
+        for call in draft.calls:
+            if call.id in by_id:
+                answered_call = answered_return(by_id[call.id], window, now)
+                if answered_call is not None:
+                    draft.returns[call.id] = answered_call
+        to_run = [c for c in draft.calls if c.id not in draft.returns]
+        outcome = await self._tools.run(draft, to_run)
+        stop = self._after_calls(outcome.executed, outcome.blocked, answered_by_people=len(to_run) < len(draft.calls))
+        messages = [approval_response(draft.pending, draft.step, ctx.new_message_id), tool_message(draft.calls, draft.returns, draft.step, ctx.new_message_id)]
+        await ctx.checkpoint(messages, draft.step.model_copy(update={"stop_reason": stop, "tool_execution_ns": outcome.tool_ns}))
+        ctx.draft = None
+        return stop
+
+    def _step_message_ids(self) -> tuple[str, str]:
+        """The ids of the step's answer and of its approval request, chosen before the model is
+        asked so that streamed chunks carry them. Runs started before this change draw them
+        after the answer, where they always did, so their replay gives the same ids ("", "")."""
+        if not workflow.patched(ANSWER_IDS_BEFORE_REQUEST):
+            return "", ""
+        return self._ctx.new_message_id(), self._ctx.new_message_id()
+
+    def _user_message(self, text: str, otid: str | None) -> Message:
+        return Message(
+            id=self._ctx.new_message_id(), agent_id=self._ctx.agent_id, role="user", content=[TextContent(text=text)], otid=otid, run_id=self._run_id
+        )
+
+
+def _ns_since(started: datetime) -> int:
+    return int((workflow.now() - started).total_seconds() * 1e9)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
