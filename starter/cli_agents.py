@@ -1,0 +1,83 @@
+"""`perdure agent create|list|show|delete` and `perdure messages`: the store alone, no Temporal."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from perdure.agents import create_agent
+from perdure.convert import to_letta_messages
+from perdure.schemas.agent import AgentCreate, BlockCreate
+from perdure.settings import default_model
+from perdure.store import agents, messages
+from starter.cli_common import UsageError, open_db, out, print_json, read_json
+from starter.render import agent_text, message_lines
+
+
+def create(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {}
+    if args.file is not None:
+        fields = read_json(args.file, "agent file", dict, "a JSON object")
+    overrides = {
+        "name": args.name,
+        "system": args.system,
+        "model": args.model,
+        "context_window_limit": args.context_window,
+        "parallel_tool_calls": args.parallel_tool_calls,
+        "approval_timeout_seconds": args.approval_timeout,
+    }
+    fields.update({key: value for key, value in overrides.items() if value is not None})
+    if args.block:
+        fields["memory_blocks"] = [*fields.get("memory_blocks", []), *(_block(b).model_dump() for b in args.block)]
+    if args.tool:
+        fields["tools"] = [*fields.get("tools", []), *args.tool]
+    if args.endpoint:
+        fields["llm_config"] = {**fields.get("llm_config", {}), "endpoint": args.endpoint}
+    if "model" not in fields and "model" not in fields.get("llm_config", {}):
+        fields["model"] = default_model()
+    agent = create_agent(open_db(), AgentCreate.model_validate(fields))
+    return out(args, agent, agent_text(agent))
+
+
+def _block(spec: str) -> BlockCreate:
+    label, sep, value = spec.partition("=")
+    if not sep:
+        raise UsageError(f"--block takes LABEL=VALUE, got {spec!r}")
+    return BlockCreate(label=label, value=value)
+
+
+def list_agents(args: argparse.Namespace) -> int:
+    with open_db().transaction(read_only=True) as session:
+        found = agents.list_agents(session)
+    if args.json:
+        return print_json([a.model_dump(mode="json") for a in found])
+    print("\n".join(agent_text(a, blocks=False) for a in found) or "no agents yet: `perdure agent create`")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    with open_db().transaction(read_only=True) as session:
+        agent = agents.get_agent(session, args.agent_id)
+    return out(args, agent, agent_text(agent))
+
+
+def delete(args: argparse.Namespace) -> int:
+    with open_db().transaction() as session:
+        agents.delete_agent(session, args.agent_id)
+    if args.json:
+        return print_json({"id": args.agent_id, "deleted": True})
+    print(f"deleted {args.agent_id}")
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    with open_db().transaction(read_only=True) as session:
+        agents.get_agent(session, args.agent_id)
+        stored = messages.list_messages(session, args.agent_id, limit=args.limit)
+    letta = to_letta_messages(stored)
+    if args.json:
+        return print_json([m.model_dump(mode="json", exclude_none=True) for m in letta])
+    print("\n".join(message_lines(letta)) or "no messages yet")
+    return 0

@@ -1,0 +1,56 @@
+"""What every `perdure` command shares: bad-input errors, the connection, the store, `--json` output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from perdure.settings import Settings
+from perdure.store.db import Database, get_database
+from starter.client import PerdureClient
+
+
+class UsageError(Exception):
+    """Bad input the user can fix: one line on stderr, exit 2."""
+
+
+async def connect_client() -> PerdureClient:
+    try:
+        return await PerdureClient.connect()
+    except RuntimeError as err:
+        settings = Settings.from_env()
+        raise ConnectionError(
+            f"cannot reach Temporal at {settings.temporal_address} ({err}); start it with `perdure dev`"
+        ) from err
+
+
+def open_db() -> Database:
+    return get_database(Settings.from_env().database_url)
+
+
+def out(args: argparse.Namespace, value: BaseModel | dict[str, Any], text: str) -> int:
+    if args.json:
+        data = value.model_dump(mode="json", exclude_none=True) if isinstance(value, BaseModel) else value
+        return print_json(data)
+    print(text)
+    return 0
+
+
+def print_json(data: Any) -> int:
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def read_json(path: Path, what: str, kind: type, shape: str) -> Any:
+    """Read a JSON file a user named; a missing file, bad JSON or the wrong shape is one line."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"cannot read {what} {path}: {err}") from err
+    if not isinstance(data, kind):
+        raise UsageError(f"{what} {path} must hold {shape}")
+    return data
