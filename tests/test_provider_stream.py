@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,7 +19,6 @@ import pytest
 
 from activities.errors import llm_failure
 from perdure.providers.base import (
-    ChatRequest,
     ChatResponse,
     ContextWindowExceededError,
     LLMAuthenticationError,
