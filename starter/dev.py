@@ -71,17 +71,18 @@ async def _serve(settings: Settings, ui_url: str, *, demo: bool, exit_after_demo
     worker_task = asyncio.create_task(run_worker(settings, stop=stop, client=temporal), name="worker")
     try:
         if demo:
-            client = PerdureClient.using(temporal, settings)
-            print(await beside_worker(worker_task, run_demo(client, ui_url)), flush=True)
+            try:
+                transcript = await beside_worker(worker_task, run_demo(PerdureClient.using(temporal, settings), ui_url))
+            except Exception:
+                if stop.is_set():
+                    return 130  # Ctrl-C during the demo: whatever broke off, the interruption did it
+                raise
+            print(transcript, flush=True)
         if demo and exit_after_demo:
             stop.set()
         else:
             print("worker running; press Ctrl-C to stop", flush=True)
         await worker_task
-    except WorkerStoppedError:
-        if not stop.is_set():
-            raise
-        return 130  # Ctrl-C during the demo
     finally:
         stop.set()
         await asyncio.gather(worker_task, return_exceptions=True)

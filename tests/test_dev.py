@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
+from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.settings import Settings
 from starter.dev import WorkerStoppedError, beside_worker
 from starter.devserver import dev_server_command, stop_dev_server
@@ -165,3 +167,31 @@ async def test_the_demo_finishing_first_leaves_the_worker_serving() -> None:
     assert not worker.done()
     stop.set()
     await worker
+
+
+def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group mid-demo. The worker stops at once;
+    the demo, waiting on a run only the worker could finish, used to wait forever."""
+    with ScriptedLLMServer() as llm:
+        llm.script("slow", [ScriptedReply(content="too late", delay_s=120)])
+        port = free_port()
+        env = clean_env(tmp_path, PERDURE_SCRIPTED_BASE_URL=llm.base_url, PERDURE_DEFAULT_MODEL="scripted/slow")
+        command = [str(PERDURE), "dev", "--port", str(port), "--ui-port", str(free_port()), "--demo", "--exit-after-demo"]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while llm.in_flight("slow") == 0:
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "the demo never asked the model"
+                time.sleep(0.1)
+            os.killpg(process.pid, signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in err, err
+    assert "memory after the conversation" not in out, "the demo did not finish: it was interrupted"
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "the dev server stopped too"
