@@ -83,7 +83,7 @@ def test_sliding_window_never_separates_a_call_from_its_return() -> None:
                 continue
             assert_pairs_intact(messages, plan)
             assert plan.tokens_after_estimate <= 0.7 * window
-            kept = sum(c for m, c in zip(messages, counts) if m.id in plan.keep_ids)
+            kept = sum(c for m, c in zip(messages, counts, strict=True) if m.id in plan.keep_ids)
             assert plan.tokens_after_estimate == counts[0] + kept
             cuts.add((turns, len(plan.evict_ids)))
     assert {evicted % 4 for _, evicted in cuts} == {0, 1, 3}  # before users and both assistants, never before a tool

@@ -48,7 +48,7 @@ class ToolRunner:
     async def run(self, draft: StepDraft, calls: list[ToolCall]) -> CallsOutcome:
         concurrent = [c for c in calls if c.name in self._agent.parallel_safe_tools] if len(calls) > 1 else []
         serial = [c for c in calls if c not in concurrent]
-        results = dict(zip([c.id for c in concurrent], await asyncio.gather(*(self._execute(draft, c) for c in concurrent))))
+        results = dict(zip([c.id for c in concurrent], await asyncio.gather(*(self._execute(draft, c) for c in concurrent)), strict=True))
         for call in serial:
             results[call.id] = await self._execute(draft, call)
         return CallsOutcome(

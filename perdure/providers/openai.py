@@ -9,6 +9,7 @@ import json
 import math
 import re
 from datetime import datetime, timezone
+from functools import partial
 from email.utils import parsedate_to_datetime
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -76,7 +77,7 @@ class OpenAICompatibleProvider:
                         assembler.done = True
                         break
                     if event is not None:
-                        for piece in _checked(lambda: assembler.feed(event, self._stream_error)):
+                        for piece in _checked(partial(assembler.feed, event, self._stream_error)):
                             on_piece(piece)
         except httpx.TimeoutException as err:
             raise LLMTimeoutError(f"stream from {self._url} timed out: {err!r}") from err
