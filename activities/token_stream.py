@@ -43,9 +43,9 @@ class TokenPublisher:
 
     async def __aenter__(self) -> TokenPublisher:
         await self._client.__aenter__()
-        attempt = activity.info().attempt
-        if attempt > 1:  # queued first, so it goes out before anything this attempt streams
-            self._send(AttemptStarted(run_id=self._step.run_id, step_id=self._step.step_id, attempt=attempt))
+        attempt, request = activity.info().attempt, self._step.request_number
+        if attempt > 1 or request > 1:  # queued first, so it goes out before anything this attempt streams
+            self._send(AttemptStarted(run_id=self._step.run_id, step_id=self._step.step_id, attempt=attempt, request=request))
         self._loop = asyncio.create_task(self._flush_periodically())
         return self
 

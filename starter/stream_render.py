@@ -80,7 +80,8 @@ class StreamPrinter:
 
     def _whole(self, event: StreamEvent, offset: int) -> None:
         if isinstance(event, AttemptStarted):
-            self._out.write(f"-- the LLM request of step {event.step_id} is tried again (attempt {event.attempt}); the partial answer above is void\n")
+            again = f"asked again after compacting the context (request {event.request})" if event.attempt == 1 else f"tried again (attempt {event.attempt})"
+            self._out.write(f"-- the LLM request of step {event.step_id} is {again}; the partial answer above is void\n")
         elif isinstance(event, LettaStopReason):
             self._stop = event
         elif isinstance(event, LettaUsageStatistics):

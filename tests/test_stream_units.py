@@ -8,6 +8,7 @@ real loop, and are imported here outside it, as any pure module can be.
 
 from __future__ import annotations
 
+import io
 import json
 import typing
 from datetime import datetime, timezone
@@ -52,6 +53,8 @@ from perdure.schemas.run import LLMStepOutput, StepRecord
 from perdure.schemas.stream import ERROR_MESSAGE, STREAM_EVENT, AttemptStarted, LettaErrorMessage, StreamEvent, error_event
 from perdure.tools.returns import package_function_response
 from workflows.drafts import approval_request, approval_response, assistant_message, heartbeat, tool_message
+from starter.stream import StreamItem
+from starter.stream_render import StreamPrinter
 from workflows.stream_events import TOKEN_STREAM_HISTORY_LIMIT, outcome_events, step_events, stream_tokens_now
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -633,3 +636,19 @@ def test_unknown_or_missing_message_type_is_rejected() -> None:
         STREAM_EVENT.validate_python({"message_type": "telepathy", "id": "x"})
     with pytest.raises(ValidationError):
         STREAM_EVENT.validate_python({"run_id": "r", "step_id": "s", "attempt": 2})
+
+
+@pytest.mark.parametrize(
+    ("attempt", "request_number", "said"),
+    [(2, 1, "is tried again (attempt 2)"), (1, 2, "is asked again after compacting the context (request 2)"), (3, 2, "is tried again (attempt 3)")],
+)
+def test_the_printer_says_why_a_partial_answer_is_void(attempt: int, request_number: int, said: str) -> None:
+    out = io.StringIO()
+    printer = StreamPrinter(out)
+    printer.show(StreamItem(offset=0, event=AssistantMessage(id="message-1", content="Half an ans")))
+    printer.show(StreamItem(offset=1, event=AttemptStarted(run_id="run-1", step_id="step-1", attempt=attempt, request=request_number)))
+    printer.finish()
+
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == f"-- the LLM request of step step-1 {said}; the partial answer above is void"
+    assert "Half an ans" in lines[0], "the partial answer was shown on its own line first"

@@ -22,6 +22,7 @@ from starter.client import PerdureClient, message_request
 from starter.stream import NoRunError, StreamItem, read_stream
 from tests.conftest import AgentFactory
 from tests.test_approvals import approval_agent
+from tests.test_context_window import say, summarizing_agent
 
 ANSWER = "Nice to meet you, Ada. I will remember your name and that you like sailing on quiet lakes."
 STREAM_TIMEOUT = 60
@@ -168,6 +169,28 @@ async def test_a_retried_attempt_is_marked_and_supersedes_the_partial_answer(
     stored = stored_answer(db, agent.id)
     assert stored.text == ANSWER
     assert streamed_text(items, stored.id) == ANSWER, "what follows the mark is the whole stored answer"
+    assert kinds(items)[-2:] == ["stop_reason", "usage_statistics"]
+
+
+async def test_asking_again_after_an_overflow_marks_what_the_first_request_streamed_as_void(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    """Some servers report the overflow inside the stream, after tokens went out; the loop
+    compacts and asks again, and the new request's output must not be appended to the old."""
+    agent = summarizing_agent(make_agent, model_name, llm)
+    for turn in range(3):
+        llm.script(model_name, [say(f"answer {turn}")])
+        await client.send_message(agent.id, f"question {turn}")
+    overflow = {"message": "maximum context length exceeded", "code": "context_length_exceeded"}
+    llm.script(model_name, [ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=overflow), say(ANSWER)])
+
+    items = await collect(client.stream_message(agent.id, message_request("question 3", stream_tokens=True)))
+
+    marks = [i.event for i in items if isinstance(i.event, AttemptStarted)]
+    assert [(m.attempt, m.request) for m in marks] == [(1, 2)]  # type: ignore[union-attr]
+    stored = stored_answer(db, agent.id)
+    assert stored.text == ANSWER
+    assert streamed_text(items, stored.id) == ANSWER, "the cut-off output is superseded, not prefixed"
     assert kinds(items)[-2:] == ["stop_reason", "usage_statistics"]
 
 

@@ -194,7 +194,8 @@ class StepLoop:
         and ask again, up to MAX_OVERFLOW_COMPACTIONS times (the second time evicting all)."""
         for attempt in range(MAX_OVERFLOW_COMPACTIONS + 1):
             try:
-                return await activity_calls.llm_step(llm_input, self._agent.llm_config.model_name)
+                asked = llm_input if attempt == 0 else llm_input.model_copy(update={"request_number": attempt + 1})
+                return await activity_calls.llm_step(asked, self._agent.llm_config.model_name)
             except ActivityError as err:
                 cause = err.cause
                 if not (isinstance(cause, ApplicationError) and cause.type == CONTEXT_WINDOW_EXCEEDED) or attempt == MAX_OVERFLOW_COMPACTIONS:

@@ -170,6 +170,9 @@ class LLMStepInput(BaseModel):
     held_tools: list[str] = Field(default_factory=list)
     """Tools whose calls wait for a person or the client: streamed as approval request chunks."""
     stream_tokens: bool = False
+    request_number: int = 1
+    """1, or more when the step asks again after compacting because the provider said the
+    request did not fit: what an earlier request streamed is then void, as after a retry."""
 
 
 class TokenUsage(BaseModel):

@@ -26,6 +26,9 @@ class AttemptStarted(BaseModel):
     run_id: str
     step_id: str
     attempt: int
+    """The activity's attempt at this request."""
+    request: int = 1
+    """Which request of the step: more than 1 when it is asked again after a compaction."""
 
 
 class LettaErrorMessage(BaseModel):
