@@ -66,7 +66,8 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None, client: Client | None = None) -> None:
     """Run until `stop` is set, or until SIGINT/SIGTERM when no event is given."""
     settings = settings or Settings.from_env()
-    client = client or await connect(settings)
+    if client is None:
+        client = await connect(settings)
     await ensure_search_attributes(client)
     stop = stop or _signal_event()
     async with perdure_worker(client, settings) as worker:

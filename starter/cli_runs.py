@@ -48,7 +48,7 @@ def _client_tools(path: Path) -> list[ClientTool]:
 
 
 def approve(args: argparse.Namespace) -> int:
-    async def answers(client: PerdureClient) -> list[Answer]:
+    async def build(client: PerdureClient) -> list[Answer]:
         if args.tool_call_id is not None:
             return [ApprovalAnswer(tool_call_id=args.tool_call_id, approve=True)]
         answers = approve_all(await client.pending_calls(args.agent_id))
@@ -56,21 +56,21 @@ def approve(args: argparse.Namespace) -> int:
             raise UsageError(NO_PENDING)
         return answers
 
-    return _deliver(args, names.APPROVE_SIGNAL, answers)
+    return _deliver(args, names.APPROVE_SIGNAL, build)
 
 
 def deny(args: argparse.Namespace) -> int:
-    async def answers(_client: PerdureClient) -> list[Answer]:
+    async def build(_client: PerdureClient) -> list[Answer]:
         return [ApprovalAnswer(tool_call_id=args.tool_call_id, approve=False, reason=args.reason)]
 
-    return _deliver(args, names.DENY_SIGNAL, answers)
+    return _deliver(args, names.DENY_SIGNAL, build)
 
 
 def tool_return(args: argparse.Namespace) -> int:
-    async def answers(_client: PerdureClient) -> list[Answer]:
+    async def build(_client: PerdureClient) -> list[Answer]:
         return [ClientToolReturn(tool_call_id=args.tool_call_id, status=args.status, tool_return=args.tool_return)]
 
-    return _deliver(args, names.CLIENT_TOOL_RETURN_SIGNAL, answers)
+    return _deliver(args, names.CLIENT_TOOL_RETURN_SIGNAL, build)
 
 
 def _deliver(args: argparse.Namespace, signal: str, build: Callable[[PerdureClient], Awaitable[list[Answer]]]) -> int:

@@ -13,12 +13,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TypeVar
 
+from temporalio.client import Client
+
 from perdure.local_model import local_model_installed
 from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
 from perdure.settings import LOCAL_MODEL_URL_ENV, Settings, default_model, home_dir
 from starter.client import PerdureClient
 from starter.demo import run_demo
-from starter.devserver import start_dev_server, stop_dev_server
+from starter.devserver import ensure_running, start_dev_server, stop_dev_server
 from starter.local_model import LocalModelServer, install_commands
 from starter.temporal import connect_when_serving
 from worker import run_worker
@@ -33,7 +35,8 @@ class WorkerStoppedError(RuntimeError):
 
 async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool) -> int:
     home = home_dir()
-    server = start_dev_server(port=port, ui_port=ui_port, db_file=home / "temporal.db", log_file=home / "temporal.log")
+    log_file = home / "temporal.log"
+    server = start_dev_server(port=port, ui_port=ui_port, db_file=home / "temporal.db", log_file=log_file)
     async with AsyncExitStack() as stack:
         stack.callback(stop_dev_server, server)
         os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
@@ -42,8 +45,17 @@ async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool)
         await _start_local_model(stack, home)
         settings = Settings.from_env()
         print(f"database {settings.database_url}", flush=True)
-        code = await _serve(settings, ui_url, demo=demo, exit_after_demo=exit_after_demo)
-    return code
+        stop = _StopSignal()
+
+        def abandon() -> None:
+            stop.raise_if_set()  # first: Ctrl-C stops the dev server too
+            ensure_running(server, log_file)
+
+        try:
+            temporal = await connect_when_serving(settings, within=SERVING_WITHIN_SECONDS, abandon=abandon)
+            return await _serve(settings, temporal, ui_url, stop, demo=demo, exit_after_demo=exit_after_demo)
+        except _Stopped:
+            return stop.exit_code
 
 
 async def _start_local_model(stack: AsyncExitStack, home: Path) -> None:
@@ -62,31 +74,55 @@ async def _start_local_model(stack: AsyncExitStack, home: Path) -> None:
     print(f"local model {LOCAL_MODEL} served by llama.cpp at {local.base_url} (2 threads)", flush=True)
 
 
-async def _serve(settings: Settings, ui_url: str, *, demo: bool, exit_after_demo: bool) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    temporal = await connect_when_serving(settings, within=SERVING_WITHIN_SECONDS)
-    worker_task = asyncio.create_task(run_worker(settings, stop=stop, client=temporal), name="worker")
+async def _serve(settings: Settings, temporal: Client, ui_url: str, stop: _StopSignal, *, demo: bool, exit_after_demo: bool) -> int:
+    """Serve until a stop signal (exit 0: a server asked to stop, stopping cleanly); a stop
+    during the demo interrupts it and exits like an interrupted command (130, 143)."""
+    worker_task = asyncio.create_task(run_worker(settings, stop=stop.event, client=temporal), name="worker")
     try:
         if demo:
             try:
                 transcript = await beside_worker(worker_task, run_demo(PerdureClient.using(temporal, settings), ui_url))
-            except Exception:
-                if stop.is_set():
-                    return 130  # Ctrl-C during the demo: whatever broke off, the interruption did it
+            except Exception as err:
+                if stop.event.is_set():
+                    raise _Stopped from err  # whatever broke off, the interruption did it
                 raise
             print(transcript, flush=True)
         if demo and exit_after_demo:
-            stop.set()
+            stop.event.set()
         else:
             print("worker running; press Ctrl-C to stop", flush=True)
         await worker_task
     finally:
-        stop.set()
+        stop.event.set()
         await asyncio.gather(worker_task, return_exceptions=True)
     return 0
+
+
+class _Stopped(Exception):
+    """A stop signal came before `perdure dev` had anything to serve."""
+
+
+class _StopSignal:
+    """SIGINT and SIGTERM set the event the worker stops on; the signal gives the exit code."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.signal: signal.Signals | None = None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._received, sig)
+
+    def _received(self, sig: signal.Signals) -> None:
+        self.signal = self.signal or sig
+        self.event.set()
+
+    def raise_if_set(self) -> None:
+        if self.event.is_set():
+            raise _Stopped
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signal or signal.SIGINT)
 
 
 async def beside_worker(worker: asyncio.Task[None], job: Awaitable[T]) -> T:

@@ -76,13 +76,17 @@ def start_dev_server(*, port: int, ui_port: int, db_file: Path, log_file: Path) 
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while not _port_open(port):
-        if process.poll() is not None:
-            raise DevServerError(f"the Temporal dev server exited with code {process.returncode}; see {log_file}")
+        ensure_running(process, log_file)
         if time.monotonic() > deadline:
             process.terminate()
             raise DevServerError(f"the Temporal dev server did not start within 60 s; see {log_file}")
         time.sleep(0.1)
     return process
+
+
+def ensure_running(process: subprocess.Popen[bytes], log_file: Path) -> None:
+    if process.poll() is not None:
+        raise DevServerError(f"the Temporal dev server exited with code {process.returncode}; see {log_file}")
 
 
 def stop_dev_server(process: subprocess.Popen[bytes]) -> None:

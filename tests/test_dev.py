@@ -20,7 +20,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.settings import Settings
 from starter.dev import WorkerStoppedError, beside_worker
-from starter.devserver import dev_server_command, stop_dev_server
+from starter.devserver import DevServerError, dev_server_command, stop_dev_server
 from starter.temporal import connect_when_serving
 
 PERDURE = Path(sys.executable).parent / "perdure"
@@ -121,11 +121,26 @@ async def test_the_worker_and_demo_connect_to_a_dev_server_that_is_still_startin
 
 
 async def test_connecting_to_a_dev_server_that_never_serves_gives_up_with_the_connect_error() -> None:
-    settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    address = f"127.0.0.1:{free_port()}"
+    settings = Settings.from_env().model_copy(update={"temporal_address": address})
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match="connect"):
+    with pytest.raises(RuntimeError, match=rf"Temporal at {address} did not answer within 0.5 s: .*connect"):
         await connect_when_serving(settings, within=0.5)
     assert time.monotonic() - started < 10
+
+
+async def test_waiting_for_a_dev_server_stops_as_soon_as_waiting_is_pointless() -> None:
+    """Ctrl-C, or a dev server that exited, ends the wait at once rather than after `within`."""
+    settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    give_up_at = time.monotonic() + 0.3
+
+    def abandon() -> None:
+        if time.monotonic() > give_up_at:
+            raise DevServerError("the Temporal dev server exited with code 1")
+
+    with pytest.raises(DevServerError, match="exited with code 1"):
+        await connect_when_serving(settings, within=60, abandon=abandon)
+    assert time.monotonic() - give_up_at < 5
 
 
 async def test_a_worker_that_fails_stops_the_demo_with_its_error() -> None:
@@ -169,9 +184,11 @@ async def test_the_demo_finishing_first_leaves_the_worker_serving() -> None:
     await worker
 
 
-def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Path, stop: signal.Signals, code: int) -> None:
     """A terminal's Ctrl-C reaches the whole process group mid-demo. The worker stops at once;
-    the demo, waiting on a run only the worker could finish, used to wait forever."""
+    the demo, waiting on a run only the worker could finish, used to wait forever. The exit
+    code says which signal interrupted it, as a shell's does."""
     with ScriptedLLMServer() as llm:
         llm.script("slow", [ScriptedReply(content="too late", delay_s=120)])
         port = free_port()
@@ -184,13 +201,13 @@ def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Pat
                 assert process.poll() is None, process.communicate()
                 assert time.monotonic() < deadline, "the demo never asked the model"
                 time.sleep(0.1)
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(process.pid, stop)
             out, err = process.communicate(timeout=60)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
 
-    assert process.returncode == 130, out + err
+    assert process.returncode == code, out + err
     assert "Traceback" not in err, err
     assert "memory after the conversation" not in out, "the demo did not finish: it was interrupted"
     with socket.socket() as sock:

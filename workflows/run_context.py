@@ -8,8 +8,6 @@ compact, hand out an outcome), lets the loop live in a module of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
 
 from temporalio import workflow
 
@@ -103,11 +101,3 @@ class RunContext:
             rejected=self.answers.rejected,
         )
 
-
-async def wait_for(condition: Callable[[], bool], timeout: timedelta | None) -> bool:
-    """Wait for `condition`; False when `timeout` (None: never) passes first."""
-    try:
-        await workflow.wait_condition(condition, timeout=timeout)
-    except TimeoutError:
-        return False
-    return True

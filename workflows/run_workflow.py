@@ -40,9 +40,10 @@ from workflows import activity_calls, names
 from workflows.drafts import messages_on_cancel
 from workflows.failures import failure_text, reraise_cancellation
 from workflows.policies import FIRST_MESSAGE_TIMEOUT
-from workflows.run_context import RunContext, wait_for
+from workflows.run_context import RunContext
 from workflows.search_attributes import AGENT_ID, PERDURE_RUN_ID, RUN_STATUS, STOP_REASON
 from workflows.step_loop import StepLoop
+from workflows.waiting import wait_for
 
 RUN_ID_SEARCH_ATTRIBUTE = "run-id-search-attribute"
 
@@ -189,7 +190,7 @@ class AgentRunWorkflow:
         if begun is None:
             return
         self._run.context_window = begun.agent.llm_config.context_window
-        stop, failed = await StepLoop(self._run, begun.agent, request, run_id).run(begun)
+        stop, failed = await StepLoop(self._run, begun, request, run_id).run()
         await self._finish(stop, failed)
 
     async def _begin(self, request: SendMessageRequest, run_id: str) -> BeginRunOutput | None:

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.approvals import PendingApproval, PendingCall
     from perdure.schemas.letta import RunStatus, StopReasonType
     from perdure.schemas.messages import Message, TextContent, ToolCall
-    from perdure.schemas.run import AgentSnapshot, BeginRunOutput, LLMStepInput, LLMStepOutput, SendMessageRequest, StepRecord
+    from perdure.schemas.run import BeginRunOutput, LLMStepInput, LLMStepOutput, SendMessageRequest, StepRecord
     from perdure.store.pending import KEEP_ALIVE
     from perdure.tool_rules import ToolRulesSolver
 
@@ -36,10 +36,11 @@ from workflows.drafts import (
     tool_message,
 )
 from workflows.failures import failure_text, reraise_cancellation
-from workflows.run_context import RunContext, wait_for
+from workflows.run_context import RunContext
 from workflows.search_attributes import STOP_REASON
 from workflows.stream_events import stream_tokens_now
 from workflows.tool_runner import ToolRunner
+from workflows.waiting import wait_for
 
 CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
 ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
@@ -56,19 +57,23 @@ class ContextOverflow(Exception):
 
 
 class StepLoop:
-    """One run's steps, for an agent as `begin_run` loaded it."""
+    """One run's steps, for the agent and context `begin_run` loaded.
 
-    def __init__(self, ctx: RunContext, agent: AgentSnapshot, request: SendMessageRequest, run_id: str) -> None:
+    The request and run id are the context's too; held here as set, not optional, values.
+    """
+
+    def __init__(self, ctx: RunContext, begun: BeginRunOutput, request: SendMessageRequest, run_id: str) -> None:
         self._ctx = ctx
-        self._agent = agent
+        self._begun = begun
+        self._agent = begun.agent
         self._request = request
         self._run_id = run_id
-        self._solver = ToolRulesSolver(agent.tool_rules, agent.tools)
-        self._tools = ToolRunner(agent, self._solver, ctx.show)
+        self._solver = ToolRulesSolver(begun.agent.tool_rules, begun.agent.tools)
+        self._tools = ToolRunner(begun.agent, self._solver, ctx.show)
 
-    async def run(self, begun: BeginRunOutput) -> tuple[StopReasonType, StepRecord | None]:
+    async def run(self) -> tuple[StopReasonType, StepRecord | None]:
         """Step until a stop reason; returns it with the failed step, if one failed."""
-        request = self._request
+        request, begun = self._request, self._begun
         inputs = [self._user_message(m.content, m.otid) for m in request.user_messages]
         stop: StopReasonType | None = None
         if begun.stored_pending is not None and request.approval is not None:

@@ -30,8 +30,6 @@ __all__ = ["ScriptedLLMServer", "ScriptedReply", "ScriptedToolCall", "DEMO_MODEL
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up (a pooled connection closed, a reader gone) is what model
         servers see all day; printing its traceback from a server thread only buries real
