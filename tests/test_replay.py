@@ -8,6 +8,8 @@ written as `<scenario>.json`; rename them with the release they come from before
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -20,8 +22,9 @@ from perdure.schemas.approvals import ApprovalAnswer, ClientTool, ClientToolRetu
 from perdure.schemas.letta import StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from starter.client import PerdureClient, message_request
-from tests.conftest import AgentFactory
+from tests.conftest import AgentFactory, eventually
 from tests.test_approvals import approval_agent
+from tests.test_context_window import say, summarizing_agent
 from workflows.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
 from workflows.sandbox import workflow_runner
@@ -154,6 +157,59 @@ async def test_fresh_streamed_run_replays(client: PerdureClient, llm: ScriptedLL
     history = await handle.fetch_history()
     await replayer().replay_workflow(history)
     record("streaming", history)
+
+
+async def test_fresh_cancelled_runs_replay(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
+    """Two cancels: one of a run paused for an approval (its call is denied on cancel), one
+    of a run whose LLM request is still in flight."""
+    paused_agent = approval_agent(make_agent, "core_memory_append")
+    remember = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_c")
+    llm.script(model_name, [ScriptedReply(tool_calls=[remember])])
+    paused = await client.send_message(paused_agent.id, "go")
+    assert paused.stop_reason.stop_reason is StopReasonType.requires_approval
+    assert (await client.cancel(paused_agent.id)).stop_reason is StopReasonType.cancelled
+
+    slow_agent = make_agent()
+    llm.script(model_name, [ScriptedReply(content="too late", delay_s=30)])
+    run = asyncio.create_task(client.send_message(slow_agent.id, "go"))
+    await eventually(lambda: llm.in_flight(model_name) > 0)
+    assert (await client.cancel(slow_agent.id)).stop_reason is StopReasonType.cancelled
+    with contextlib.suppress(Exception):
+        await run
+
+    for agent, scenario in ((paused_agent, "cancel-paused"), (slow_agent, "cancel-llm")):
+        handle = client.temporal.get_workflow_handle(workflow_id(agent.id))
+        history = await handle.fetch_history()
+        await replayer().replay_workflow(history)
+        record(scenario, history)
+
+
+async def test_fresh_overflow_and_approval_timeout_runs_replay(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
+    """The provider's context-length error mid-stream, a compaction and the step asked again;
+    then a pause that times out."""
+    agent = summarizing_agent(make_agent, model_name, llm)
+    for turn in range(3):
+        llm.script(model_name, [say(f"answer {turn}")])
+        await client.send_message(agent.id, f"question {turn}")
+    overflow = {"message": "maximum context length exceeded", "code": "context_length_exceeded"}
+    llm.script(model_name, [ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=overflow), say("answer 3")])
+    streamed = [item async for item in client.stream_message(agent.id, message_request("question 3", stream_tokens=True))]
+    assert streamed[-2].event.stop_reason is StopReasonType.end_turn  # type: ignore[union-attr]
+    history = await client.temporal.get_workflow_handle(workflow_id(agent.id)).fetch_history()
+    await replayer().replay_workflow(history)
+    record("overflow", history)
+
+    waiting = approval_agent(make_agent, "core_memory_append")
+    llm.script(model_name, [ScriptedReply(tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"})])])
+    await client.send_message(waiting.id, "go", approval_timeout_seconds=1)
+    handle = client.temporal.get_workflow_handle(workflow_id(waiting.id))
+    await handle.result()
+    assert (await client.state(waiting.id)).stop_reason is StopReasonType.requires_approval  # type: ignore[union-attr]
+    history = await handle.fetch_history()
+    await replayer().replay_workflow(history)
+    record("approval-timeout", history)
 
 
 def record(scenario: str, history: WorkflowHistory) -> None:
