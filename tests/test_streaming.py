@@ -60,6 +60,15 @@ def stored_answer(db: Database, agent_id: str) -> Any:
         return [m for m in messages.list_messages(session, agent_id) if m.role == "assistant" and m.text][-1]
 
 
+def assert_the_stored_answer_follows_the_mark(items: list[StreamItem], db: Database, agent_id: str) -> None:
+    """After a superseded attempt: what follows its `attempt_started` is the whole stored answer,
+    not appended to the partial output, and the run ends as usual."""
+    stored = stored_answer(db, agent_id)
+    assert stored.text == ANSWER
+    assert streamed_text(items, stored.id) == ANSWER, "what follows the mark is the whole stored answer, not prefixed by the void output"
+    assert kinds(items)[-2:] == ["stop_reason", "usage_statistics"]
+
+
 def assert_contiguous(items: list[StreamItem], start: int = 0) -> None:
     assert [i.offset for i in items] == list(range(start, start + len(items)))
 
@@ -166,10 +175,7 @@ async def test_a_retried_attempt_is_marked_and_supersedes_the_partial_answer(
     assert len(marks) == 1 and marks[0].event.attempt == 2  # type: ignore[union-attr]
     before = [i.event for i in items if i.offset < marks[0].offset and isinstance(i.event, AssistantMessage)]
     assert before and "".join(c.content for c in before).startswith("This first answer"), "the partial output was streamed"
-    stored = stored_answer(db, agent.id)
-    assert stored.text == ANSWER
-    assert streamed_text(items, stored.id) == ANSWER, "what follows the mark is the whole stored answer"
-    assert kinds(items)[-2:] == ["stop_reason", "usage_statistics"]
+    assert_the_stored_answer_follows_the_mark(items, db, agent.id)
 
 
 async def test_asking_again_after_an_overflow_marks_what_the_first_request_streamed_as_void(
@@ -188,10 +194,7 @@ async def test_asking_again_after_an_overflow_marks_what_the_first_request_strea
 
     marks = [i.event for i in items if isinstance(i.event, AttemptStarted)]
     assert [(m.attempt, m.request) for m in marks] == [(1, 2)]  # type: ignore[union-attr]
-    stored = stored_answer(db, agent.id)
-    assert stored.text == ANSWER
-    assert streamed_text(items, stored.id) == ANSWER, "the cut-off output is superseded, not prefixed"
-    assert kinds(items)[-2:] == ["stop_reason", "usage_statistics"]
+    assert_the_stored_answer_follows_the_mark(items, db, agent.id)
 
 
 async def test_a_stream_across_an_approval_pause_and_its_continuation(
