@@ -10,7 +10,6 @@ stream can fail must be the typed error that decides retrying.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any
 
@@ -35,10 +34,10 @@ from perdure.providers.base import (
 from perdure.schemas.letta import StopReasonType
 from perdure.scripted.replies import MID_STREAM_ERROR, token_pieces
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
-from tests.test_provider import USER_MESSAGES, WEATHER_TOOL, chat_request, http, provider_for
+from tests.test_provider import USER_MESSAGES, WEATHER_TOOL, chat_request, error_reply, http, provider_for, refused_url
 from workflows.decisions import stop_reason_for_llm_error
 
-__all__ = ["http"]  # the provider tests' fixture: one real httpx client per test
+__all__ = ["http", "refused_url"]  # the provider tests' fixtures: one real httpx client per test, a refused port
 
 # --------------------------------------------------------------------------- helpers
 
@@ -72,10 +71,6 @@ async def stream_failure(llm: ScriptedLLMServer, http: httpx.AsyncClient, model:
         await provider_for(llm.base_url, http).stream(chat_request(model), pieces.append)
     assert len(llm.requests(model)) == before + 1, "the provider itself must never retry"
     return raised.value, pieces
-
-
-def error_reply(status: int, message: str, *, headers: dict[str, str] | None = None, **error: Any) -> ScriptedReply:
-    return ScriptedReply(status=status, error={"error": {"message": message, **error}}, headers=headers or {})
 
 
 def sse(*events: Any, sep: str = "\n") -> str:
@@ -136,16 +131,17 @@ async def test_streamed_answer_equals_complete_answer(llm: ScriptedLLMServer, ht
     pieces = Pieces()
     live = await provider.stream(request, pieces.append)
 
-    def scripted_ids(answer: ChatResponse) -> ChatResponse:
-        """A call the server sent without an id gets a fresh `call_…` id on either path."""
+    def made_ids_masked(answer: ChatResponse) -> ChatResponse:
+        """A call the server sent without an id gets a fresh `call_…` id on either path, and
+        two fresh ids cannot match; an id the server sent must come through as sent."""
         assert all(c.id.startswith("call_") for c in answer.tool_calls)
-        calls = [c.model_copy(update={"id": s.id}) for c, s in zip(answer.tool_calls, reply.tool_calls, strict=True)]
+        calls = [c if s.id else c.model_copy(update={"id": "call_made_here"}) for c, s in zip(answer.tool_calls, reply.tool_calls, strict=True)]
         return answer.model_copy(update={"tool_calls": calls})
 
-    assert scripted_ids(live) == scripted_ids(plain)
+    assert made_ids_masked(live) == made_ids_masked(plain)
     assert live.model == model_name
-    assert [(s.id or c.id, c.name, c.arguments) for c, s in zip(live.tool_calls, reply.tool_calls, strict=True)] == [
-        (c.id or live.tool_calls[i].id, c.name, c.arguments_text() or "{}") for i, c in enumerate(reply.tool_calls)
+    assert [(c.id, c.name, c.arguments) for c in live.tool_calls] == [
+        (s.id or live.tool_calls[i].id, s.name, s.arguments_text() or "{}") for i, s in enumerate(reply.tool_calls)
     ]
     streamed_ids = {p.index: p.tool_call_id for p in pieces if p.kind == "tool_call"}
     assert [streamed_ids[i] for i in range(len(live.tool_calls))] == [c.id for c in live.tool_calls], "pieces carry the final ids"
@@ -380,15 +376,12 @@ async def test_stream_ending_without_finish_or_done_is_a_connection_error(
     assert "ended before the model finished" in error.message
 
 
-async def test_connection_refused(http: httpx.AsyncClient) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-        with pytest.raises(LLMConnectionError) as raised:
-            await provider_for(url, http).stream(chat_request("any"), lambda piece: None)
+async def test_connection_refused(refused_url: str, http: httpx.AsyncClient) -> None:
+    with pytest.raises(LLMConnectionError) as raised:
+        await provider_for(refused_url, http).stream(chat_request("any"), lambda piece: None)
 
     assert raised.value.retryable
-    assert url in raised.value.message
+    assert refused_url in raised.value.message
 
 
 async def test_slow_chunks_time_out(llm: ScriptedLLMServer, model_name: str) -> None:
