@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from perdure.schemas.agent import AgentState
 from perdure.schemas.messages import Message
@@ -12,6 +13,7 @@ from perdure.store import messages
 from perdure.store.db import Database
 from starter.client import PerdureClient
 from tests.conftest import AgentFactory
+from tests.test_approvals import in_context, text
 
 
 async def test_a_huge_tool_return_is_capped_in_the_request_and_stored_whole(
@@ -43,13 +45,8 @@ async def test_a_huge_tool_return_is_capped_in_the_request_and_stored_whole(
     assert tail in (tool.tool_returns[0].func_response or ""), "the store keeps the whole return"
 
 
-def say(text: str) -> ScriptedReply:
-    return ScriptedReply(content=text)
-
-
-def in_context(db: Database, agent_id: str) -> list[Message]:
-    with db.transaction() as session:
-        return messages.load_in_context(session, agent_id)
+OVERFLOW = {"error": {"message": "maximum context length exceeded", "code": "context_length_exceeded"}}
+"""The provider's context-length error, as an error response or inside a stream."""
 
 
 def assert_calls_paired(context: list[Message]) -> None:
@@ -61,14 +58,24 @@ def assert_calls_paired(context: list[Message]) -> None:
             assert tool_return.tool_call_id in called, f"orphaned return {tool_return.tool_call_id}"
 
 
-def summarizing_agent(make_agent: AgentFactory, model_name: str, llm: ScriptedLLMServer, **llm_config: object) -> AgentState:
+def summarizing_agent(
+    make_agent: AgentFactory, model_name: str, llm: ScriptedLLMServer, *, llm_config: dict[str, Any] | None = None, **fields: Any
+) -> AgentState:
     """An agent whose summaries come from a scripted model of their own (Letta's
     compaction_settings.model), so each test scripts its answers and its summaries apart."""
-    llm.script(f"{model_name}-summary", [say(f"SUMMARY {i}: earlier facts and answers.") for i in range(20)])
+    llm.script(f"{model_name}-summary", [text(f"SUMMARY {i}: earlier facts and answers.") for i in range(20)])
     return make_agent(
-        llm_config={**llm_config, "compaction_model": f"scripted/{model_name}-summary"},
+        llm_config={**(llm_config or {}), "compaction_model": f"scripted/{model_name}-summary"},
         memory_blocks=[{"label": "human", "value": ""}],
+        **fields,
     )
+
+
+async def warm_up(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, agent_id: str, turns: int) -> None:
+    """Some turns of plain questions and answers, so there is history to compact."""
+    for turn in range(turns):
+        llm.script(model_name, [text(f"answer {turn}")])
+        await client.send_message(agent_id, f"question {turn}")
 
 
 async def test_a_long_conversation_compacts_and_keeps_working(
@@ -76,14 +83,14 @@ async def test_a_long_conversation_compacts_and_keeps_working(
 ) -> None:
     """With a small window, the loop compacts after a step that leaves the next request over 90%
     of it: a summary replaces the oldest messages, which stay searchable in the database."""
-    agent = summarizing_agent(make_agent, model_name, llm, context_window=1_200)
+    agent = summarizing_agent(make_agent, model_name, llm, llm_config={"context_window": 1_200})
     compacted = 0
     for turn in range(8):
         llm.script(
             model_name,
             [
                 ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": f"fact {turn}"})]),
-                say(f"Noted fact {turn}. " + "detail " * 40),
+                text(f"Noted fact {turn}. " + "detail " * 40),
             ],
         )
         response = await client.send_message(agent.id, f"Remember fact number {turn}. " + "context " * 40)
@@ -103,7 +110,7 @@ async def test_a_long_conversation_compacts_and_keeps_working(
     assert len(everything) > len(context), "evicted messages stay in the database"
     llm.script(
         model_name,
-        [ScriptedReply(tool_calls=[ScriptedToolCall(name="conversation_search", arguments={"query": "fact number 0", "limit": 1})]), say("found")],
+        [ScriptedReply(tool_calls=[ScriptedToolCall(name="conversation_search", arguments={"query": "fact number 0", "limit": 1})]), text("found")],
     )
     found = await client.send_message(agent.id, "search")
     (tool,) = [m for m in found.messages if m.message_type == "tool_return_message"]
@@ -114,11 +121,9 @@ async def test_the_providers_context_length_error_compacts_and_retries(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     agent = summarizing_agent(make_agent, model_name, llm)
-    for turn in range(3):
-        llm.script(model_name, [say(f"answer {turn}")])
-        await client.send_message(agent.id, f"question {turn}")
-    overflow = ScriptedReply(status=400, error={"error": {"message": "maximum context length exceeded", "code": "context_length_exceeded"}})
-    llm.script(model_name, [overflow, say("answer after compaction")])
+    await warm_up(client, llm, model_name, agent.id, 3)
+    overflow = ScriptedReply(status=400, error=OVERFLOW)
+    llm.script(model_name, [overflow, text("answer after compaction")])
 
     response = await client.send_message(agent.id, "question 3")
 
@@ -135,7 +140,7 @@ async def test_a_system_prompt_larger_than_the_window_stops_with_its_stop_reason
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     agent = make_agent(llm_config={"context_window": 300}, memory_blocks=[{"label": "human", "value": "a long memory " * 200}])
-    llm.script(model_name, [say("hello")])
+    llm.script(model_name, [text("hello")])
 
     response = await client.send_message(agent.id, "hi")
 
@@ -145,19 +150,17 @@ async def test_a_system_prompt_larger_than_the_window_stops_with_its_stop_reason
     assert "context window of 300 tokens" in (state.error or "")
 
 
-async def test_perdure_compact_between_runs_and_while_paused(
+async def test_perdure_compact_on_a_new_agent_and_after_a_conversation(
     cli_env: dict[str, str], client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
-    """`perdure compact` works on an idle agent and on a run waiting for a person; the pending
-    approval survives it and can still be answered."""
+    """`perdure compact` with nothing to compact, then with a conversation to evict (a paused
+    run's compaction is `test_a_pending_approval_survives_compaction`)."""
     from tests.test_cli import perdure
 
     agent = summarizing_agent(make_agent, model_name, llm)
     idle = await perdure(cli_env, "compact", agent.id)
     assert idle.returncode == 0 and "nothing to compact" in idle.stdout
-    for turn in range(4):
-        llm.script(model_name, [say(f"answer {turn}")])
-        await client.send_message(agent.id, f"question {turn}")
+    await warm_up(client, llm, model_name, agent.id, 4)
     done = await perdure(cli_env, "compact", agent.id, "--mode", "all", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -172,19 +175,13 @@ async def test_a_pending_approval_survives_compaction(
 ) -> None:
     from perdure.schemas.approvals import ApprovalAnswer
 
-    llm.script(f"{model_name}-summary", [say(f"SUMMARY {i}") for i in range(5)])
-    agent = make_agent(
-        llm_config={"compaction_model": f"scripted/{model_name}-summary"},
-        memory_blocks=[{"label": "human", "value": ""}],
-        tools=["core_memory_append"],
-        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
+    agent = summarizing_agent(
+        make_agent, model_name, llm, tools=["core_memory_append"], tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}]
     )
-    for turn in range(3):
-        llm.script(model_name, [say(f"answer {turn}")])
-        await client.send_message(agent.id, f"question {turn}")
+    await warm_up(client, llm, model_name, agent.id, 3)
     llm.script(
         model_name,
-        [ScriptedReply(tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_keep")]), say("saved")],
+        [ScriptedReply(tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_keep")]), text("saved")],
     )
     paused = await client.send_message(agent.id, "remember Ada")
     assert paused.stop_reason.stop_reason.value == "requires_approval"
@@ -204,7 +201,7 @@ async def test_a_provider_without_usage_still_triggers_compaction(
 ) -> None:
     """llama.cpp reports no usage (Letta issue 3508): the estimate falls back to the request
     counted with tiktoken, so the context is still compacted in time."""
-    agent = summarizing_agent(make_agent, model_name, llm, context_window=1_500)
+    agent = summarizing_agent(make_agent, model_name, llm, llm_config={"context_window": 1_500})
     compacted = False
     for turn in range(6):
         llm.script(model_name, [ScriptedReply(content=f"answer {turn} " + "words " * 60, report_usage=False)])

@@ -24,7 +24,7 @@ from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedTo
 from starter.client import PerdureClient, message_request
 from tests.conftest import AgentFactory, eventually
 from tests.test_approvals import approval_agent
-from tests.test_context_window import say, summarizing_agent
+from tests.test_context_window import OVERFLOW, summarizing_agent, warm_up
 from workflows.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
 from workflows.sandbox import workflow_runner
@@ -68,9 +68,7 @@ async def test_fresh_run_replays(
     llm.script(model_name, replies)
     response = await client.send_message(agent.id, "go")
     assert response.stop_reason.stop_reason is expected
-    history = await client.temporal.get_workflow_handle(workflow_id(agent.id)).fetch_history()
-    await replayer().replay_workflow(history)
-    record(scenario, history)
+    await replay_and_record(client, agent.id, scenario)
 
 
 async def test_fresh_approval_run_replays(
@@ -101,24 +99,23 @@ async def test_fresh_approval_run_replays(
     await client.signal(agent.id, "approve", {"tool_call_id": "call_a"})
     finished = await client.answer(agent.id, [ClientToolReturn(tool_call_id="call_b", tool_return="sunny")])
     assert finished.stop_reason.stop_reason is StopReasonType.end_turn
-    history = await client.temporal.get_workflow_handle(workflow_id(agent.id)).fetch_history()
-    await replayer().replay_workflow(history)
-    record("approval", history)
+    await replay_and_record(client, agent.id, "approval")
 
 
 async def test_fresh_rules_and_compaction_run_replays(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
 ) -> None:
     """Tool rules (a forced first tool, a terminal tool) and a compaction in one run."""
-    llm.script(f"{model_name}-summary", [ScriptedReply(content="SUMMARY")] * 3)
-    agent = make_agent(
-        memory_blocks=[{"label": "human", "value": ""}],
+    agent = summarizing_agent(
+        make_agent,
+        model_name,
+        llm,
+        llm_config={"context_window": 1_000},
         tools=["core_memory_append"],
         tool_rules=[
             {"type": "run_first", "tool_name": "conversation_search", "args": {"query": "go go"}},
             {"type": "exit_loop", "tool_name": "core_memory_append"},
         ],
-        llm_config={"context_window": 1_000, "compaction_model": f"scripted/{model_name}-summary"},
     )
     llm.script(
         model_name,
@@ -130,9 +127,7 @@ async def test_fresh_rules_and_compaction_run_replays(
     finished = await client.send_message(agent.id, "go " * 700)
     assert finished.stop_reason.stop_reason is StopReasonType.tool_rule
     assert "summary_message" in [m.message_type for m in finished.messages]
-    history = await client.temporal.get_workflow_handle(workflow_id(agent.id)).fetch_history()
-    await replayer().replay_workflow(history)
-    record("rules-compaction", history)
+    await replay_and_record(client, agent.id, "rules-compaction")
 
 
 async def test_fresh_streamed_run_replays(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
@@ -152,11 +147,8 @@ async def test_fresh_streamed_run_replays(client: PerdureClient, llm: ScriptedLL
     assert paused[-2].event.stop_reason is StopReasonType.requires_approval  # type: ignore[union-attr]
     finished = [item async for item in client.stream_answer(agent.id, [ApprovalAnswer(tool_call_id="call_s", approve=True)])]
     assert finished[-2].event.stop_reason is StopReasonType.end_turn  # type: ignore[union-attr]
-    handle = client.temporal.get_workflow_handle(workflow_id(agent.id))
-    await handle.result()
-    history = await handle.fetch_history()
-    await replayer().replay_workflow(history)
-    record("streaming", history)
+    await client.temporal.get_workflow_handle(workflow_id(agent.id)).result()
+    await replay_and_record(client, agent.id, "streaming")
 
 
 async def test_fresh_cancelled_runs_replay(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
@@ -177,11 +169,8 @@ async def test_fresh_cancelled_runs_replay(client: PerdureClient, llm: ScriptedL
     with contextlib.suppress(Exception):
         await run
 
-    for agent, scenario in ((paused_agent, "cancel-paused"), (slow_agent, "cancel-llm")):
-        handle = client.temporal.get_workflow_handle(workflow_id(agent.id))
-        history = await handle.fetch_history()
-        await replayer().replay_workflow(history)
-        record(scenario, history)
+    await replay_and_record(client, paused_agent.id, "cancel-paused")
+    await replay_and_record(client, slow_agent.id, "cancel-llm")
 
 
 async def test_fresh_overflow_and_approval_timeout_runs_replay(
@@ -190,26 +179,25 @@ async def test_fresh_overflow_and_approval_timeout_runs_replay(
     """The provider's context-length error mid-stream, a compaction and the step asked again;
     then a pause that times out."""
     agent = summarizing_agent(make_agent, model_name, llm)
-    for turn in range(3):
-        llm.script(model_name, [say(f"answer {turn}")])
-        await client.send_message(agent.id, f"question {turn}")
-    overflow = {"message": "maximum context length exceeded", "code": "context_length_exceeded"}
-    llm.script(model_name, [ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=overflow), say("answer 3")])
+    await warm_up(client, llm, model_name, agent.id, 3)
+    llm.script(model_name, [ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=OVERFLOW), ScriptedReply(content="answer 3")])
     streamed = [item async for item in client.stream_message(agent.id, message_request("question 3", stream_tokens=True))]
     assert streamed[-2].event.stop_reason is StopReasonType.end_turn  # type: ignore[union-attr]
-    history = await client.temporal.get_workflow_handle(workflow_id(agent.id)).fetch_history()
-    await replayer().replay_workflow(history)
-    record("overflow", history)
+    await replay_and_record(client, agent.id, "overflow")
 
     waiting = approval_agent(make_agent, "core_memory_append")
     llm.script(model_name, [ScriptedReply(tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"})])])
     await client.send_message(waiting.id, "go", approval_timeout_seconds=1)
-    handle = client.temporal.get_workflow_handle(workflow_id(waiting.id))
-    await handle.result()
+    await client.temporal.get_workflow_handle(workflow_id(waiting.id)).result()
     assert (await client.state(waiting.id)).stop_reason is StopReasonType.requires_approval  # type: ignore[union-attr]
-    history = await handle.fetch_history()
+    await replay_and_record(client, waiting.id, "approval-timeout")
+
+
+async def replay_and_record(client: PerdureClient, agent_id: str, scenario: str) -> None:
+    """Replay the agent's latest run with the current code; record it when asked to."""
+    history = await client.temporal.get_workflow_handle(workflow_id(agent_id)).fetch_history()
     await replayer().replay_workflow(history)
-    record("approval-timeout", history)
+    record(scenario, history)
 
 
 def record(scenario: str, history: WorkflowHistory) -> None:

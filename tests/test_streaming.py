@@ -22,7 +22,7 @@ from starter.client import PerdureClient, message_request
 from starter.stream import NoRunError, StreamItem, read_stream
 from tests.conftest import AgentFactory
 from tests.test_approvals import approval_agent
-from tests.test_context_window import say, summarizing_agent
+from tests.test_context_window import OVERFLOW, summarizing_agent, warm_up
 
 ANSWER = "Nice to meet you, Ada. I will remember your name and that you like sailing on quiet lakes."
 STREAM_TIMEOUT = 60
@@ -184,11 +184,8 @@ async def test_asking_again_after_an_overflow_marks_what_the_first_request_strea
     """Some servers report the overflow inside the stream, after tokens went out; the loop
     compacts and asks again, and the new request's output must not be appended to the old."""
     agent = summarizing_agent(make_agent, model_name, llm)
-    for turn in range(3):
-        llm.script(model_name, [say(f"answer {turn}")])
-        await client.send_message(agent.id, f"question {turn}")
-    overflow = {"message": "maximum context length exceeded", "code": "context_length_exceeded"}
-    llm.script(model_name, [ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=overflow), say(ANSWER)])
+    await warm_up(client, llm, model_name, agent.id, 3)
+    llm.script(model_name, [ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=OVERFLOW), ScriptedReply(content=ANSWER)])
 
     items = await collect(client.stream_message(agent.id, message_request("question 3", stream_tokens=True)))
 
