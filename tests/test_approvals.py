@@ -46,6 +46,7 @@ from perdure.store.tables import PassageRow
 from starter.client import PerdureClient, RunRejectedError
 from starter.devserver import temporal_binary
 from tests.conftest import AgentFactory, eventually
+from tests.helpers import block_value, in_context, text, types_of
 from workflows.names import workflow_id
 
 # Letta's texts (reference §2.4, §2.5, §2.6, §2.7), verbatim.
@@ -77,10 +78,6 @@ def call(name: str, call_id: str, **arguments: Any) -> ScriptedToolCall:
 
 def reply(*tool_calls: ScriptedToolCall, content: str | None = None, delay_s: float = 0.0) -> ScriptedReply:
     return ScriptedReply(content=content, tool_calls=list(tool_calls), delay_s=delay_s)
-
-
-def text(content: str) -> ScriptedReply:
-    return ScriptedReply(content=content)
 
 
 def remember(call_id: str, fact: str = "Likes tea.") -> ScriptedToolCall:
@@ -131,10 +128,6 @@ async def answer(client: PerdureClient, agent_id: str, answers: list[Answer]) ->
 # --- reading responses -------------------------------------------------------------------
 
 
-def types_of(response: LettaResponse) -> list[str]:
-    return [m.message_type for m in response.messages]
-
-
 def approval_request_of(response: LettaResponse) -> ApprovalRequestMessage:
     """The paused response's last message: Letta clients look for the request there."""
     last = response.messages[-1]
@@ -166,21 +159,9 @@ def assert_ended(response: LettaResponse) -> None:
 # --- reading the store -------------------------------------------------------------------
 
 
-def block_value(db: Database, agent_id: str, label: str) -> str:
-    with db.transaction() as session:
-        block = agents.get_agent(session, agent_id).block(label)
-    assert block is not None
-    return block.value
-
-
 def stored_messages(db: Database, agent_id: str) -> list[Message]:
     with db.transaction() as session:
         return messages.list_messages(session, agent_id)
-
-
-def in_context(db: Database, agent_id: str) -> list[Message]:
-    with db.transaction() as session:
-        return messages.load_in_context(session, agent_id)
 
 
 def last_stop_reason(db: Database, agent_id: str) -> str | None:

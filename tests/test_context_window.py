@@ -13,7 +13,7 @@ from perdure.store import messages
 from perdure.store.db import Database
 from starter.client import PerdureClient
 from tests.conftest import AgentFactory
-from tests.test_approvals import in_context, text
+from tests.helpers import in_context, text
 
 
 async def test_a_huge_tool_return_is_capped_in_the_request_and_stored_whole(

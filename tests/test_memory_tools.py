@@ -21,10 +21,10 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.tools import ToolActivities, run_tool_call
 from perdure.schemas.agent import AgentState
-from perdure.schemas.letta import LettaResponse, LettaToolReturn, StopReasonType
+from perdure.schemas.letta import StopReasonType
 from perdure.schemas.messages import Message, TextContent, ToolCall, ToolReturn
 from perdure.schemas.run import ToolStepInput, ToolStepOutput
-from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
+from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.store import agents, messages
 from perdure.store import tools as tool_store
 from perdure.store.db import Database
@@ -34,6 +34,7 @@ from perdure.tools.returns import truncate_function_return
 from perdure.tools.schemas import BUILTIN_TOOL_DEFS
 from starter.client import PerdureClient
 from tests.conftest import AgentFactory
+from tests.helpers import call, tool_returns
 
 EDITED = "The core memory block with label `{label}` has been successfully edited."
 READ_ONLY = "ValueError: Error This block is read-only and cannot be edited."
@@ -171,11 +172,6 @@ def return_limit(db: Database, limit: int) -> Iterator[None]:
     finally:
         with db.transaction() as session:
             ensure_builtin_tools(session)
-
-
-def tool_returns(response: LettaResponse) -> list[LettaToolReturn]:
-    """Every tool return of a run, in order."""
-    return [r for m in response.messages if m.message_type == "tool_return_message" for r in m.tool_returns]
 
 
 # --- memory_replace ------------------------------------------------------------------------------
@@ -816,11 +812,6 @@ def test_a_tool_edit_commits_only_with_its_recorded_result(db: Database, make_ag
 
 
 # --- through the real loop -----------------------------------------------------------------------
-
-
-def call(name: str, **arguments: Any) -> ScriptedReply:
-    """A scripted model reply that makes one tool call."""
-    return ScriptedReply(tool_calls=[ScriptedToolCall(name=name, arguments=arguments)])
 
 
 async def test_a_memory_tool_error_reaches_the_model_and_the_run_ends_its_turn(

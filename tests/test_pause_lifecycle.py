@@ -44,6 +44,7 @@ from starter.client import PerdureClient, RunRejectedError
 from starter.devserver import dev_server_command
 from starter.temporal import connect_when_serving, ensure_search_attributes
 from tests.conftest import AgentFactory, eventually
+from tests.helpers import calls, in_context, types_of
 from workflows.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
 
@@ -71,10 +72,6 @@ def append_call(content: str) -> ScriptedToolCall:
     return ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": content})
 
 
-def calls(*tool_calls: ScriptedToolCall) -> ScriptedReply:
-    return ScriptedReply(tool_calls=list(tool_calls))
-
-
 def resume_request(answers: Sequence[ApprovalAnswer], *follow_ups: str) -> SendMessageRequest:
     """Letta's resume path: a new request that opens with the answers, user messages after."""
     return SendMessageRequest(
@@ -86,16 +83,7 @@ def approve(*tool_call_ids: str) -> list[ApprovalAnswer]:
     return [ApprovalAnswer(tool_call_id=i, approve=True) for i in tool_call_ids]
 
 
-def types_of(response: LettaResponse) -> list[str]:
-    return [m.message_type for m in response.messages]
-
-
 # --- reading the store ----------------------------------------------------------------------
-
-
-def in_context(db: Database, agent_id: str) -> list[Message]:
-    with db.transaction() as session:
-        return messages.load_in_context(session, agent_id)
 
 
 def stored_messages(db: Database, agent_id: str, run_id: str | None = None) -> list[Message]:

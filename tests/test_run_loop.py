@@ -14,19 +14,8 @@ from perdure.store import agents, messages, runs
 from perdure.store.db import Database
 from starter.client import PerdureClient, RunRejectedError
 from tests.conftest import AgentFactory, eventually
+from tests.helpers import call, text, types_of
 from workflows.names import workflow_id
-
-
-def call(name: str, **arguments: object) -> ScriptedReply:
-    return ScriptedReply(tool_calls=[ScriptedToolCall(name=name, arguments=arguments)])
-
-
-def text(content: str, **fields: object) -> ScriptedReply:
-    return ScriptedReply(content=content, **fields)
-
-
-def types_of(response) -> list[str]:  # type: ignore[no-untyped-def]
-    return [m.message_type for m in response.messages]
 
 
 async def test_loop_runs_tools_until_end_turn(

@@ -25,21 +25,22 @@ from perdure.schemas.approvals import ApprovalAnswer
 from perdure.schemas.letta import (
     ApprovalRequestMessage,
     LettaResponse,
-    LettaToolReturn,
     RunStatus,
     StopReasonType,
     ToolCallMessage,
     ToolReturnMessage,
     UserMessage,
 )
-from perdure.schemas.run import RunState, ToolStepOutput
+from perdure.schemas.run import ToolStepOutput
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database
 from perdure.store.errors import InvalidRequestError
 from perdure.store.tables import PassageRow, ToolExecutionRow
 from starter.client import PerdureClient
-from tests.conftest import AgentFactory, eventually
+from tests.conftest import AgentFactory
+from tests.helpers import block_value, call, calls, text, tool_returns, types_of
+from tests.test_approvals import wait_finished
 
 HUMAN_START = "Name unknown."
 EDIT_SUCCESS_HUMAN = (
@@ -62,20 +63,6 @@ EXTRA_TOOLS = ["core_memory_append", "archival_memory_insert", "archival_memory_
 
 def tool(name: str, **arguments: Any) -> ScriptedToolCall:
     return ScriptedToolCall(name=name, arguments=arguments)
-
-
-def call(name: str, **arguments: Any) -> ScriptedReply:
-    """A response with one tool call."""
-    return ScriptedReply(tool_calls=[tool(name, **arguments)])
-
-
-def calls(*tool_calls: ScriptedToolCall) -> ScriptedReply:
-    """A response with several tool calls, in this order."""
-    return ScriptedReply(tool_calls=list(tool_calls))
-
-
-def text(content: str) -> ScriptedReply:
-    return ScriptedReply(content=content)
 
 
 def append(content: str, label: str = "human") -> ScriptedReply:
@@ -106,6 +93,11 @@ async def send(client: PerdureClient, agent_id: str, message: str = "go", **opti
     return await asyncio.wait_for(client.send_message(agent_id, message, **options), DEADLINE_S)
 
 
+async def approve(client: PerdureClient, agent_id: str, request: ApprovalRequestMessage) -> LettaResponse:
+    """Approve the request's call and wait, with a deadline, for the run to stop or pause again."""
+    return await asyncio.wait_for(client.answer(agent_id, [ApprovalAnswer(tool_call_id=request.tool_call.tool_call_id, approve=True)]), DEADLINE_S)
+
+
 # --- reading requests and responses ------------------------------------------------------
 
 
@@ -119,22 +111,9 @@ def forced(name: str) -> dict[str, Any]:
     return {"type": "function", "function": {"name": name}}
 
 
-def tool_returns(response: LettaResponse) -> list[LettaToolReturn]:
-    """Every tool return of the response, in order."""
-    return [r for m in response.messages if isinstance(m, ToolReturnMessage) for r in m.tool_returns]
-
-
 def called(response: LettaResponse) -> list[str]:
     """Every tool the model called in the response (run or refused), in order."""
     return [c.name for m in response.messages if isinstance(m, ToolCallMessage) for c in m.tool_calls]
-
-
-def block(db: Database, agent_id: str, label: str = "human") -> str:
-    """A memory block's stored value: the proof that a tool ran (or did not)."""
-    with db.transaction() as session:
-        found = agents.get_agent(session, agent_id).block(label)
-    assert found is not None, f"no block {label}"
-    return found.value
 
 
 def run_status(db: Database, run_id: str) -> RunStatus:
@@ -193,7 +172,7 @@ async def test_chain_offers_and_forces_one_tool_per_step_and_ends_on_the_termina
     assert called(response) == chain
     assert [r.status for r in tool_returns(response)] == ["success"] * 4
     assert llm.pending(model_name) == 1, "the loop asked the model again after the terminal tool"
-    assert block(db, agent.id) == f"{HUMAN_START}\nInserted.\nAppended."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nInserted.\nAppended."
     assert run_status(db, response.run_id) is RunStatus.completed
 
 
@@ -220,7 +199,7 @@ async def test_call_outside_the_allowed_set_is_refused_with_rule_hints_and_the_l
         "** Hint: Possible rules that were violated:\n"
         "\t- <tool_rule>\nAfter using conversation_search, you must use one of these tools: core_memory_append\n</tool_rule>"
     )
-    assert block(db, agent.id) == HUMAN_START, "the refused call changed memory"
+    assert block_value(db, agent.id) == HUMAN_START, "the refused call changed memory"
     third = llm.requests(model_name)[2]
     assert third["messages"][-1]["role"] == "tool" and "[ToolConstraintError]" in third["messages"][-1]["content"]
     assert offered(third) == ["core_memory_append"] and third["tool_choice"] == forced("core_memory_append")
@@ -253,7 +232,7 @@ async def test_model_recovers_from_a_constraint_error_and_the_chain_proceeds(
     assert [offered(r) for r in llm.requests(model_name)] == [
         ["conversation_search"], ["core_memory_append"], ["core_memory_append"], ["memory_insert"]
     ]
-    assert block(db, agent.id) == f"{HUMAN_START}\nAppended.\nInserted."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nAppended.\nInserted."
     assert llm.pending(model_name) == 1
 
 
@@ -271,7 +250,7 @@ async def test_required_before_exit_turns_a_text_answer_into_a_heartbeat(
     response = await send(client, agent.id)
 
     assert response.stop_reason.stop_reason is StopReasonType.end_turn
-    assert [m.message_type for m in response.messages] == [
+    assert types_of(response) == [
         "user_message", "assistant_message", "user_message", "tool_call_message", "tool_return_message", "assistant_message"
     ]
     heartbeat = response.messages[2]
@@ -285,7 +264,7 @@ async def test_required_before_exit_turns_a_text_answer_into_a_heartbeat(
     second = llm.requests(model_name)[1]["messages"]
     assert (second[-1]["role"], second[-1]["content"]) == ("user", heartbeat.content)
     assert len(llm.requests(model_name)) == 3
-    assert block(db, agent.id) == f"{HUMAN_START}\nRequired."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nRequired."
 
 
 async def test_terminal_tool_does_not_end_the_run_before_the_required_tool(
@@ -305,7 +284,7 @@ async def test_terminal_tool_does_not_end_the_run_before_the_required_tool(
     assert response.stop_reason.stop_reason is StopReasonType.tool_rule
     assert called(response) == ["core_memory_append", "memory_insert", "core_memory_append"]
     assert [r.status for r in tool_returns(response)] == ["success"] * 3
-    assert block(db, agent.id) == f"{HUMAN_START}\nFirst.\nRequired.\nSecond."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nFirst.\nRequired.\nSecond."
     assert llm.pending(model_name) == 1, "the loop asked the model again after the terminal tool"
     assert not any(isinstance(m, UserMessage) for m in response.messages[1:]), "no heartbeat on the tool-call path"
 
@@ -385,7 +364,7 @@ async def test_init_tool_that_fails_still_counts_as_run(
     requests = llm.requests(model_name)
     assert offered(requests[0]) == ["core_memory_append"] and len(offered(requests[1])) == 6
     assert requests[1]["tool_choice"] == "auto"
-    assert block(db, agent.id) == f"{HUMAN_START}\nAfter the failure."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nAfter the failure."
 
 
 # --- prefilled arguments -----------------------------------------------------------------
@@ -404,7 +383,7 @@ async def test_init_rule_args_override_the_models_arguments(
 
     assert response.stop_reason.stop_reason is StopReasonType.end_turn
     assert [r.status for r in tool_returns(response)] == ["success"]
-    assert block(db, agent.id) == f"{HUMAN_START}\nFrom the rule."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nFrom the rule."
     (call_message,) = [m for m in response.messages if isinstance(m, ToolCallMessage)]
     assert json.loads(call_message.tool_call.arguments) == {"label": "human", "content": "From the rule."}
 
@@ -430,7 +409,7 @@ async def test_child_arg_nodes_override_the_models_arguments(
     assert response.stop_reason.stop_reason is StopReasonType.end_turn
     assert [r.status for r in tool_returns(response)] == ["success"] * 3
     # Only the call right after the parent is prefilled; the next one runs with the model's words.
-    assert block(db, agent.id) == f"{HUMAN_START}\nFrom the child rule.\nModel again."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nFrom the child rule.\nModel again."
 
 
 @pytest.mark.parametrize(
@@ -487,7 +466,7 @@ async def test_invalid_prefilled_args_block_the_call_and_stop_the_run(
     assert response.stop_reason.stop_reason is StopReasonType.invalid_tool_call
     last = tool_returns(response)[-1]
     assert (last.status, last.tool_return) == ("error", expected)
-    assert block(db, agent.id) == HUMAN_START, "the blocked tool ran"
+    assert block_value(db, agent.id) == HUMAN_START, "the blocked tool ran"
     assert llm.pending(model_name) == 1, "the model was asked again after a blocked prefill"
     assert run_status(db, response.run_id) is RunStatus.failed
 
@@ -513,7 +492,7 @@ async def test_max_count_per_step_allows_exactly_n_calls_per_run(
     assert [r.status for r in returns] == ["success", "success", "error"]
     assert (returns[2].tool_return or "").startswith("[ToolConstraintError] Cannot call core_memory_append, valid tools include: [")
     assert (returns[2].tool_return or "").endswith("\t- <tool_rule>\ncore_memory_append: at most 2 use(s) per response\n</tool_rule>")
-    assert block(db, agent.id) == f"{HUMAN_START}\nOne.\nTwo."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nOne.\nTwo."
 
     llm.script(model_name, [text("fresh run")])
     await send(client, agent.id, "again")
@@ -648,7 +627,7 @@ async def test_parallel_calls_all_run_when_enabled_and_no_rules(
     (returns_message,) = [m for m in response.messages if isinstance(m, ToolReturnMessage)]
     assert [r.tool_call_id for r in returns_message.tool_returns] == [first.id, second.id]
     assert [r.status for r in returns_message.tool_returns] == ["success", "success"]
-    assert block(db, agent.id) == f"{HUMAN_START}\nOne.\nTwo."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nOne.\nTwo."
 
 
 async def test_a_rule_other_than_approval_turns_parallel_calls_off(
@@ -666,7 +645,7 @@ async def test_a_rule_other_than_approval_turns_parallel_calls_off(
     (call_message,) = [m for m in response.messages if isinstance(m, ToolCallMessage)]
     assert [c.tool_call_id for c in call_message.tool_calls] == [first.id]
     assert [r.tool_call_id for r in tool_returns(response)] == [first.id]
-    assert block(db, agent.id) == f"{HUMAN_START}\nOne."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nOne."
 
 
 async def test_approval_rules_alone_keep_parallel_calls_on(
@@ -718,7 +697,7 @@ async def test_parallel_safe_calls_overlap_and_serial_calls_follow_them(
     serial_start, _ = window(execution(db, step_id, serial.id))
     assert a_start < b_end and b_start < a_end, "the two searches did not run at the same time"
     assert serial_start >= max(a_end, b_end), "the serial call started before the searches ended"
-    assert block(db, agent.id) == f"{HUMAN_START}\nSerial."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nSerial."
 
 
 # --- approvals under rules -----------------------------------------------------------------
@@ -746,14 +725,12 @@ async def test_call_needing_approval_but_not_allowed_is_refused_not_held(
     requests_made = [m for m in paused.messages if isinstance(m, ApprovalRequestMessage)]
     assert [[c.name for c in m.tool_calls] for m in requests_made] == [["core_memory_append"]]
     assert requests_made[0].tool_call.arguments == json.dumps({"label": "human", "content": "Now allowed."})
-    assert block(db, agent.id) == f"{HUMAN_START}\nInserted."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nInserted."
 
     llm.script(model_name, [text("done")])
-    done = await asyncio.wait_for(
-        client.answer(agent.id, [ApprovalAnswer(tool_call_id=requests_made[0].tool_call.tool_call_id, approve=True)]), DEADLINE_S
-    )
+    done = await approve(client, agent.id, requests_made[0])
     assert done.stop_reason.stop_reason is StopReasonType.end_turn
-    assert block(db, agent.id) == f"{HUMAN_START}\nInserted.\nNow allowed."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nInserted.\nNow allowed."
 
 
 async def test_approved_terminal_call_ends_the_run_with_tool_rule(
@@ -771,12 +748,10 @@ async def test_approved_terminal_call_ends_the_run_with_tool_rule(
     assert paused.stop_reason.stop_reason is StopReasonType.requires_approval
     (request,) = [m for m in paused.messages if isinstance(m, ApprovalRequestMessage)]
 
-    done = await asyncio.wait_for(
-        client.answer(agent.id, [ApprovalAnswer(tool_call_id=request.tool_call.tool_call_id, approve=True)]), DEADLINE_S
-    )
+    done = await approve(client, agent.id, request)
 
     assert done.stop_reason.stop_reason is StopReasonType.tool_rule
-    assert block(db, agent.id) == f"{HUMAN_START}\nApproved."
+    assert block_value(db, agent.id) == f"{HUMAN_START}\nApproved."
     assert llm.pending(model_name) == 1
 
 
@@ -797,17 +772,11 @@ async def test_approved_call_resumed_in_a_new_run_is_judged_by_the_rules_of_its_
     assert paused.stop_reason.stop_reason is StopReasonType.requires_approval
     (request,) = [m for m in paused.messages if isinstance(m, ApprovalRequestMessage)]
 
-    async def ended() -> bool:
-        state: RunState | None = await client.state(agent.id)
-        return state is not None and state.status not in (RunStatus.running, RunStatus.created)
-
-    await eventually(ended, timeout=DEADLINE_S)
+    await wait_finished(client, agent.id)
     llm.script(model_name, [call("memory_insert", label="human", new_string="Next run."), text("done")])
 
-    resumed = await asyncio.wait_for(
-        client.answer(agent.id, [ApprovalAnswer(tool_call_id=request.tool_call.tool_call_id, approve=True)]), DEADLINE_S
-    )
+    resumed = await approve(client, agent.id, request)
 
     approved = [r for r in tool_returns(resumed) if r.tool_call_id == request.tool_call.tool_call_id]
     assert [r.status for r in approved] == ["success"], approved
-    assert block(db, agent.id).startswith(f"{HUMAN_START}\nInserted.\nApproved later.")
+    assert block_value(db, agent.id).startswith(f"{HUMAN_START}\nInserted.\nApproved later.")
