@@ -24,6 +24,7 @@ from perdure.settings import Settings
 from perdure.store.db import Database, get_database
 from starter.client import PerdureClient
 from starter.devserver import dev_server_args, temporal_binary
+from starter.local_model import LocalModelServer
 from worker import perdure_worker
 
 
@@ -47,6 +48,13 @@ def settings(state_dir: Path, llm: ScriptedLLMServer) -> Settings:
 @pytest.fixture(scope="session")
 def llm() -> Iterator[ScriptedLLMServer]:
     with ScriptedLLMServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Iterator[LocalModelServer]:
+    """The bundled model under llama.cpp, loaded once for every test that needs it."""
+    with LocalModelServer() as server:
         yield server
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -40,12 +39,6 @@ SYSTEM = "You are a helpful assistant with memory.\nMemory about the human: (emp
 MAX_TOKENS = 512
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalModelServer]:
-    with LocalModelServer() as running:
-        yield running
-
-
 def ask(server: LocalModelServer, tool_choice: str | dict[str, Any], **extra: Any) -> dict[str, Any]:
     messages = structured_messages(
         [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Remember that my name is Ada."}], [MEMORY_TOOL], tool_choice
@@ -67,16 +60,16 @@ def check_call_arguments(arguments: str) -> None:
     assert parsed["label"] in ("human", "persona") and isinstance(parsed["content"], str)
 
 
-def test_the_server_answers_as_the_bundled_model(server: LocalModelServer) -> None:
-    assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
-    model = httpx.get(f"{server.base_url}/models").json()["data"][0]
+def test_the_server_answers_as_the_bundled_model(local_model: LocalModelServer) -> None:
+    assert local_model.base_url.startswith("http://127.0.0.1:") and local_model.base_url.endswith("/v1")
+    model = httpx.get(f"{local_model.base_url}/models").json()["data"][0]
     assert model["id"] == MODEL_NAME
     assert model["meta"]["n_ctx"] == CONTEXT_WINDOW == model["meta"]["n_ctx_train"]
 
 
-def test_a_memory_request_gets_a_structured_answer(server: LocalModelServer) -> None:
+def test_a_memory_request_gets_a_structured_answer(local_model: LocalModelServer) -> None:
     started = time.monotonic()
-    body = httpx.post(f"{server.base_url}/chat/completions", json=ask(server, "auto"), timeout=120).json()
+    body = httpx.post(f"{local_model.base_url}/chat/completions", json=ask(local_model, "auto"), timeout=120).json()
     choice = body["choices"][0]
     assert choice["finish_reason"] == "stop", f"cut off after {MAX_TOKENS} tokens: {choice['message']['content']!r}"
     answer = decode_structured(choice["message"]["content"], {"core_memory_append"})
@@ -87,20 +80,20 @@ def test_a_memory_request_gets_a_structured_answer(server: LocalModelServer) -> 
     assert time.monotonic() - started < 60
 
 
-def test_a_forced_call_fits_the_tool_schema(server: LocalModelServer) -> None:
+def test_a_forced_call_fits_the_tool_schema(local_model: LocalModelServer) -> None:
     forced = {"type": "function", "function": {"name": "core_memory_append"}}
-    body = httpx.post(f"{server.base_url}/chat/completions", json=ask(server, forced), timeout=120).json()
+    body = httpx.post(f"{local_model.base_url}/chat/completions", json=ask(local_model, forced), timeout=120).json()
     answer = decode_structured(body["choices"][0]["message"]["content"], {"core_memory_append"})
     assert answer.tool_call is not None and answer.tool_call.name == "core_memory_append"
     check_call_arguments(answer.tool_call.arguments)
 
 
-def test_a_streamed_call_decodes_as_it_arrives(server: LocalModelServer) -> None:
+def test_a_streamed_call_decodes_as_it_arrives(local_model: LocalModelServer) -> None:
     """llama.cpp streams a token per event; the pieces rebuild exactly the decoded call."""
     forced = {"type": "function", "function": {"name": "core_memory_append"}}
     decoder = StructuredStreamDecoder({"core_memory_append"})
     pieces: list[StreamPiece] = []
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=ask(server, forced, stream=True), timeout=120) as response:
+    with httpx.stream("POST", f"{local_model.base_url}/chat/completions", json=ask(local_model, forced, stream=True), timeout=120) as response:
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue

@@ -8,9 +8,7 @@ tool's schema, and a memory edit it made is stored.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import pytest_asyncio
 
 from perdure.agents import create_agent
 from perdure.schemas.agent import LOCAL_MODEL, AgentCreate
@@ -24,12 +22,6 @@ from starter.local_model import LocalModelServer
 
 MAX_STEPS = 4
 VALID_STOPS = (StopReasonType.end_turn, StopReasonType.max_steps, StopReasonType.invalid_llm_response)
-
-
-@pytest_asyncio.fixture(scope="session")
-async def local_model() -> AsyncIterator[LocalModelServer]:
-    async with LocalModelServer() as server:
-        yield server
 
 
 async def test_a_run_on_the_local_model_stops_validly_with_well_formed_calls(
