@@ -1,17 +1,30 @@
-"""Helpers the loop tests share: scripting the model's replies and reading what a run did.
+"""Helpers the tests share: where the project and its CLI are, settings for a test's own
+server, scripting the model's replies, and reading what a run did.
 
 Each test module used to carry its own copy of these one-liners.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from perdure.schemas.letta import LettaResponse, LettaToolReturn, ToolReturnMessage
 from perdure.schemas.messages import Message
 from perdure.scripted.server import ScriptedReply, ScriptedToolCall
+from perdure.settings import Settings
 from perdure.store import agents, messages
 from perdure.store.db import Database
+
+REPO = Path(__file__).resolve().parent.parent
+PERDURE = Path(sys.executable).parent / "perdure"
+"""The console script of this environment, as a user runs it."""
+
+
+def settings_at(address: str) -> Settings:
+    """This process's settings, pointed at another Temporal server (one a test started)."""
+    return Settings.from_env().model_copy(update={"temporal_address": address})
 
 
 def call(name: str, **arguments: Any) -> ScriptedReply:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,8 @@ import pytest_asyncio
 
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from starter.client import PerdureClient
+from tests.helpers import PERDURE, REPO
 
-REPO = Path(__file__).resolve().parent.parent
-PERDURE = Path(sys.executable).parent / "perdure"
 
 
 async def perdure(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

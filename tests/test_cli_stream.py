@@ -11,7 +11,8 @@ import pytest
 import pytest_asyncio
 
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
-from tests.test_cli import PERDURE, REPO, create, perdure
+from tests.helpers import PERDURE, REPO
+from tests.test_cli import create, perdure
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -68,10 +69,9 @@ async def test_send_stream_json_is_one_letta_message_per_line_with_its_offset(
     assert [json.loads(line) for line in resumed.stdout.splitlines()] == events[3:]
 
 
-async def test_stream_shows_a_pending_approval_and_exits_like_send(cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str) -> None:
-    agent = await create(
-        cli_env, "--model", f"scripted/{model_name}", "--endpoint", llm.base_url, "--block", "human=", "--tool", "core_memory_append"
-    )
+async def test_stream_shows_a_pending_approval_and_exits_like_send(
+    cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, agent: dict
+) -> None:
     call = ScriptedToolCall(id="call_needs_yes", name="send_email", arguments={"to": "ada@example.com"})
     llm.script(model_name, [ScriptedReply(tool_calls=[call]), ScriptedReply(content="Sent.")])
     tools = '[{"name": "send_email", "description": "Send an email.", "parameters": {"type": "object", "properties": {"to": {"type": "string"}}}}]'

@@ -18,13 +18,11 @@ import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
-from perdure.settings import Settings
 from starter.dev import WorkerStoppedError, beside_worker
 from starter.devserver import DevServerError, dev_server_command, stop_dev_server
 from starter.temporal import connect_when_serving
+from tests.helpers import PERDURE, REPO, settings_at
 
-PERDURE = Path(sys.executable).parent / "perdure"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -54,14 +52,13 @@ def clean_env(tmp_path: Path, **extra_env: str) -> dict[str, str]:
     return env
 
 
-def dev_args() -> list[str]:
-    return ["dev", "--port", str(free_port()), "--ui-port", str(free_port()), "--demo", "--exit-after-demo"]
+def dev_args(port: int, ui_port: int) -> list[str]:
+    return ["dev", "--port", str(port), "--ui-port", str(ui_port), "--demo", "--exit-after-demo"]
 
 
 def run_dev(tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProcess[str], int]:
-    args = dev_args()
-    result = dev_command(tmp_path, [str(PERDURE), *args], clean_env(tmp_path, **extra_env))
-    ui_port = int(args[4])
+    ui_port = free_port()
+    result = dev_command(tmp_path, [str(PERDURE), *dev_args(free_port(), ui_port)], clean_env(tmp_path, **extra_env))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"web UI at http://localhost:{ui_port}" in result.stdout
     assert (tmp_path / "home" / "temporal.db").exists(), "the dev server keeps its state in a file"
@@ -98,7 +95,7 @@ def test_dev_runs_the_scripted_demo_when_asked(tmp_path: Path) -> None:
 def test_dev_without_the_local_model_says_how_to_install_it_and_runs_the_scripted_demo(tmp_path: Path) -> None:
     """As on a machine where only `pip install -e .` ran: xllamacpp cannot be imported."""
     hide = "import sys; sys.modules['xllamacpp'] = None; from starter.cli import main; main(sys.argv[1:])"
-    result = dev_command(tmp_path, [sys.executable, "-c", hide, *dev_args()], clean_env(tmp_path))
+    result = dev_command(tmp_path, [sys.executable, "-c", hide, *dev_args(free_port(), free_port())], clean_env(tmp_path))
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "the bundled local model is not installed" in result.stdout
@@ -113,7 +110,7 @@ async def test_the_worker_and_demo_connect_to_a_dev_server_that_is_still_startin
     command = dev_server_command(port=port, ui_port=None, db_file=tmp_path / "temporal.db")
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
+        settings = settings_at(f"127.0.0.1:{port}")
         client = await connect_when_serving(settings, within=60)
         assert (await client.workflow_service.get_system_info(GetSystemInfoRequest())).server_version
     finally:
@@ -122,7 +119,7 @@ async def test_the_worker_and_demo_connect_to_a_dev_server_that_is_still_startin
 
 async def test_connecting_to_a_dev_server_that_never_serves_gives_up_with_the_connect_error() -> None:
     address = f"127.0.0.1:{free_port()}"
-    settings = Settings.from_env().model_copy(update={"temporal_address": address})
+    settings = settings_at(address)
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=rf"Temporal at {address} did not answer within 0.5 s: .*connect"):
         await connect_when_serving(settings, within=0.5)
@@ -131,7 +128,7 @@ async def test_connecting_to_a_dev_server_that_never_serves_gives_up_with_the_co
 
 async def test_waiting_for_a_dev_server_stops_as_soon_as_waiting_is_pointless() -> None:
     """Ctrl-C, or a dev server that exited, ends the wait at once rather than after `within`."""
-    settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    settings = settings_at(f"127.0.0.1:{free_port()}")
     give_up_at = time.monotonic() + 0.3
 
     def abandon() -> None:
@@ -193,7 +190,7 @@ def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Pat
         llm.script("slow", [ScriptedReply(content="too late", delay_s=120)])
         port = free_port()
         env = clean_env(tmp_path, PERDURE_SCRIPTED_BASE_URL=llm.base_url, PERDURE_DEFAULT_MODEL="scripted/slow")
-        command = [str(PERDURE), "dev", "--port", str(port), "--ui-port", str(free_port()), "--demo", "--exit-after-demo"]
+        command = [str(PERDURE), *dev_args(port, free_port())]
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             deadline = time.monotonic() + 120

@@ -44,11 +44,10 @@ from starter.client import PerdureClient, RunRejectedError
 from starter.devserver import dev_server_command
 from starter.temporal import connect_when_serving, ensure_search_attributes
 from tests.conftest import AgentFactory, eventually
-from tests.helpers import calls, in_context, types_of
+from tests.helpers import REPO, calls, in_context, settings_at, types_of
 from workflows.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
 
-REPO = Path(__file__).resolve().parent.parent
 APPROVAL_RULE = {"type": "requires_approval", "tool_name": "core_memory_append"}
 WORKER_READY = "worker serving task queue"
 SLOW_REPLY_S = 8.0
@@ -285,7 +284,7 @@ async def start_dev_server(port: int, db_file: Path, log: Path) -> asyncio.subpr
 
 async def connect(port: int) -> Client:
     """Connect as `perdure dev` does, while the server finishes starting."""
-    settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
+    settings = settings_at(f"127.0.0.1:{port}")
     client = await connect_when_serving(settings, within=20)
     await ensure_search_attributes(client)
     return client
