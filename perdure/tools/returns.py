@@ -41,7 +41,12 @@ def clip_tool_return(text: str, limit: int, *, slack: int = 0) -> str:
     """Clip a tool return to `limit` characters; in Letta's `{"status", "message", "time"}`
     envelope (or any JSON object with a string `message`) only the message, so the result stays
     valid JSON. With `slack`, a text within it of the limit is left whole: in a request, that is
-    a result already clipped to the same limit (a client's, with its JSON punctuation and note)."""
+    a result already clipped to the same limit (a client's, with its JSON punctuation and note).
+
+    Called for every tool return in the context on every request, so a text that fits (its
+    message then fits too) is returned before any parsing."""
+    if len(text) <= limit + slack:
+        return text
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -53,7 +58,9 @@ def clip_tool_return(text: str, limit: int, *, slack: int = 0) -> str:
 
 
 def _clip(text: str, limit: int, slack: int) -> str:
+    if len(text) <= limit + slack:
+        return text
     suffix = _CLIPPED.search(text)
-    if len(text) <= limit + slack or (suffix is not None and suffix.start() <= limit):
+    if suffix is not None and suffix.start() <= limit:
         return text
     return f"{text[:limit]}... [truncated {len(text) - limit} chars]"
