@@ -52,7 +52,7 @@ class LLMActivities:
     @activity.defn(name=names.LLM_STEP)
     async def llm_step(self, input: LLMStepInput) -> LLMStepOutput:
         try:
-            request, config, request_tokens = await asyncio.to_thread(self._build_request, input)
+            request, config = await asyncio.to_thread(self._build_request, input)
         except NotFoundError as err:
             raise not_found(err) from err
         provider = self.provider(config)
@@ -67,6 +67,10 @@ class LLMActivities:
         except LLMError as err:
             raise llm_failure(err) from err
         output = _to_output(response, config, time.monotonic_ns() - started)
+        # Counting the whole request takes milliseconds on a long context; it is only needed
+        # when the provider did not say how long the prompt was (in a thread: the event loop
+        # also runs workflows).
+        request_tokens = 0 if output.usage.prompt_tokens > 0 else await asyncio.to_thread(count_request, request.messages, request.tools)
         return output.model_copy(update={"request_tokens": request_tokens, "response_tokens": _answer_tokens(output)})
 
     def provider(self, config: LLMConfig) -> ChatProvider:
@@ -98,9 +102,9 @@ class LLMActivities:
         """The key never goes to the scripted stand-in; elsewhere it comes from this process's env."""
         return None if config.provider == SCRIPTED_PROVIDER else openai_api_key()
 
-    def _build_request(self, input: LLMStepInput) -> tuple[ChatRequest, LLMConfig, int]:
-        """Load the context and build the request, counted with tiktoken (in a thread: counting
-        must not hold the worker's event loop, which also runs workflows)."""
+    def _build_request(self, input: LLMStepInput) -> tuple[ChatRequest, LLMConfig]:
+        """Load the context and build the request (in a thread: the database read and the
+        message conversion must not hold the worker's event loop, which also runs workflows)."""
         with self._db.transaction(read_only=True) as session:
             agent = agents.get_agent(session, input.agent_id)
             context = messages.load_in_context(session, input.agent_id)
@@ -120,7 +124,7 @@ class LLMActivities:
             temperature=config.temperature,
             extra_body=config.extra_body or {},
         )
-        return request, config, count_request(request.messages, request.tools)
+        return request, config
 
 
 def for_schema_answers(agent: AgentState, context: list[Message], schemas: list[dict[str, Any]]) -> tuple[list[Message], list[dict[str, Any]]]:
@@ -178,7 +182,6 @@ def _to_output(response: ChatResponse, config: LLMConfig, elapsed_ns: int) -> LL
         tool_calls=response.tool_calls,
         finish_reason=response.finish_reason,
         usage=response.usage or TokenUsage(),
-        usage_reported=bool(response.usage and response.usage.prompt_tokens),
         model=response.model or config.model_name,
         llm_request_ns=elapsed_ns,
     )

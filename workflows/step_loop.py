@@ -45,7 +45,6 @@ from workflows.waiting import wait_for
 CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
 ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
 MAX_OVERFLOW_COMPACTIONS = 3
-HEARTBEAT_TOKENS = 60
 
 
 class ContextOverflow(Exception):
@@ -70,6 +69,8 @@ class StepLoop:
         self._run_id = run_id
         self._solver = ToolRulesSolver(begun.agent.tool_rules, begun.agent.tools)
         self._tools = ToolRunner(begun.agent, self._solver, ctx.show)
+        self._approval_tools = begun.agent.approval_tools
+        self._client_names = {t.name for t in request.client_tools}
 
     async def run(self) -> tuple[StopReasonType, StepRecord | None]:
         """Step until a stop reason; returns it with the failed step, if one failed."""
@@ -122,7 +123,7 @@ class StepLoop:
                 client_tools=self._request.client_tools,
                 message_id=answer_id,
                 approval_message_id=approval_id,
-                held_tools=sorted(agent.approval_tools & set(allowed) | {t.name for t in self._request.client_tools}),
+                held_tools=sorted(self._held_names(allowed)),
                 stream_tokens=ctx.tokens_streamed,
             )
             output = await self._request_with_room(llm_input)
@@ -156,12 +157,12 @@ class StepLoop:
         """Run the step's calls (or pause for the ones that need a person), then commit the step."""
         ctx, agent = self._ctx, self._agent
         calls = prepare_tool_calls(output.tool_calls, parallel_allowed=agent.parallel_allowed, new_id=lambda: f"call_{workflow.uuid4().hex[:24]}")
-        client_names = {t.name for t in self._request.client_tools}
-        draft.allowed = [*draft.allowed, *sorted(client_names - set(draft.allowed))]
-        held = [c for c in calls if c.name in draft.allowed and (c.name in client_names or c.name in agent.approval_tools)]
+        held_names = self._held_names(draft.allowed)
+        draft.allowed = [*draft.allowed, *sorted(self._client_names - set(draft.allowed))]
+        held = [c for c in calls if c.name in held_names]
         draft.calls = calls
         if held:
-            return await self._pause(draft, output, held, client_names, ids)
+            return await self._pause(draft, output, held, ids)
         draft.assistant = assistant_message(output, calls, draft.step, ids[0] or ctx.new_message_id())
         tool_ns = None
         outcome = None
@@ -179,9 +180,8 @@ class StepLoop:
         await ctx.checkpoint(messages, step)
         ctx.draft = None
         if stop is None or stop.run_status is RunStatus.completed:
-            added = output.response_tokens + (outcome.tokens if outcome else 0) + (HEARTBEAT_TOKENS if len(messages) > len(draft.inputs) + 2 else 0)
-            reported = output.usage.prompt_tokens if output.usage_reported else None
-            if needs_compaction(estimate_next_request(reported, added, output.request_tokens + added), agent.llm_config.context_window):
+            added = output.response_tokens + (outcome.tokens if outcome else 0)
+            if needs_compaction(estimate_next_request(output.usage.prompt_tokens, added, output.request_tokens + added), agent.llm_config.context_window):
                 try:
                     result = await ctx.compact("sliding_window", "the next request would fill more than 90% of the context window")
                 except (ActivityError, ApplicationError) as err:
@@ -212,6 +212,12 @@ class StepLoop:
                     raise  # nothing left to take out: asking again cannot help
         raise AssertionError("unreachable")
 
+    def _held_names(self, allowed: list[str]) -> set[str]:
+        """Tools whose calls wait for a person or the client: the approval tools the rules allow
+        this step, and the client's tools. One answer for what the stream calls an approval
+        request and for what the step holds, so their ids agree."""
+        return (self._approval_tools & set(allowed)) | self._client_names
+
     def _after_calls(self, executed: list[str], blocked: bool, *, answered_by_people: bool = False) -> StopReasonType | None:
         return after_tool_calls(
             blocked=blocked,
@@ -221,7 +227,7 @@ class StepLoop:
         )
 
     async def _pause(
-        self, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], client_names: set[str], ids: tuple[str, str]
+        self, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], ids: tuple[str, str]
     ) -> StopReasonType | None:
         """Commit the response with its held calls, answer the caller, and wait for the answers."""
         ctx = self._ctx
@@ -229,7 +235,7 @@ class StepLoop:
         messages = list(draft.inputs)
         if others or output.content or output.reasoning:
             messages.append(assistant_message(output, others, draft.step, ids[0] or ctx.new_message_id()))
-        client_ids = [c.id for c in held if c.name in client_names]
+        client_ids = [c.id for c in held if c.name in self._client_names]
         messages.append(approval_request(held, client_ids, draft.step, ids[1] or ctx.new_message_id()))
         step = draft.step.model_copy(update={"stop_reason": StopReasonType.requires_approval})
         await ctx.checkpoint(messages, step)

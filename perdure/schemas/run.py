@@ -193,10 +193,10 @@ class LLMStepOutput(BaseModel):
     model: str
     llm_request_ns: int = 0
     request_tokens: int = 0
-    """The request counted with tiktoken: the fallback when the provider reports no usage."""
+    """The request counted with tiktoken, only when the provider reported no prompt tokens (the
+    fallback for the next request's size); 0 otherwise."""
     response_tokens: int = 0
     """The answer counted as it will sit in the next request."""
-    usage_reported: bool = True
 
 
 class ToolStepInput(BaseModel):
