@@ -47,7 +47,7 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
             ensure_builtin_tools(session)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0)))
         runs, tools, llm = RunActivities(db), ToolActivities(db), LLMActivities(db, settings, http)
-        compaction = CompactionActivities(db, settings, http)
+        compaction = CompactionActivities(db, llm)
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=16))
         worker = Worker(
             client,

@@ -12,7 +12,6 @@ import asyncio
 import json
 from collections.abc import Sequence
 
-import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -34,7 +33,6 @@ from perdure.tools.returns import tool_return_cap
 from perdure.schemas.agent import AgentState
 from perdure.schemas.messages import Message, TextContent
 from perdure.schemas.run import CompactInput, CompactOutput
-from perdure.settings import Settings
 from perdure.store import agents, messages
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
@@ -47,10 +45,10 @@ TRANSCRIPT_PIECE_CHARS = 2_000
 
 
 class CompactionActivities:
-    def __init__(self, db: Database, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, db: Database, llm: LLMActivities) -> None:
+        """`llm` is the worker's own LLM activities: summaries go to the same providers."""
         self._db = db
-        self._llm = LLMActivities(db, settings, http)
-        self._http = http
+        self._llm = llm
 
     @activity.defn(name=names.COMPACT)
     async def compact(self, input: CompactInput) -> CompactOutput:
@@ -69,7 +67,8 @@ class CompactionActivities:
         plan = plan or plan_all(context, counts)
         if not plan.evict_ids:
             return CompactOutput(mode="none", tokens_before=before, tokens_after=before, detail="nothing left to evict")
-        summary = await self._summarize(agent, [m for m in context if m.id in set(plan.evict_ids)], window)
+        evicted = set(plan.evict_ids)
+        summary = await self._summarize(agent, [m for m in context if m.id in evicted], window)
         summary_text = summary_message_text(summary, len(plan.evict_ids))
         summary_tokens = count_message({"role": "user", "content": summary_text})
         if plan.tokens_after_estimate + summary_tokens + tools_tokens > window:

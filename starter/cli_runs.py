@@ -76,12 +76,12 @@ def tool_return(args: argparse.Namespace) -> int:
 def _deliver(args: argparse.Namespace, signal: str, build: Callable[[PerdureClient], Awaitable[list[Answer]]]) -> int:
     """Answer through the validated update and print the continuation like `send`; with
     --no-wait, deliver each answer as a signal (as the Temporal UI would) and return."""
+    if args.stream and args.no_wait:
+        raise UsageError("--stream and --no-wait do not go together: --no-wait returns before anything streams")
 
     async def run() -> int:
         client = await connect_client()
         answers = await build(client)
-        if args.stream and args.no_wait:
-            raise UsageError("--stream and --no-wait do not go together: --no-wait returns before anything streams")
         if args.stream:
             return await _print_stream(args, client.stream_answer(args.agent_id, answers))
         if not args.no_wait:

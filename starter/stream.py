@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.contrib.workflow_streams import PollInput, PollResult
+from temporalio.contrib.workflow_streams import PollInput, PollResult, WorkflowStreamClient
 from temporalio.service import RPCError, RPCStatusCode
 
 from perdure.schemas.letta import LettaStopReason, LettaUsageStatistics, StopReasonType
@@ -27,8 +27,8 @@ from workflows import names
 POLL_INTERVAL = timedelta(milliseconds=200)
 """How often a reader asks a live run for new events; the LLM activity publishes every 0.5 s."""
 _POLL_QUERY = "__temporal_workflow_stream_poll"
-"""The stream's read-only query (the SDK's own reader uses it for closed runs)."""
-_OFFSET_QUERY = "__temporal_workflow_stream_offset"
+"""The stream's read-only query (the SDK's own reader uses it for closed runs). The SDK has no
+public reader by query, so its name is written here; the offset has one (`get_offset`)."""
 
 
 class StreamItem(BaseModel):
@@ -113,7 +113,7 @@ def _payload(wire: str) -> Payload:
 async def current_offset(temporal: Client, agent_id: str) -> int:
     """Where the next event of the agent's latest run will be: answers start reading here."""
     with _run_of(agent_id):
-        return await temporal.get_workflow_handle(names.workflow_id(agent_id)).query(_OFFSET_QUERY, result_type=int)
+        return await WorkflowStreamClient.create(temporal, names.workflow_id(agent_id)).get_offset()
 
 
 async def until_outcome(items: AsyncIterator[StreamItem]) -> AsyncIterator[StreamItem]:

@@ -12,7 +12,6 @@ from temporalio import workflow
 from temporalio.contrib.workflow_streams import WorkflowStream
 
 with workflow.unsafe.imports_passed_through():
-    from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
     from perdure.schemas.messages import Message
     from perdure.schemas.run import RunResult
     from perdure.schemas.stream import STREAM_TOPIC
@@ -45,20 +44,13 @@ class RunOutcomes:
         for event in step_events(messages, tokens_streamed=tokens_streamed):
             self._events.publish(event)
 
-    def reached(
-        self,
-        result: RunResult,
-        usage: LettaUsageStatistics,
-        *,
-        failure: str | None,
-        failure_type: str | None,
-    ) -> None:
+    def reached(self, result: RunResult, *, failure: str | None, failure_type: str | None) -> None:
         """The run stopped or paused: hand `result` (with the messages stored since the last
         outcome) to whoever waits, and end the outcome on the stream."""
         self.latest = result.model_copy(update={"message_ids": self._stored})
         self._stored = []
         self.count += 1
-        for event in outcome_events(result.run_id, result.stop_reason, usage, failure=failure, failure_type=failure_type):
+        for event in outcome_events(result.run_id, result.stop_reason, result.usage, failure=failure, failure_type=failure_type):
             self._events.publish(event)
 
     def release_readers(self) -> None:
@@ -66,8 +58,3 @@ class RunOutcomes:
         waited for and read the rest through the stream's query."""
         self._stream.detach_pollers()
 
-
-def outcome(
-    run_id: str, agent_id: str, stop: StopReasonType, status: RunStatus, usage: LettaUsageStatistics, error: str | None
-) -> RunResult:
-    return RunResult(run_id=run_id, agent_id=agent_id, stop_reason=stop, status=status, usage=usage.model_copy(), error=error)

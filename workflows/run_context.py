@@ -15,12 +15,12 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.agent import DEFAULT_CONTEXT_WINDOW
     from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
     from perdure.schemas.messages import Message
-    from perdure.schemas.run import CheckpointInput, CompactInput, CompactOutput, RunState, SendMessageRequest, StepRecord
+    from perdure.schemas.run import CheckpointInput, CompactInput, CompactOutput, RunResult, RunState, SendMessageRequest, StepRecord
 
 from workflows import activity_calls
 from workflows.answers import AnswerBook
 from workflows.drafts import StepDraft
-from workflows.outcomes import RunOutcomes, outcome
+from workflows.outcomes import RunOutcomes
 
 
 class RunContext:
@@ -83,8 +83,8 @@ class RunContext:
         assert self.run_id is not None
         status = self.status if final else RunStatus.running
         failure = self.error if final and self.status is RunStatus.failed else None
-        result = outcome(self.run_id, self.agent_id, stop_reason, status, self.usage, self.error)
-        self.outcomes.reached(result, self.usage, failure=failure, failure_type=self.failure_type)
+        result = RunResult(run_id=self.run_id, agent_id=self.agent_id, stop_reason=stop_reason, status=status, usage=self.usage.model_copy(), error=self.error)
+        self.outcomes.reached(result, failure=failure, failure_type=self.failure_type)
 
     def state(self) -> RunState:
         return RunState(

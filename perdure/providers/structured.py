@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse, LLMInvalidResponseError, StreamPiece, new_call_id
-from perdure.providers.schema_answers import StructuredAnswer, StructuredStreamDecoder
+from perdure.providers.schema_answers import StructuredAnswer, StructuredStreamDecoder, decode_structured
 from perdure.providers.schema_tools import allowed_tool_names, response_format_for, structured_messages
 from perdure.schemas.messages import ToolCall
 
@@ -26,7 +26,7 @@ class StructuredToolCalling:
         if not request.tools:
             return await self._inner.complete(plain(request))
         response = await self._inner.complete(constrained(request))
-        return _decoded(response, _decode(StructuredStreamDecoder(_allowed(request)), response.content or ""))
+        return _decoded(response, _valid(lambda: decode_structured(response.content or "", _allowed(request))))
 
     async def stream(self, request: ChatRequest, on_piece: Callable[[StreamPiece], None]) -> ChatResponse:
         if not request.tools:
@@ -42,7 +42,7 @@ class StructuredToolCalling:
                 on_piece(piece)  # reasoning passes through
 
         response = await self._inner.stream(constrained(request), forward)
-        return _decoded(response, _finish(decoder), call_id)
+        return _decoded(response, _valid(decoder.finish), call_id)
 
 
 def constrained(request: ChatRequest) -> ChatRequest:
@@ -70,15 +70,10 @@ def _allowed(request: ChatRequest) -> list[str]:
     return allowed_tool_names(request.tools or [], request.tool_choice)
 
 
-def _decode(decoder: StructuredStreamDecoder, text: str) -> StructuredAnswer:
-    decoder.feed(text)
-    return _finish(decoder)
-
-
-def _finish(decoder: StructuredStreamDecoder) -> StructuredAnswer:
+def _valid(decode: Callable[[], StructuredAnswer]) -> StructuredAnswer:
     """An answer outside the schema is the model's fault, not the network's: not retried."""
     try:
-        return decoder.finish()
+        return decode()
     except ValueError as err:
         raise LLMInvalidResponseError(str(err)) from err
 
