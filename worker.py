@@ -3,6 +3,10 @@
 Workflows and activities share the process so activities start eagerly, and the sticky cache
 stays on, which keeps a step's orchestration to a few tens of milliseconds.
 Run it with `python worker.py` or `perdure worker`; it stops cleanly on SIGINT and SIGTERM.
+
+`PerdurePlugin` is the one place that says how Perdure talks to Temporal (pydantic payloads,
+the workflow sandbox, the workflow, the activities): the worker, the clients, the replay tests
+and the benchmarks all connect through it, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -10,57 +14,101 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import httpx
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
 from activities.compaction import CompactionActivities
 from activities.llm import LLMActivities
 from activities.runs import RunActivities
 from activities.tools import ToolActivities
-from perdure.scripted.server import ScriptedLLMServer
+from perdure.names import SEARCH_ATTRIBUTES
 from perdure.settings import Settings
-from perdure.store.db import get_database
+from perdure.store.db import Database, get_database
 from perdure.tools.registry import ensure_builtin_tools
-from starter.temporal import connect, ensure_search_attributes
 from workflows.run_workflow import AgentRunWorkflow
 from workflows.sandbox import workflow_runner
 
 log = logging.getLogger("perdure.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
+"""A cancel reaches an activity only with a heartbeat's answer, and heartbeats are throttled to
+80% of the heartbeat timeout (12 s for the LLM call) by default."""
+ACTIVITY_THREADS = 16
+"""Local activities (database work, built-in tools) are synchronous and run in this pool."""
+
+
+class PerdurePlugin(SimplePlugin):
+    """Pydantic payloads, the workflow sandbox, the run workflow and, on a worker, its activities.
+
+    A client connects with `PerdurePlugin()`; a worker gets a client of its own on the same
+    connection whose plugin carries the activities (see `perdure_worker`).
+    """
+
+    def __init__(self, activities: Sequence[Callable[..., Any]] = ()) -> None:
+        super().__init__(
+            "perdure.PerdurePlugin",
+            data_converter=pydantic_data_converter,
+            workflow_runner=workflow_runner(),
+            workflows=[AgentRunWorkflow],
+            activities=list(activities),
+        )
+
+
+async def connect(settings: Settings) -> Client:
+    """A client of the Temporal server in `settings`, speaking Perdure's payloads."""
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, plugins=[PerdurePlugin()])
+
+
+def perdure_activities(db: Database, settings: Settings, http: httpx.AsyncClient) -> list[Callable[..., Any]]:
+    """Every activity of the run workflow, bound to this worker's database and HTTP client."""
+    runs, tools, llm = RunActivities(db), ToolActivities(db), LLMActivities(db, settings, http)
+    compaction = CompactionActivities(db, llm)
+    return [runs.begin_run, runs.checkpoint_step, runs.finish_run, tools.execute_tool, llm.llm_step, compaction.compact]
 
 
 @asynccontextmanager
 async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A configured worker, its HTTP client and (when no scripted endpoint is set) a demo model."""
+    """A worker for `settings.task_queue` on `client`'s connection, with its HTTP client and thread pool."""
     async with AsyncExitStack() as stack:
-        if settings.scripted_base_url is None:
-            scripted = stack.enter_context(ScriptedLLMServer())
-            settings = settings.model_copy(update={"scripted_base_url": scripted.base_url})
         db = get_database(settings.database_url)
         with db.transaction() as session:
             ensure_builtin_tools(session)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0)))
-        runs, tools, llm = RunActivities(db), ToolActivities(db), LLMActivities(db, settings, http)
-        compaction = CompactionActivities(db, llm)
-        executor = stack.enter_context(ThreadPoolExecutor(max_workers=16))
-        worker = Worker(
-            client,
+        executor = stack.enter_context(ThreadPoolExecutor(max_workers=ACTIVITY_THREADS))
+        # A client of its own on the same connection, so the caller's client (which may carry a
+        # PerdurePlugin without activities) does not register the workflow a second time.
+        plugin = PerdurePlugin(perdure_activities(db, settings, http))
+        worker_client = Client(client.service_client, namespace=client.namespace, plugins=[plugin])
+        yield Worker(
+            worker_client,
             task_queue=settings.task_queue,
-            workflows=[AgentRunWorkflow],
-            workflow_runner=workflow_runner(),
-            activities=[runs.begin_run, runs.checkpoint_step, runs.finish_run, tools.execute_tool, llm.llm_step, compaction.compact],
             activity_executor=executor,
-            # A cancel reaches an activity only with a heartbeat's answer, and heartbeats are
-            # throttled to 80% of the heartbeat timeout (12 s for the LLM call) by default.
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         )
-        yield worker
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register Perdure's search attributes if the server lacks them (idempotent).
+
+    A workflow that upserts an unregistered attribute fails its task, so the worker checks at
+    start rather than letting the first run find out.
+    """
+    namespace = client.namespace
+    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    known = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = {name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES if name not in known}
+    if missing:
+        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(namespace=namespace, search_attributes=missing))
 
 
 async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None, client: Client | None = None) -> None:

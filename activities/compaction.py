@@ -38,7 +38,7 @@ from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
 from perdure.tokens import count_message, count_tools
 from perdure.tools.registry import get_tool_defs
-from workflows import names
+from perdure import names
 
 SUMMARY_WORDS = 250
 TRANSCRIPT_PIECE_CHARS = 2_000

@@ -30,13 +30,13 @@ from perdure.schemas.approvals import ClientTool
 from perdure.schemas.tools import ToolDef, client_tool_def
 from perdure.schemas.run import LLMStepInput, LLMStepOutput, TokenUsage
 from perdure.tokens import count_message, count_request
-from perdure.settings import LOCAL_MODEL_URL_ENV, OPENAI_DEFAULT_BASE_URL, Settings, openai_api_key
+from perdure.settings import LOCAL_MODEL_URL_ENV, OPENAI_DEFAULT_BASE_URL, SCRIPTED_MODEL_URL_ENV, Settings, openai_api_key
 from perdure.store import agents, messages
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
 from perdure.tools.registry import get_tool_defs
 from perdure.tools.schemas import constrained_memory_arguments
-from workflows import names
+from perdure import names
 
 HEARTBEAT_EVERY_S = 1.0
 """With the worker's 1 s heartbeat throttle, a cancelled run interrupts the HTTP call within ~2 s."""
@@ -84,7 +84,14 @@ class LLMActivities:
         for `local/*`, else OPENAI_BASE_URL."""
         if config.endpoint:
             return config.endpoint
-        if config.provider == SCRIPTED_PROVIDER and self._settings.scripted_base_url:
+        if config.provider == SCRIPTED_PROVIDER:
+            if self._settings.scripted_base_url is None:
+                raise ApplicationError(
+                    f"model {config.model} is the scripted stand-in, and this worker serves none: run the worker with "
+                    f"`perdure dev` (which starts it), or set {SCRIPTED_MODEL_URL_ENV} to a running scripted server",
+                    type="LLMNotFoundError",
+                    non_retryable=True,
+                )
             return self._settings.scripted_base_url
         if config.provider == LOCAL_PROVIDER:
             if self._settings.local_base_url is None:
@@ -116,7 +123,7 @@ class LLMActivities:
             context, schemas = for_schema_answers(agent, context, schemas)
         request = ChatRequest(
             model=config.model_name,
-            messages=to_openai_messages([*context, *input.pending], tool_return_chars=tool_return_cap(config.context_window)),
+            messages=to_openai_messages([*context, *input.new_messages], tool_return_chars=tool_return_cap(config.context_window)),
             tools=schemas or None,
             tool_choice=tool_choice(schemas, input.force_tool_call) if schemas else None,
             parallel_tool_calls=input.parallel_tool_calls if schemas else None,

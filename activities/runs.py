@@ -11,9 +11,9 @@ from perdure.schemas.run import AgentSnapshot, BeginRunInput, BeginRunOutput, Ch
 from perdure.store import agents, runs
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
-from perdure.store.pending import already_answered, find_stored_pending
+from perdure.store.unanswered import already_answered, find_unanswered_request
 from perdure.tools.registry import get_tool_defs
-from workflows import names
+from perdure import names
 
 class RunActivities:
     def __init__(self, db: Database) -> None:
@@ -29,12 +29,12 @@ class RunActivities:
         try:
             with self._db.transaction() as session:
                 agent = agents.get_agent(session, input.agent_id)
-                stored = find_stored_pending(session, input.agent_id)
+                stored = find_unanswered_request(session, input.agent_id)
                 approval = input.request.approval
                 if stored is not None and approval is None:
-                    raise _rejected(pending_message(stored.pending))
+                    raise _rejected(pending_message(stored.waiting))
                 if stored is not None and approval is not None:
-                    problem = check_complete_answers(stored.pending, approval.approvals)
+                    problem = check_complete_answers(stored.waiting, approval.approvals)
                     if problem is not None:
                         raise _rejected(problem)
                 replayed = False
@@ -61,7 +61,7 @@ class RunActivities:
             approval_timeout_seconds=agent.approval_timeout_seconds,
             parallel_safe_tools=parallel_safe,
         )
-        return BeginRunOutput(agent=snapshot, stored_pending=stored, answers_already_processed=replayed)
+        return BeginRunOutput(agent=snapshot, unanswered=stored, answers_already_processed=replayed)
 
     @activity.defn(name=names.CHECKPOINT_STEP)
     def checkpoint_step(self, input: CheckpointInput) -> None:

@@ -21,12 +21,11 @@ from perdure.store.tables import ToolExecutionRow
 from perdure.tokens import count_message
 from perdure.tool_rules import merge_prefilled_args
 from perdure.tools.builtin import BUILTIN_FUNCTIONS, ToolError, run_builtin
+from perdure.tools.arguments import decode_arguments
 from perdure.tools.registry import get_tool_defs, validate_arguments
+from perdure.tools.schemas import READ_ONLY_TOOLS
 from perdure.tools.returns import package_function_response, truncate_function_return
-from workflows import names
-
-UNTRUNCATED_TOOLS = frozenset({"conversation_search", "archival_memory_search"})
-READ_ONLY_TOOLS = frozenset({"conversation_search", "archival_memory_search"})
+from perdure import names
 
 
 class ToolActivities:
@@ -39,14 +38,13 @@ class ToolActivities:
         its result; a read-only one (the searches) runs in a reader transaction, so several can
         run at once, and its result is recorded after (it has no effect to keep atomic)."""
         key = f"{input.step_id}:{input.tool_call.id}"
-        started_at = datetime.now(timezone.utc)
         started = time.monotonic_ns()
         read_only = input.tool_call.name in READ_ONLY_TOOLS
         with self._db.transaction(read_only=read_only) as session:
             recorded = session.get(ToolExecutionRow, key)
             if recorded is not None:
                 return ToolStepOutput.model_validate(recorded.result)
-            output, full = _execute(session, input, started, started_at)
+            output, full = _execute(session, input, started)
             if not read_only:
                 _record(session, key, output, full)
                 return output
@@ -58,7 +56,7 @@ class ToolActivities:
         return output
 
 
-def _execute(session: Session, input: ToolStepInput, started: int, started_at: datetime) -> tuple[ToolStepOutput, ToolReturn]:
+def _execute(session: Session, input: ToolStepInput, started: int) -> tuple[ToolStepOutput, ToolReturn]:
     call, problem = input.tool_call, None
     if input.prefilled is not None:
         call, problem = _with_prefilled(session, call, input.prefilled, input.prefilled_source)
@@ -71,9 +69,7 @@ def _execute(session: Session, input: ToolStepInput, started: int, started_at: d
     output = ToolStepOutput(
         tool_return=preview(full),
         duration_ns=time.monotonic_ns() - started,
-        full_chars=len(full.func_response or ""),
         invalid_prefill=problem is not None,
-        started_at=started_at,
         arguments=call.arguments if input.prefilled is not None and problem is None else None,
         tokens=count_message({"role": "tool", "tool_call_id": call.id, "content": full.func_response or ""}),
     )
@@ -88,12 +84,9 @@ def _with_prefilled(session: Session, call: ToolCall, prefilled: dict[str, Any],
     """Override the model's arguments with a rule's; a prefill that does not fit the schema
     blocks the call (Letta: the run stops with invalid_tool_call)."""
     tool = get_tool_defs(session, [call.name]).get(call.name)
-    try:
-        model_args = json.loads(call.arguments or "{}")
-    except json.JSONDecodeError:
-        model_args = {}
+    model_args, _ = decode_arguments(call.name, call.arguments)
     schema = tool.json_schema if tool is not None else {}
-    merged, problem = merge_prefilled_args(call.name, model_args if isinstance(model_args, dict) else {}, prefilled, source, schema)
+    merged, problem = merge_prefilled_args(call.name, model_args or {}, prefilled, source, schema)
     return call.model_copy(update={"arguments": json.dumps(merged)}), problem
 
 
@@ -111,12 +104,9 @@ def run_tool_call(session: Session, agent_id: str, call: ToolCall) -> tuple[bool
     tool = get_tool_defs(session, [call.name]).get(call.name)
     if tool is None:
         return False, f"Tool not found: {call.name}"
-    try:
-        arguments = json.loads(call.arguments or "{}")
-    except json.JSONDecodeError as err:
-        return False, f"Error: the arguments for {call.name} are not valid JSON ({err.msg}); the tool was not called."
-    if not isinstance(arguments, dict):
-        return False, f"Error: the arguments for {call.name} must be a JSON object; the tool was not called."
+    arguments, problem = decode_arguments(call.name, call.arguments)
+    if arguments is None:
+        return False, problem or ""
     problem = validate_arguments(tool, arguments)
     if problem is not None:
         return False, f"Error executing function {call.name}: TypeError: {problem}"
@@ -127,6 +117,6 @@ def run_tool_call(session: Session, agent_id: str, call: ToolCall) -> tuple[bool
             text = run_builtin(session, agent_id, call.name, arguments)
     except ToolError as err:
         return False, f"Error executing function {call.name}: {err}"
-    if call.name not in UNTRUNCATED_TOOLS:
+    if call.name not in READ_ONLY_TOOLS:
         text = truncate_function_return(text, tool.return_char_limit)
     return True, text

@@ -11,7 +11,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from perdure.scripted.server import ScriptedLLMServer  # noqa: E402
@@ -19,14 +18,14 @@ from perdure.settings import Settings  # noqa: E402
 from perdure.store.db import get_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
 from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
-from worker import perdure_worker  # noqa: E402
+from worker import PerdurePlugin, perdure_worker  # noqa: E402
 
 
 @asynccontextmanager
 async def bench_setup() -> AsyncIterator[tuple[PerdureClient, ScriptedLLMServer]]:
     with tempfile.TemporaryDirectory() as tmp, ScriptedLLMServer() as llm:
         env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
+            plugins=[PerdurePlugin()],
             dev_server_existing_path=temporal_binary(),
             dev_server_extra_args=dev_server_args(None),
         )

@@ -21,6 +21,10 @@ NO_PENDING = (
     "Cannot process approval response: No tool call is currently awaiting approval. "
     "Please send a regular message to interact with the agent."
 )
+KEEP_ALIVE = (
+    "<system-alert>Automated keep-alive ping. Ignore this message and continue from where you stopped.</system-alert>"
+)
+"""What a run sends the model when its request's answers were processed before (a client retry)."""
 PENDING_APPROVAL = (
     "Cannot send a new message: The agent is waiting for approval on a tool call. "
     "Please approve or deny the pending request before continuing."
@@ -83,7 +87,7 @@ def apply_answers(calls: Sequence[PendingCall], answers: Sequence[Answer]) -> li
     return [c.model_copy(update={"answer": by_id[c.tool_call_id]}) if c.tool_call_id in by_id else c for c in calls]
 
 
-def approve_all(calls: Sequence[PendingCall]) -> list[ApprovalAnswer]:
+def approve_all(calls: Sequence[PendingCall]) -> list[Answer]:
     """The `approve` signal without an id: every unanswered approval (client tools need results)."""
     return [
         ApprovalAnswer(tool_call_id=c.tool_call_id, approve=True)

@@ -16,6 +16,7 @@ from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
 
 TASK_QUEUE = "perdure"
 LOCAL_MODEL_URL_ENV = "PERDURE_LOCAL_MODEL_URL"
+SCRIPTED_MODEL_URL_ENV = "PERDURE_SCRIPTED_BASE_URL"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -43,7 +44,7 @@ class Settings(BaseModel):
             temporal_namespace=os.environ.get("TEMPORAL_NAMESPACE", "default"),
             task_queue=os.environ.get("PERDURE_TASK_QUEUE", TASK_QUEUE),
             openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
-            scripted_base_url=os.environ.get("PERDURE_SCRIPTED_BASE_URL") or None,
+            scripted_base_url=os.environ.get(SCRIPTED_MODEL_URL_ENV) or None,
             local_base_url=os.environ.get(LOCAL_MODEL_URL_ENV) or None,
         )
 

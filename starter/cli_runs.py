@@ -17,7 +17,7 @@ from starter.client import PerdureClient, message_request
 from starter.render import response_text, state_text
 from starter.stream import NoRunError, StreamItem
 from starter.stream_render import StreamPrinter, json_line
-from workflows import names
+from perdure import names
 
 
 def send(args: argparse.Namespace) -> int:

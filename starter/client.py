@@ -16,25 +16,24 @@ from temporalio.client import (
     WorkflowUpdateHandle,
     WorkflowUpdateStage,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from perdure.approvals import NO_PENDING, pending_message
 from perdure.convert import to_letta_messages
 from perdure.schemas.approvals import Answer, AnswerRequest, ApprovalCreate, ClientTool, PendingApproval, PendingCall
-from perdure.store.pending import already_answered, find_stored_pending
+from perdure.store.unanswered import already_answered, find_unanswered_request
 from perdure.schemas.letta import LettaResponse, LettaStopReason, StopReasonType
-from perdure.schemas.run import CompactOutput, CompactRequest, MessageCreate, RunResult, RunState, RunWorkflowInput, SendMessageRequest, StoredPending
+from perdure.schemas.run import CompactMode, CompactOutput, CompactRequest, MessageCreate, RunResult, RunState, RunWorkflowInput, SendMessageRequest, UnansweredRequest
 from perdure.settings import Settings
 from perdure.store import agents, messages
 from perdure.store.db import Database, get_database
 from starter.stream import NoRunError, OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
-from starter.temporal import connect
-from workflows import names
-from workflows.run_workflow import AgentRunWorkflow
-from workflows.search_attributes import AGENT_ID, PERDURE_RUN_ID
+from worker import connect
+from perdure import names
 
+AGENT_ID = SearchAttributeKey.for_keyword(names.AGENT_ID_ATTRIBUTE)
 FINISHING_RETRIES = 20
 VISIBILITY_TRIES = 20
 
@@ -88,36 +87,37 @@ class PerdureClient:
         pending request in a new run (Letta's resume path; the begin activity checks them)."""
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         try:
-            return await handle.start_update(AgentRunWorkflow.answer, request, wait_for_stage=stage)
+            return await handle.start_update(names.ANSWER, request, result_type=RunResult, wait_for_stage=stage)
         except RPCError:
             return None  # no live run
         except WorkflowUpdateFailedError as err:
-            if not (_reason(err).startswith(NO_PENDING) and self._stored_pending(agent_id) is not None):
+            if not (_reason(err).startswith(NO_PENDING) and self._unanswered_request(agent_id) is not None):
                 raise RunRejectedError(_reason(err)) from err
             with contextlib.suppress(WorkflowFailureError):
                 await handle.result()  # closing at its approval timeout
             return None
 
-    def _stored_pending(self, agent_id: str) -> StoredPending | None:
+    def _unanswered_request(self, agent_id: str) -> UnansweredRequest | None:
         with self.db.transaction(read_only=True) as session:
-            return find_stored_pending(session, agent_id)
+            return find_unanswered_request(session, agent_id)
 
-    async def compact(self, agent_id: str, mode: str = "sliding_window") -> CompactOutput:
+    async def compact(self, agent_id: str, mode: CompactMode = "sliding_window") -> CompactOutput:
         """Compact the agent's context now, through its workflow (so never during a step)."""
         with self.db.transaction(read_only=True) as session:
             agent = agents.get_agent(session, agent_id)
         operation = self._start_operation(agent_id, agent.name, "compact the context")
         try:
             return await self.temporal.execute_update_with_start_workflow(
-                AgentRunWorkflow.compact, CompactRequest(mode=mode), start_workflow_operation=operation
+                names.COMPACT_UPDATE, CompactRequest(mode=mode), result_type=CompactOutput, start_workflow_operation=operation
             )
         except WorkflowUpdateFailedError as err:
             raise RunRejectedError(_reason(err)) from err
 
     def _start_operation(self, agent_id: str, name: str, summary: str) -> WithStartWorkflowOperation[Any, Any]:
         return WithStartWorkflowOperation(
-            AgentRunWorkflow.run,
+            names.WORKFLOW,
             RunWorkflowInput(agent_id=agent_id),
+            result_type=RunResult,
             id=names.workflow_id(agent_id),
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -131,8 +131,8 @@ class PerdureClient:
         if await self._has_live_run(agent_id):
             state = await self.state(agent_id)
             return state.pending_approval.calls if state and state.pending_approval else []
-        stored = self._stored_pending(agent_id)
-        return stored.pending if stored else []
+        stored = self._unanswered_request(agent_id)
+        return stored.waiting if stored else []
 
     async def _has_live_run(self, agent_id: str) -> bool:
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
@@ -161,8 +161,10 @@ class PerdureClient:
             description = await handle.describe()
         except RPCError as err:
             raise RunRejectedError(f"agent {agent_id} has no run to cancel") from err
-        if description.status is not WorkflowExecutionStatus.RUNNING:
-            raise RunRejectedError(f"agent {agent_id} has no live run to cancel (its last run is {description.status.name.lower()})")
+        status = description.status
+        if status is not WorkflowExecutionStatus.RUNNING:
+            last = status.name.lower() if status is not None else "unknown"
+            raise RunRejectedError(f"agent {agent_id} has no live run to cancel (its last run is {last})")
         await handle.cancel()
         with contextlib.suppress(WorkflowFailureError):
             await handle.result()
@@ -188,11 +190,11 @@ class PerdureClient:
         approval = request.approval
         with self.db.transaction(read_only=True) as session:
             agent = agents.get_agent(session, agent_id)
-            stored = find_stored_pending(session, agent_id)
+            stored = find_unanswered_request(session, agent_id)
             replayed = approval is not None and stored is None and already_answered(session, agent_id, {a.tool_call_id for a in approval.approvals})
         refusal = None
         if stored is not None and approval is None:
-            refusal = pending_message(stored.pending)
+            refusal = pending_message(stored.waiting)
         elif stored is None and approval is not None and not replayed:
             refusal = NO_PENDING
         if refusal is not None and not await self._has_live_run(agent_id):
@@ -201,7 +203,7 @@ class PerdureClient:
             operation = self._start_operation(agent_id, agent.name, _summary(request))
             try:
                 return await self.temporal.start_update_with_start_workflow(
-                    AgentRunWorkflow.send_message, request, start_workflow_operation=operation, wait_for_stage=stage
+                    names.SEND_MESSAGE, request, result_type=RunResult, start_workflow_operation=operation, wait_for_stage=stage
                 )
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
@@ -258,7 +260,7 @@ class PerdureClient:
     async def _execution_of(self, agent_id: str, run_id: str) -> str:
         """The Temporal run id of one of the agent's runs, found by its `PerdureRunId` search
         attribute (visibility can lag a moment behind a run that has just started)."""
-        query = f'WorkflowId = "{names.workflow_id(agent_id)}" AND {PERDURE_RUN_ID.name} = "{run_id}"'
+        query = f'WorkflowId = "{names.workflow_id(agent_id)}" AND {names.PERDURE_RUN_ID_ATTRIBUTE} = "{run_id}"'
         for _ in range(VISIBILITY_TRIES):
             async for execution in self.temporal.list_workflows(query, limit=1):
                 return execution.run_id
@@ -289,17 +291,17 @@ class PerdureClient:
         state = await self.state(agent_id)
         if state is None or state.pending_approval is not None or await self._has_live_run(agent_id):
             return state
-        stored = self._stored_pending(agent_id)
+        stored = self._unanswered_request(agent_id)
         if stored is None:
             return state
-        pending = PendingApproval(since=stored.since, step_id=stored.step_id, calls=stored.pending)
+        pending = PendingApproval(since=stored.since, step_id=stored.step_id, calls=stored.waiting)
         return state.model_copy(update={"pending_approval": pending})
 
     async def state(self, agent_id: str) -> RunState | None:
         """The latest run's state from its workflow, or None when the agent never ran."""
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         try:
-            return await handle.query(AgentRunWorkflow.state)
+            return await handle.query(names.STATE_QUERY, result_type=RunState)
         except RPCError:
             return None
 

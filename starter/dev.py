@@ -17,7 +17,8 @@ from temporalio.client import Client
 
 from perdure.local_model import local_model_installed
 from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
-from perdure.settings import LOCAL_MODEL_URL_ENV, Settings, default_model, home_dir
+from perdure.scripted.server import ScriptedLLMServer
+from perdure.settings import LOCAL_MODEL_URL_ENV, SCRIPTED_MODEL_URL_ENV, Settings, default_model, home_dir
 from starter.client import PerdureClient
 from starter.demo import run_demo
 from starter.devserver import ensure_running, start_dev_server, stop_dev_server
@@ -43,6 +44,7 @@ async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool)
         ui_url = f"http://localhost:{ui_port}"
         print(f"Temporal dev server on 127.0.0.1:{port}, web UI at {ui_url}", flush=True)
         await _start_local_model(stack, home)
+        _start_scripted_model(stack)
         settings = Settings.from_env()
         print(f"database {settings.database_url}", flush=True)
         stop = _StopSignal()
@@ -72,6 +74,15 @@ async def _start_local_model(stack: AsyncExitStack, home: Path) -> None:
     local = await stack.enter_async_context(LocalModelServer(log_file=home / "local-model.log"))
     os.environ[LOCAL_MODEL_URL_ENV] = local.base_url
     print(f"local model {LOCAL_MODEL} served by llama.cpp at {local.base_url} (2 threads)", flush=True)
+
+
+def _start_scripted_model(stack: AsyncExitStack) -> None:
+    """Serve the scripted stand-in (`--model scripted/demo`) beside the dev worker: it answers
+    by rules, needs nothing, and lets a demo run where no language model is installed."""
+    if os.environ.get(SCRIPTED_MODEL_URL_ENV):
+        return
+    scripted = stack.enter_context(ScriptedLLMServer())
+    os.environ[SCRIPTED_MODEL_URL_ENV] = scripted.base_url
 
 
 async def _serve(settings: Settings, temporal: Client, ui_url: str, stop: _StopSignal, *, demo: bool, exit_after_demo: bool) -> int:

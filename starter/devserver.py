@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+from perdure.names import SEARCH_ATTRIBUTES
 
 # The dev server polls its task queues at 20/s by default, which adds up to 50 ms to every
 # workflow task and activity dispatch; at 1000/s a step's orchestration drops to a few ms.
@@ -43,8 +43,8 @@ def dev_server_args(db_file: Path | None) -> list[str]:
         args += ["--dynamic-config-value", value]
     if db_file is not None:
         args += ["--db-filename", str(db_file), "--sqlite-pragma", "journal_mode=wal"]
-    for key in SEARCH_ATTRIBUTES:
-        args += ["--search-attribute", f"{key.name}=Keyword"]
+    for name in SEARCH_ATTRIBUTES:
+        args += ["--search-attribute", f"{name}=Keyword"]
     return args
 
 

@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from perdure.schemas.letta import LettaStopReason, LettaUsageStatistics, StopReasonType
 from perdure.schemas.stream import STREAM_EVENT, STREAM_TOPIC, LettaErrorMessage, StreamEvent
-from workflows import names
+from perdure import names
 
 POLL_INTERVAL = timedelta(milliseconds=200)
 """How often a reader asks a live run for new events; the LLM activity publishes every 0.5 s."""

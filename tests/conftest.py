@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from perdure.agents import create_agent
@@ -25,7 +24,7 @@ from perdure.store.db import Database, get_database
 from starter.client import PerdureClient
 from starter.devserver import dev_server_args, temporal_binary
 from starter.local_model import LocalModelServer
-from worker import perdure_worker
+from worker import PerdurePlugin, perdure_worker
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +60,7 @@ def local_model() -> Iterator[LocalModelServer]:
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        plugins=[PerdurePlugin()],
         dev_server_existing_path=temporal_binary(),
         dev_server_extra_args=dev_server_args(None),
     )

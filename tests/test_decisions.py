@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 
 from perdure.schemas.letta import StopReasonType
 from perdure.schemas.messages import ToolCall
 from workflows.decisions import (
     precheck_tool_call,
-    prepare_tool_calls,
     stop_reason_for_llm_error,
     stop_reason_without_tool_call,
 )
@@ -26,13 +24,6 @@ def test_text_answer_stop_reasons() -> None:
     assert stop_reason_without_tool_call("stop") is StopReasonType.end_turn
     assert stop_reason_without_tool_call(None) is StopReasonType.end_turn
     assert stop_reason_without_tool_call("length") is StopReasonType.max_tokens_exceeded
-
-
-def test_prepare_tool_calls_assigns_ids_and_cuts_to_one() -> None:
-    counter = itertools.count()
-    calls = [ToolCall(id="", name="a"), ToolCall(id="keep", name="b")]
-    assert [c.id for c in prepare_tool_calls(calls, parallel_allowed=True, new_id=lambda: f"n{next(counter)}")] == ["n0", "keep"]
-    assert [c.name for c in prepare_tool_calls(calls, parallel_allowed=False, new_id=lambda: "x")] == ["a"]
 
 
 def test_precheck() -> None:

@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.tools import ToolActivities, run_tool_call
 from perdure.schemas.agent import AgentState
 from perdure.schemas.letta import StopReasonType
-from perdure.schemas.messages import Message, TextContent, ToolCall, ToolReturn
+from perdure.schemas.messages import Message, Role, TextContent, ToolCall, ToolReturn
 from perdure.schemas.run import ToolStepInput, ToolStepOutput
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.store import agents, messages
@@ -125,7 +125,7 @@ def agent_with(make_agent: AgentFactory, **values: str) -> AgentState:
     return make_agent(memory_blocks=[{"label": label, "value": value} for label, value in values.items()])
 
 
-def message(agent_id: str, role: str, text: str, at: datetime | None = None) -> Message:
+def message(agent_id: str, role: Role, text: str, at: datetime | None = None) -> Message:
     """A plain text message; without `at` it is stamped when stored."""
     return Message(id=f"message-{uuid.uuid4()}", agent_id=agent_id, role=role, content=[TextContent(text=text)], created_at=at)
 
@@ -727,7 +727,7 @@ def test_arguments_that_do_not_fit_the_schema_are_refused_before_the_tool_runs(
     [
         ("launch_rockets", "{}", "Tool not found: launch_rockets"),
         ("memory_insert", '{"label": "human", ', "Error: the arguments for memory_insert are not valid JSON"),
-        ("memory_insert", '["human", "x"]', "Error: the arguments for memory_insert must be a JSON object; the tool was not called."),
+        ("memory_insert", '["human", "x"]', "Error: the arguments for memory_insert must be a JSON object, got list; the tool was not called."),
     ],
 )
 def test_calls_that_cannot_run_say_why(
@@ -875,4 +875,5 @@ async def test_conversation_search_in_a_later_run_is_not_hidden_by_an_earlier_se
     for response in (first, second):
         (result,) = tool_returns(response)
         assert result.status == "success"
+        assert result.tool_return is not None
         assert found(result.tool_return) == [("user", "I love sailing")]

@@ -31,7 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from perdure.approvals import NO_PENDING, PENDING_APPROVAL
 from perdure.schemas.agent import AgentState
-from perdure.schemas.approvals import TOOL_CALL_DENIAL_ON_CANCEL, ApprovalAnswer, ApprovalCreate
+from perdure.schemas.approvals import TOOL_CALL_DENIAL_ON_CANCEL, Answer, ApprovalAnswer, ApprovalCreate
 from perdure.schemas.letta import LettaResponse, RunStatus, StopReasonType
 from perdure.schemas.messages import Message
 from perdure.schemas.run import MessageCreate, RunResult, RunState, RunWorkflowInput, SendMessageRequest
@@ -39,13 +39,14 @@ from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedTo
 from perdure.settings import Settings
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database
-from perdure.store.pending import KEEP_ALIVE
+from perdure.approvals import KEEP_ALIVE
 from starter.client import PerdureClient, RunRejectedError
 from starter.devserver import dev_server_command
-from starter.temporal import connect_when_serving, ensure_search_attributes
+from starter.temporal import connect_when_serving
+from worker import ensure_search_attributes
 from tests.conftest import AgentFactory, eventually
 from tests.helpers import REPO, calls, in_context, settings_at, types_of
-from workflows.names import workflow_id
+from perdure.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
 
 APPROVAL_RULE = {"type": "requires_approval", "tool_name": "core_memory_append"}
@@ -71,14 +72,14 @@ def append_call(content: str) -> ScriptedToolCall:
     return ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": content})
 
 
-def resume_request(answers: Sequence[ApprovalAnswer], *follow_ups: str) -> SendMessageRequest:
+def resume_request(answers: Sequence[Answer], *follow_ups: str) -> SendMessageRequest:
     """Letta's resume path: a new request that opens with the answers, user messages after."""
     return SendMessageRequest(
         messages=[ApprovalCreate(approvals=list(answers)), *(MessageCreate(content=text) for text in follow_ups)]
     )
 
 
-def approve(*tool_call_ids: str) -> list[ApprovalAnswer]:
+def approve(*tool_call_ids: str) -> list[Answer]:
     return [ApprovalAnswer(tool_call_id=i, approve=True) for i in tool_call_ids]
 
 
@@ -661,9 +662,13 @@ async def test_answers_given_before_a_cancel_stand(
 
     response, tool = in_context(db, agent.id)[-2:]
     answers = {a.tool_call_id: a for a in response.approvals}
-    assert answers["call_approved"].approve is True
-    assert (answers["call_denied"].approve, answers["call_denied"].reason) == (False, "not that")
-    assert answers["call_unanswered"].reason == TOOL_CALL_DENIAL_ON_CANCEL
+    approved_answer, denied_answer = answers["call_approved"], answers["call_denied"]
+    unanswered_answer = answers["call_unanswered"]
+    assert isinstance(approved_answer, ApprovalAnswer) and isinstance(denied_answer, ApprovalAnswer)
+    assert isinstance(unanswered_answer, ApprovalAnswer)
+    assert approved_answer.approve is True
+    assert (denied_answer.approve, denied_answer.reason) == (False, "not that")
+    assert unanswered_answer.reason == TOOL_CALL_DENIAL_ON_CANCEL
     returns = {r.tool_call_id: r for r in tool.tool_returns}
     assert [r.tool_call_id for r in tool.tool_returns] == ["call_approved", "call_denied", "call_weather", "call_unanswered"]
     assert TOOL_CALL_DENIAL_ON_CANCEL in (returns["call_approved"].func_response or ""), "approved but never ran"

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from perdure.schemas.approvals import ApprovalAnswer, ClientTool, ClientToolReturn
@@ -25,9 +24,8 @@ from starter.client import PerdureClient, message_request
 from tests.conftest import AgentFactory, eventually
 from tests.test_approvals import approval_agent
 from tests.test_context_window import OVERFLOW, summarizing_agent, warm_up
-from workflows.names import workflow_id
-from workflows.run_workflow import AgentRunWorkflow
-from workflows.sandbox import workflow_runner
+from perdure.names import workflow_id
+from worker import PerdurePlugin
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
@@ -46,7 +44,7 @@ SCENARIOS: dict[str, tuple[list[ScriptedReply], StopReasonType]] = {
 
 
 def replayer() -> Replayer:
-    return Replayer(workflows=[AgentRunWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    return Replayer(workflows=[], plugins=[PerdurePlugin()])
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from activities.token_stream import merge_pieces
 from perdure.providers.base import (
@@ -52,7 +52,7 @@ from perdure.schemas.messages import Message, TextContent, ToolCall, ToolReturn
 from perdure.schemas.run import LLMStepOutput, StepRecord
 from perdure.schemas.stream import ERROR_MESSAGE, STREAM_EVENT, AttemptStarted, LettaErrorMessage, StreamEvent, error_event
 from perdure.tools.returns import package_function_response
-from workflows.drafts import approval_request, approval_response, assistant_message, heartbeat, tool_message
+from workflows.drafts import approval_request, approval_response, assistant_message, keep_going_message, tool_message
 from starter.stream import StreamItem
 from starter.stream_render import StreamPrinter
 from workflows.stream_events import TOKEN_STREAM_HISTORY_LIMIT, outcome_events, step_events, stream_tokens_now
@@ -426,7 +426,7 @@ def test_with_token_streaming_the_answer_is_not_published_again() -> None:
 @pytest.mark.parametrize("tokens_streamed", [False, True])
 def test_user_messages_are_never_published(tokens_streamed: bool) -> None:
     new_id = ids()
-    messages = [user("first", new_id), user("second", new_id), heartbeat("a required tool was not called", STEP, new_id, NOW)]
+    messages = [user("first", new_id), user("second", new_id), keep_going_message("a required tool was not called", STEP, new_id, NOW)]
 
     assert step_events(messages, tokens_streamed=tokens_streamed) == []
 
@@ -434,7 +434,7 @@ def test_user_messages_are_never_published(tokens_streamed: bool) -> None:
 def test_a_text_only_answer_and_its_heartbeat() -> None:
     new_id = ids()
     answer = assistant_message(LLMStepOutput(content="Done.", model="gpt-x"), [], STEP, "answer-2")
-    messages = [answer, heartbeat("continue", STEP, new_id, NOW)]
+    messages = [answer, keep_going_message("continue", STEP, new_id, NOW)]
 
     assert step_events(messages, tokens_streamed=False) == [{"message_type": "assistant_message", **common("answer-2"), "content": "Done."}]
     assert step_events(messages, tokens_streamed=True) == []
@@ -587,7 +587,7 @@ def _tool_call() -> LettaToolCall:
     return LettaToolCall(name="get_weather", arguments='{"city": "Oslo"}', tool_call_id="call_a")
 
 
-EVERY_EVENT: list[BaseModel] = [
+EVERY_EVENT: list[StreamEvent] = [
     SystemMessage(id="m0", content="You are helpful."),
     UserMessage(id="m1", content="hi 👋", otid="o1", date=NOW),
     AssistantMessage(id="m2", content="Hello", run_id="r", step_id="s"),
@@ -621,7 +621,7 @@ def test_every_event_type_is_covered() -> None:
 
 
 @pytest.mark.parametrize("event", EVERY_EVENT, ids=lambda e: e.message_type)  # type: ignore[attr-defined]
-def test_stream_event_round_trips(event: BaseModel) -> None:
+def test_stream_event_round_trips(event: StreamEvent) -> None:
     """What the workflow publishes (JSON, nulls left out) reads back as the same event."""
     wire = event.model_dump(mode="json", exclude_none=True)
 

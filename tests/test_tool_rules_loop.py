@@ -121,18 +121,13 @@ def run_status(db: Database, run_id: str) -> RunStatus:
         return runs.get_run(session, run_id).status
 
 
-def execution(db: Database, step_id: str, tool_call_id: str) -> ToolStepOutput:
-    """The recorded result of one call, with its start time and duration."""
+def window(db: Database, step_id: str, tool_call_id: str) -> tuple[datetime, datetime]:
+    """When a call ran, from its execution record: written as the call ends, after `duration_ns`."""
     with db.transaction() as session:
         row = session.get(ToolExecutionRow, f"{step_id}:{tool_call_id}")
         assert row is not None, f"no execution recorded for {tool_call_id}"
-        return ToolStepOutput.model_validate(row.result)
-
-
-def window(output: ToolStepOutput) -> tuple[datetime, datetime]:
-    """When a call ran: started_at .. started_at + duration_ns."""
-    assert output.started_at is not None
-    return output.started_at, output.started_at + timedelta(microseconds=output.duration_ns / 1000)
+        ended, duration_ns = row.created_at, ToolStepOutput.model_validate(row.result).duration_ns
+    return ended - timedelta(microseconds=duration_ns / 1000), ended
 
 
 # --- init / child / terminal ---------------------------------------------------------------
@@ -692,9 +687,9 @@ async def test_parallel_safe_calls_overlap_and_serial_calls_follow_them(
     assert [r.status for r in returns_message.tool_returns] == ["success"] * 3
     step_id = returns_message.step_id
     assert step_id is not None
-    a_start, a_end = window(execution(db, step_id, search_a.id))
-    b_start, b_end = window(execution(db, step_id, search_b.id))
-    serial_start, _ = window(execution(db, step_id, serial.id))
+    a_start, a_end = window(db, step_id, search_a.id)
+    b_start, b_end = window(db, step_id, search_b.id)
+    serial_start, _ = window(db, step_id, serial.id)
     assert a_start < b_end and b_start < a_end, "the two searches did not run at the same time"
     assert serial_start >= max(a_end, b_end), "the serial call started before the searches ended"
     assert block_value(db, agent.id) == f"{HUMAN_START}\nSerial."

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ToolStepOutput,
     )
 
-from workflows import names
+from perdure import names
 from workflows.policies import DB_RETRY, DB_TIMEOUT, LLM_HEARTBEAT, LLM_RETRY, LLM_TIMEOUT, TOOL_TIMEOUT
 
 

@@ -7,6 +7,7 @@ one is kept as a rejected event (shown by the state query) and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,29 +28,40 @@ with workflow.unsafe.imports_passed_through():
         RejectedAnswer,
     )
 
-from workflows import names
+from perdure import names
 
 
 class AnswerBook:
     def __init__(self) -> None:
-        self.pending: PendingApproval | None = None
+        self.request: PendingApproval | None = None
+        """The approval request the run waits on, with the answers given so far."""
         self.rejected: list[RejectedAnswer] = []
+
+    def open(self, request: PendingApproval) -> None:
+        """The run waits on `request` from now on."""
+        self.request = request
+
+    def close(self) -> list[PendingCall]:
+        """The run stops waiting: the request's calls with the answers they got."""
+        assert self.request is not None
+        calls, self.request = self.request.calls, None
+        return calls
 
     @property
     def calls(self) -> list[PendingCall] | None:
-        return self.pending.calls if self.pending else None
+        return self.request.calls if self.request else None
 
     @property
     def complete(self) -> bool:
-        return self.pending is not None and all(c.answer is not None for c in self.pending.calls)
+        return self.request is not None and all(c.answer is not None for c in self.request.calls)
 
     def problem_with(self, answers: list[Answer]) -> str | None:
         """For the update's validator: why this batch cannot be taken, in Letta's words."""
         return check_answers(self.calls, answers)
 
-    def record(self, answers: list[Answer]) -> None:
-        assert self.pending is not None
-        self.pending = self.pending.model_copy(update={"calls": apply_answers(self.pending.calls, answers)})
+    def record(self, answers: Sequence[Answer]) -> None:
+        assert self.request is not None
+        self.request = self.request.model_copy(update={"calls": apply_answers(self.request.calls, answers)})
 
     def receive(self, via: str, payload: Any, now: datetime) -> None:
         """Take one signal. Whatever its payload, this records an answer or a rejection."""
@@ -70,7 +82,7 @@ class AnswerBook:
         if signal.tool_call_id is not None:
             self._take(names.APPROVE_SIGNAL, ApprovalAnswer(tool_call_id=signal.tool_call_id, approve=True), payload, now)
             return
-        answers = approve_all(self.pending.calls) if self.pending else []
+        answers = approve_all(self.request.calls) if self.request else []
         if answers:
             self.record(answers)
         else:

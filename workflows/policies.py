@@ -1,7 +1,8 @@
 """Timeouts and retry policies of the run's activities, in one place to read and tune.
 
-The LLM policy is DESIGN.md item 6: backoff 1 s x 2 up to 30 s, bounded attempts; errors the
-provider marks non-retryable (400/401/403/404, malformed answers) stop at once, and a
+The LLM policy: the provider clients never retry themselves, Temporal does, with backoff 1 s x 2
+up to 30 s and bounded attempts, so every attempt shows in the UI and survives a worker crash.
+Errors the provider marks non-retryable (400/401/403/404, malformed answers) stop at once, and a
 Retry-After from the provider overrides the backoff through `next_retry_delay`.
 """
 

@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.agent import DEFAULT_CONTEXT_WINDOW
     from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
     from perdure.schemas.messages import Message
-    from perdure.schemas.run import CheckpointInput, CompactInput, CompactOutput, RunResult, RunState, SendMessageRequest, StepRecord
+    from perdure.schemas.run import CheckpointInput, CompactInput, CompactMode, CompactOutput, RunResult, RunState, SendMessageRequest, StepRecord
 
 from workflows import activity_calls
 from workflows.answers import AnswerBook
@@ -60,8 +60,8 @@ class RunContext:
         await activity_calls.checkpoint_step(CheckpointInput(agent_id=self.agent_id, messages=messages, step=step))
         self.outcomes.committed(messages, tokens_streamed=self.tokens_streamed)
 
-    async def compact(self, mode: str, trigger: str) -> CompactOutput:
-        """Compact the context. When even the system prompt does not fit, the error says what to shrink."""
+    async def compact(self, mode: CompactMode, trigger: str) -> CompactOutput:
+        """Compact the context. When even the system prompt does not fit, `detail` says what to shrink."""
         self.show(f"compacting the context ({mode})")
         result = await activity_calls.compact(
             CompactInput(
@@ -74,8 +74,6 @@ class RunContext:
             )
         )
         self.outcomes.stored(result.message_ids)
-        if result.system_overflow:
-            self.error = result.detail
         return result
 
     def publish(self, stop_reason: StopReasonType, *, final: bool) -> None:
@@ -97,7 +95,7 @@ class RunContext:
             stop_reason=self.stop_reason,
             usage=self.usage,
             error=self.error,
-            pending_approval=self.answers.pending,
+            pending_approval=self.answers.request,
             rejected=self.answers.rejected,
         )
 

@@ -36,7 +36,9 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
 
-from workflows import activity_calls, names
+from perdure import names
+
+from workflows import activity_calls
 from workflows.drafts import messages_on_cancel
 from workflows.failures import failure_text, reraise_cancellation
 from workflows.policies import FIRST_MESSAGE_TIMEOUT
@@ -107,8 +109,8 @@ class AgentRunWorkflow:
     def _validate_send_message(self, request: SendMessageRequest) -> None:
         """Reject a message the live run cannot take: the caller learns why, history stays clean."""
         run = self._run
-        if run.answers.pending is not None:
-            raise ApplicationError(pending_message(run.answers.pending.calls), type="PendingApproval")
+        if run.answers.request is not None:
+            raise ApplicationError(pending_message(run.answers.request.calls), type="PendingApproval")
         if self._compacting:
             raise ApplicationError(f"agent {run.agent_id} is being compacted; send the message when it is done", type="AgentBusy")
         if self._maintenance_done:
@@ -128,7 +130,10 @@ class AgentRunWorkflow:
         pending approval is never evicted)."""
         self._compacting, shown = True, self._run.current
         try:
-            return await self._run.compact(request.mode, "requested (perdure compact)")
+            result = await self._run.compact(request.mode, "requested (perdure compact)")
+            if result.system_overflow:
+                self._run.error = result.detail
+            return result
         finally:
             self._compacting = False
             self._maintenance_done = self._run.request is None
@@ -141,7 +146,7 @@ class AgentRunWorkflow:
             raise ApplicationError(f"agent {run.agent_id} is already being compacted", type="AgentBusy")
         if self._finished:
             raise ApplicationError(f"agent {run.agent_id} is finishing run {run.run_id}; compact again", type="RunFinishing")
-        if run.request is not None and run.answers.pending is None:
+        if run.request is not None and run.answers.request is None:
             raise ApplicationError(
                 f"agent {run.agent_id} is busy with run {run.run_id} ({run.current}); compact when it has stopped",
                 type="AgentBusy",
@@ -190,8 +195,13 @@ class AgentRunWorkflow:
         if begun is None:
             return
         self._run.context_window = begun.agent.llm_config.context_window
-        stop, failed = await StepLoop(self._run, begun, request, run_id).run()
-        await self._finish(stop, failed)
+        ended = await StepLoop(self._run, begun, request, run_id).run()
+        assert ended.stop is not None
+        if ended.error is not None:
+            self._run.error = ended.error
+        if ended.error_type is not None:
+            self._run.failure_type = ended.error_type
+        await self._finish(ended.stop, ended.failed_step)
 
     async def _begin(self, request: SendMessageRequest, run_id: str) -> BeginRunOutput | None:
         run = self._run
@@ -220,11 +230,9 @@ class AgentRunWorkflow:
         run = self._run
         run.show("cancelling")
         draft, run.draft = run.draft, None
-        if draft is not None and draft.pending is not None and run.answers.pending is not None:
-            draft.pending = run.answers.pending.calls  # keep the answers given before the cancel
-        run.answers.pending = None
+        answered = run.answers.close() if run.answers.request is not None else None
         if draft is not None:
-            messages = messages_on_cancel(draft, run.new_message_id, workflow.now(), run.context_window)
+            messages = messages_on_cancel(draft, answered, run.new_message_id, workflow.now(), run.context_window)
             if messages:
                 await run.checkpoint(messages, draft.step.model_copy(update={"status": "cancelled", "stop_reason": StopReasonType.cancelled}))
         await self._finish(StopReasonType.cancelled, None)

@@ -1,11 +1,10 @@
-"""Search attributes the Temporal UI filters runs by (registered by `perdure dev` and the worker)."""
+"""Typed keys of the search attributes the run workflow sets (names in `perdure.names`)."""
 
 from temporalio.common import SearchAttributeKey
 
-AGENT_ID = SearchAttributeKey.for_keyword("AgentId")
-RUN_STATUS = SearchAttributeKey.for_keyword("RunStatus")
-STOP_REASON = SearchAttributeKey.for_keyword("StopReason")
-PERDURE_RUN_ID = SearchAttributeKey.for_keyword("PerdureRunId")
-"""The run's Letta-style id (`run-…`), so the UI and `perdure follow --run` find its execution."""
+from perdure import names
 
-ALL = (AGENT_ID, RUN_STATUS, STOP_REASON, PERDURE_RUN_ID)
+AGENT_ID = SearchAttributeKey.for_keyword(names.AGENT_ID_ATTRIBUTE)
+RUN_STATUS = SearchAttributeKey.for_keyword(names.RUN_STATUS_ATTRIBUTE)
+STOP_REASON = SearchAttributeKey.for_keyword(names.STOP_REASON_ATTRIBUTE)
+PERDURE_RUN_ID = SearchAttributeKey.for_keyword(names.PERDURE_RUN_ID_ATTRIBUTE)

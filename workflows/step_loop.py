@@ -8,6 +8,7 @@ would fill more than 90% of the window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -21,25 +22,26 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.letta import RunStatus, StopReasonType
     from perdure.schemas.messages import Message, TextContent, ToolCall
     from perdure.schemas.run import BeginRunOutput, LLMStepInput, LLMStepOutput, SendMessageRequest, StepRecord
-    from perdure.store.pending import KEEP_ALIVE
+    from perdure.approvals import KEEP_ALIVE
     from perdure.tool_rules import ToolRulesSolver
 
 from workflows import activity_calls
-from workflows.decisions import after_text_answer, after_tool_calls, prepare_tool_calls, stop_reason_for_llm_error
+from workflows.decisions import after_text_answer, after_tool_calls, stop_reason_for_llm_error
 from workflows.drafts import (
     StepDraft,
+    StepMessageIds,
     answered_return,
     approval_request,
     approval_response,
     assistant_message,
-    heartbeat,
+    keep_going_message,
     tool_message,
 )
 from workflows.failures import failure_text, reraise_cancellation
 from workflows.run_context import RunContext
 from workflows.search_attributes import STOP_REASON
 from workflows.stream_events import stream_tokens_now
-from workflows.tool_runner import ToolRunner
+from workflows.tool_runner import CallsCancelled, CallsOutcome, ToolRunner
 from workflows.waiting import wait_for
 
 CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
@@ -48,11 +50,26 @@ MAX_OVERFLOW_COMPACTIONS = 3
 
 
 class ContextOverflow(Exception):
-    """Compaction cannot make room: the run stops with `stop`."""
+    """Compaction cannot make room: the run stops with `stop`; `detail` says what to shrink."""
 
-    def __init__(self, stop: StopReasonType) -> None:
+    def __init__(self, stop: StopReasonType, detail: str | None) -> None:
         super().__init__(stop.value)
         self.stop = stop
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How a step (or the run's steps, from `StepLoop.run`) ended: go on when `stop` is None.
+
+    A step that failed brings its record (stored by the run's finish, not its checkpoint) and
+    the error to report; `error_type` is the provider's error type after a failed LLM call.
+    """
+
+    stop: StopReasonType | None
+    failed_step: StepRecord | None = None
+    error: str | None = None
+    error_type: str | None = None
 
 
 class StepLoop:
@@ -72,43 +89,47 @@ class StepLoop:
         self._approval_tools = begun.agent.approval_tools
         self._client_names = {t.name for t in request.client_tools}
 
-    async def run(self) -> tuple[StopReasonType, StepRecord | None]:
-        """Step until a stop reason; returns it with the failed step, if one failed."""
+    async def run(self) -> StepResult:
+        """Step until a stop reason; the result's `stop` is never None."""
         request, begun = self._request, self._begun
         inputs = [self._user_message(m.content, m.otid) for m in request.user_messages]
-        stop: StopReasonType | None = None
-        if begun.stored_pending is not None and request.approval is not None:
+        result = StepResult(stop=None)
+        if begun.unanswered is not None and request.approval is not None:
             # The answers are a step of this run without an LLM call (number 0); the paused step
             # keeps its record in the run whose LLM call made it.
-            stored = begun.stored_pending
+            unanswered = begun.unanswered
             step = StepRecord(id=f"step-{workflow.uuid4()}", run_id=self._run_id, agent_id=self._ctx.agent_id, step_number=0)
             # A call was held only if the rules allowed it then; the fresh solver of this run
             # does not know that history, so the held calls join what it allows now.
             allowed = self._solver.allowed_tools()
-            allowed += [p.name for p in stored.pending if p.name not in allowed]
-            draft = StepDraft(step=step, calls=stored.calls, pending=apply_answers(stored.pending, request.approval.approvals), allowed=allowed)
-            self._ctx.draft = draft
-            stop = await self._after_answers(draft)
+            allowed += [p.name for p in unanswered.waiting if p.name not in allowed]
+            waiting = apply_answers(unanswered.waiting, request.approval.approvals)
+            draft = self._draft(StepDraft(step=step, calls=unanswered.calls, waiting=waiting, allowed=allowed))
+            result = StepResult(stop=await self._after_answers(draft))
         elif begun.answers_already_processed and not inputs:
             inputs = [self._user_message(KEEP_ALIVE, None)]
-        failed: StepRecord | None = None
         for number in range(1, request.max_steps + 1):
-            if stop is not None:
+            if result.stop is not None:
                 break
             self._ctx.step = number
-            stop, failed = await self._step_once(number, inputs)
+            result = await self._step_once(number, inputs)
             inputs = []
-        return stop or StopReasonType.max_steps, failed
+        return result if result.stop is not None else replace(result, stop=StopReasonType.max_steps)
 
-    async def _step_once(self, number: int, inputs: list[Message]) -> tuple[StopReasonType | None, StepRecord | None]:
-        """One LLM request and its tool calls. Returns (stop reason or None to go on, failed step)."""
+    def _draft(self, draft: StepDraft) -> StepDraft:
+        """The step as it now stands: what a cancel would commit."""
+        self._ctx.draft = draft
+        return draft
+
+    async def _step_once(self, number: int, inputs: list[Message]) -> StepResult:
+        """One LLM request and its tool calls."""
         ctx, agent = self._ctx, self._agent
         step = StepRecord(id=f"step-{workflow.uuid4()}", run_id=self._run_id, agent_id=ctx.agent_id, step_number=number, model=agent.llm_config.model)
-        answer_id, approval_id = self._step_message_ids()
+        ids = self._step_message_ids()
         ctx.tokens_streamed = stream_tokens_now(ctx.stream_tokens, workflow.info().get_current_history_length())
         started = workflow.now()
         allowed = self._solver.allowed_tools()
-        ctx.draft = StepDraft(step=step, inputs=[m.model_copy(update={"step_id": step.id}) for m in inputs], allowed=allowed)
+        draft = self._draft(StepDraft(step=step, inputs=[m.model_copy(update={"step_id": step.id}) for m in inputs], allowed=allowed))
         ctx.show(f"llm request, step {number}")
         try:
             llm_input = LLMStepInput(
@@ -116,58 +137,51 @@ class StepLoop:
                 run_id=self._run_id,
                 step_id=step.id,
                 step_number=number,
-                pending=ctx.draft.inputs,
+                new_messages=draft.inputs,
                 allowed_tools=allowed,
                 force_tool_call=self._solver.should_force_tool_call(),
                 parallel_tool_calls=agent.parallel_allowed,
                 client_tools=self._request.client_tools,
-                message_id=answer_id,
-                approval_message_id=approval_id,
+                message_id=ids.answer,
+                approval_message_id=ids.approval_request,
                 held_tools=sorted(self._held_names(allowed)),
                 stream_tokens=ctx.tokens_streamed,
             )
             output = await self._request_with_room(llm_input)
         except (ActivityError, ContextOverflow) as err:
             reraise_cancellation(err)
-            if isinstance(err, ContextOverflow):
-                stop, error_type = err.stop, CONTEXT_WINDOW_EXCEEDED
-            else:
-                cause = err.cause
-                error_type = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
-                ctx.error = failure_text(err)
-                ctx.failure_type = error_type
-                stop = stop_reason_for_llm_error(error_type)
             ctx.draft = None
-            return stop, step.model_copy(update={"status": "failed", "stop_reason": stop, "error_type": error_type, "error": ctx.error})
+            return _failed_request(step, err)
         ctx.usage.add(output.usage.prompt_tokens, output.usage.completion_tokens, output.usage.cached_input_tokens, output.usage.reasoning_tokens)
-        ctx.draft.step = step.model_copy(update={"usage": output.usage, "llm_request_ns": output.llm_request_ns})
-        draft = ctx.draft
+        draft = self._draft(replace(draft, step=step.model_copy(update={"usage": output.usage, "llm_request_ns": output.llm_request_ns})))
         try:
-            return await self._act(draft, started, output, (answer_id, approval_id)), None
+            return await self._act(draft, started, output, ids)
         except (ActivityError, ApplicationError) as err:
             reraise_cancellation(err)
             # A tool or the checkpoint failed past its retries (e.g. the database is down): end the
             # run with `error` rather than leave it running forever (Letta PR 2846).
-            ctx.error = failure_text(err)
-            failed = draft.step.model_copy(update={"status": "failed", "stop_reason": StopReasonType.error, "error_type": "ActivityError", "error": ctx.error})
+            error = failure_text(err)
+            failed = draft.step.model_copy(update={"status": "failed", "stop_reason": StopReasonType.error, "error_type": "ActivityError", "error": error})
             ctx.draft = None
-            return StopReasonType.error, failed
+            return StepResult(stop=StopReasonType.error, failed_step=failed, error=error)
 
-    async def _act(self, draft: StepDraft, started: datetime, output: LLMStepOutput, ids: tuple[str, str]) -> StopReasonType | None:
+    async def _act(self, draft: StepDraft, started: datetime, output: LLMStepOutput, ids: StepMessageIds) -> StepResult:
         """Run the step's calls (or pause for the ones that need a person), then commit the step."""
         ctx, agent = self._ctx, self._agent
-        calls = prepare_tool_calls(output.tool_calls, parallel_allowed=agent.parallel_allowed, new_id=lambda: f"call_{workflow.uuid4().hex[:24]}")
+        calls = list(output.tool_calls) if agent.parallel_allowed else list(output.tool_calls[:1])
         held_names = self._held_names(draft.allowed)
-        draft.allowed = [*draft.allowed, *sorted(self._client_names - set(draft.allowed))]
+        draft = self._draft(replace(draft, calls=calls, allowed=[*draft.allowed, *sorted(self._client_names - set(draft.allowed))]))
         held = [c for c in calls if c.name in held_names]
-        draft.calls = calls
         if held:
-            return await self._pause(draft, output, held, ids)
-        draft.assistant = assistant_message(output, calls, draft.step, ids[0] or ctx.new_message_id())
+            return StepResult(stop=await self._pause(draft, output, held, ids))
+        draft = self._draft(replace(draft, assistant=assistant_message(output, calls, draft.step, ids.answer or ctx.new_message_id())))
+        assert draft.assistant is not None
         tool_ns = None
         outcome = None
         if calls:
-            outcome = await self._tools.run(draft, calls)
+            outcome = await self._run_calls(draft, calls)
+            draft = self._draft(draft.with_returns(outcome.returns, outcome.ran_with))
+            assert draft.assistant is not None
             tool_ns = outcome.tool_ns
             messages = [*draft.inputs, draft.assistant, tool_message(draft.calls, draft.returns, draft.step, ctx.new_message_id)]
             stop = self._after_calls(outcome.executed, outcome.blocked)
@@ -175,7 +189,7 @@ class StepLoop:
             messages = [*draft.inputs, draft.assistant]
             stop, reason = after_text_answer(output.finish_reason, self._solver.uncalled_required_before_exit())
             if reason is not None:
-                messages.append(heartbeat(reason, draft.step, ctx.new_message_id, workflow.now()))
+                messages.append(keep_going_message(reason, draft.step, ctx.new_message_id, workflow.now()))
         step = draft.step.model_copy(update={"stop_reason": stop, "tool_execution_ns": tool_ns, "step_ns": _ns_since(started)})
         await ctx.checkpoint(messages, step)
         ctx.draft = None
@@ -188,11 +202,19 @@ class StepLoop:
                     # The step is committed; the run ends here with the reason (Letta: failed
                     # compaction is `error`), and the next run retries on its first overflow.
                     reraise_cancellation(err)
-                    ctx.error = f"compaction failed: {failure_text(err)}"
-                    return StopReasonType.error
+                    return StepResult(stop=StopReasonType.error, error=f"compaction failed: {failure_text(err)}")
                 if result.system_overflow:
-                    stop = StopReasonType.context_window_overflow_in_system_prompt
-        return stop
+                    return StepResult(stop=StopReasonType.context_window_overflow_in_system_prompt, error=result.detail)
+        return StepResult(stop=stop)
+
+    async def _run_calls(self, draft: StepDraft, calls: list[ToolCall]) -> CallsOutcome:
+        """Run `calls`; when the run is cancelled midway, the calls that finished stay in the
+        draft, so the cancel commits their returns."""
+        try:
+            return await self._tools.run(draft.step, calls, draft.allowed)
+        except CallsCancelled as cancelled:
+            self._draft(draft.with_returns(cancelled.outcome.returns, cancelled.outcome.ran_with))
+            raise
 
     async def _request_with_room(self, llm_input: LLMStepInput) -> LLMStepOutput:
         """Ask the model; when the provider says the request is too long for its window, compact
@@ -207,7 +229,7 @@ class StepLoop:
                     raise
                 result = await self._ctx.compact("sliding_window" if attempt == 0 else "all", "the provider said the request is longer than the context window")
                 if result.system_overflow:
-                    raise ContextOverflow(StopReasonType.context_window_overflow_in_system_prompt) from err
+                    raise ContextOverflow(StopReasonType.context_window_overflow_in_system_prompt, result.detail) from err
                 if result.evicted == 0:
                     raise  # nothing left to take out: asking again cannot help
         raise AssertionError("unreachable")
@@ -226,79 +248,91 @@ class StepLoop:
             answered_by_people=answered_by_people,
         )
 
-    async def _pause(
-        self, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], ids: tuple[str, str]
-    ) -> StopReasonType | None:
+    async def _pause(self, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], ids: StepMessageIds) -> StopReasonType | None:
         """Commit the response with its held calls, answer the caller, and wait for the answers."""
         ctx = self._ctx
         others = [c for c in draft.calls if c not in held]
         messages = list(draft.inputs)
         if others or output.content or output.reasoning:
-            messages.append(assistant_message(output, others, draft.step, ids[0] or ctx.new_message_id()))
+            messages.append(assistant_message(output, others, draft.step, ids.answer or ctx.new_message_id()))
         client_ids = [c.id for c in held if c.name in self._client_names]
-        messages.append(approval_request(held, client_ids, draft.step, ids[1] or ctx.new_message_id()))
+        messages.append(approval_request(held, client_ids, draft.step, ids.approval_request or ctx.new_message_id()))
         step = draft.step.model_copy(update={"stop_reason": StopReasonType.requires_approval})
         await ctx.checkpoint(messages, step)
-        draft.inputs, draft.step = [], step
-        draft.pending = [
+        waiting = [
             PendingCall(tool_call_id=c.id, name=c.name, arguments=c.arguments, kind="client_tool" if c.id in client_ids else "approval")
             for c in held
         ]
-        return await self._after_answers(draft)
+        return await self._after_answers(self._draft(replace(draft, inputs=[], step=step, waiting=waiting)))
 
     async def _after_answers(self, draft: StepDraft) -> StopReasonType | None:
         """Wait until every held call has an answer (or the approval timeout), then run the calls."""
-        assert draft.pending is not None
+        assert draft.waiting is not None
         ctx, answers = self._ctx, self._ctx.answers
         timeout_s = self._request.approval_timeout_seconds or self._agent.approval_timeout_seconds
         now = workflow.now()
-        answers.pending = PendingApproval(
-            since=now,
-            step_id=draft.step.id,
-            calls=draft.pending,
-            timeout_at=now + timedelta(seconds=timeout_s) if timeout_s else None,
+        answers.open(
+            PendingApproval(
+                since=now,
+                step_id=draft.step.id,
+                calls=draft.waiting,
+                timeout_at=now + timedelta(seconds=timeout_s) if timeout_s else None,
+            )
         )
-        if any(c.answer is None for c in draft.pending):
+        if any(c.answer is None for c in draft.waiting):
             ctx.publish(StopReasonType.requires_approval, final=False)
             workflow.upsert_search_attributes([STOP_REASON.value_set(StopReasonType.requires_approval.value)])
-            ctx.show("awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.pending))
+            ctx.show("awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.waiting))
             if not await wait_for(lambda: answers.complete, timedelta(seconds=timeout_s) if timeout_s else None):
                 # The request stays in the context for Letta's resume path, which answers every
                 # call again in a new run; answers given to this run end with it.
-                answers.pending = None
+                answers.close()
                 return StopReasonType.requires_approval
-        assert answers.pending is not None
-        draft.pending = answers.pending.calls
-        answers.pending = None
+        answered = answers.close()
+        draft = self._draft(replace(draft, waiting=answered))
         ctx.show(f"running answered calls, step {draft.step.step_number}")
         now = workflow.now()
         window = self._agent.llm_config.context_window
-        by_id = {c.tool_call_id: c for c in draft.pending}
-        for call in draft.calls:
-            if call.id in by_id:
-                answered_call = answered_return(by_id[call.id], window, now)
-                if answered_call is not None:
-                    draft.returns[call.id] = answered_call
+        by_id = {c.tool_call_id: c for c in answered}
+        given = {call.id: r for call in draft.calls if call.id in by_id and (r := answered_return(by_id[call.id], window, now)) is not None}
+        draft = self._draft(draft.with_returns(given, {}))
         to_run = [c for c in draft.calls if c.id not in draft.returns]
-        outcome = await self._tools.run(draft, to_run)
+        outcome = await self._run_calls(draft, to_run)
+        draft = self._draft(draft.with_returns(outcome.returns, outcome.ran_with))
         stop = self._after_calls(outcome.executed, outcome.blocked, answered_by_people=len(to_run) < len(draft.calls))
-        messages = [approval_response(draft.pending, draft.step, ctx.new_message_id), tool_message(draft.calls, draft.returns, draft.step, ctx.new_message_id)]
+        messages = [
+            approval_response(answered, draft.step, ctx.new_message_id),
+            tool_message(draft.calls, draft.returns, draft.step, ctx.new_message_id),
+        ]
         await ctx.checkpoint(messages, draft.step.model_copy(update={"stop_reason": stop, "tool_execution_ns": outcome.tool_ns}))
         ctx.draft = None
         return stop
 
-    def _step_message_ids(self) -> tuple[str, str]:
-        """The ids of the step's answer and of its approval request, chosen before the model is
-        asked so that streamed chunks carry them. Runs started before this change draw them
-        after the answer, where they always did, so their replay gives the same ids ("", "")."""
+    def _step_message_ids(self) -> StepMessageIds:
+        """Chosen before the model is asked, so that streamed chunks carry them. Runs started
+        before this change draw them after the answer, where they always did, so their replay
+        gives empty ids here."""
         if not workflow.patched(ANSWER_IDS_BEFORE_REQUEST):
-            return "", ""
-        return self._ctx.new_message_id(), self._ctx.new_message_id()
+            return StepMessageIds()
+        return StepMessageIds(answer=self._ctx.new_message_id(), approval_request=self._ctx.new_message_id())
 
     def _user_message(self, text: str, otid: str | None) -> Message:
         return Message(
             id=self._ctx.new_message_id(), agent_id=self._ctx.agent_id, role="user", content=[TextContent(text=text)], otid=otid, run_id=self._run_id
         )
+
+
+def _failed_request(step: StepRecord, err: ActivityError | ContextOverflow) -> StepResult:
+    """The LLM request failed for good, or compaction could not make room for it."""
+    if isinstance(err, ContextOverflow):
+        failed = step.model_copy(update={"status": "failed", "stop_reason": err.stop, "error_type": CONTEXT_WINDOW_EXCEEDED, "error": err.detail})
+        return StepResult(stop=err.stop, failed_step=failed, error=err.detail)
+    cause = err.cause
+    error_type = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
+    error = failure_text(err)
+    stop = stop_reason_for_llm_error(error_type)
+    failed = step.model_copy(update={"status": "failed", "stop_reason": stop, "error_type": error_type, "error": error})
+    return StepResult(stop=stop, failed_step=failed, error=error, error_type=error_type)
 
 
 def _ns_since(started: datetime) -> int:

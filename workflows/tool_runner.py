@@ -13,22 +13,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from temporalio import workflow
+from temporalio.exceptions import is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from perdure.schemas.messages import ToolCall
-    from perdure.schemas.run import AgentSnapshot, ToolStepInput
+    from perdure.schemas.messages import ToolCall, ToolReturn
+    from perdure.schemas.run import AgentSnapshot, StepRecord, ToolStepInput
     from perdure.tool_rules import ToolRulesSolver
 
 from workflows import activity_calls
 from workflows.decisions import precheck_tool_call
-from workflows.drafts import StepDraft, error_return
+from workflows.drafts import error_return
 
 
-@dataclass
+@dataclass(frozen=True)
 class CallsOutcome:
+    """What running a step's calls made: a return per call, and how it went."""
+
+    returns: dict[str, ToolReturn]
+    """Every call's return, by call id."""
+    ran_with: dict[str, str]
+    """Arguments a call ran with when a rule's prefill replaced the model's, by call id."""
     tool_ns: int
     """The step's tool time: the longest call when they ran concurrently, else their sum."""
     executed: list[str]
@@ -45,32 +52,38 @@ class ToolRunner:
         self._solver = solver
         self._show = show
 
-    async def run(self, draft: StepDraft, calls: list[ToolCall]) -> CallsOutcome:
-        concurrent = [c for c in calls if c.name in self._agent.parallel_safe_tools] if len(calls) > 1 else []
-        serial = [c for c in calls if c not in concurrent]
-        results = dict(zip([c.id for c in concurrent], await asyncio.gather(*(self._execute(draft, c) for c in concurrent)), strict=True))
-        for call in serial:
-            results[call.id] = await self._execute(draft, call)
-        return CallsOutcome(
-            tool_ns=max((results[c.id].duration_ns for c in concurrent), default=0) + sum(results[c.id].duration_ns for c in serial),
-            executed=[c.name for c in calls if results[c.id].ran],
-            blocked=any(r.blocked for r in results.values()),
-            tokens=sum(r.tokens for r in results.values()),
-        )
+    async def run(self, step: StepRecord, calls: list[ToolCall], allowed: list[str]) -> CallsOutcome:
+        """Run `calls` of `step`; `allowed` are the tools the rules allowed when the model was asked.
 
-    async def _execute(self, draft: StepDraft, call: ToolCall) -> _Ran:
-        """Run one call and store its return in the draft."""
+        A cancel midway raises `CallsCancelled` with the returns of the calls that finished: their
+        effects are stored, so the context must say they ran.
+        """
+        concurrent = [c for c in calls if c.name in self._agent.parallel_safe_tools] if len(calls) > 1 else []
+        finished: dict[str, _Ran] = {}
+        try:
+            tasks = [asyncio.ensure_future(self._execute(step, c, allowed)) for c in concurrent]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                finished |= {c.id: t.result() for c, t in zip(concurrent, tasks, strict=True) if _succeeded(t)}
+            for call in calls:
+                if call not in concurrent:
+                    finished[call.id] = await self._execute(step, call, allowed)
+        except BaseException as err:
+            if is_cancelled_exception(err):
+                raise CallsCancelled(_outcome(calls, concurrent, finished)) from err
+            raise
+        return _outcome(calls, concurrent, finished)
+
+    async def _execute(self, step: StepRecord, call: ToolCall, allowed: list[str]) -> _Ran:
         now = workflow.now()
-        if call.name not in draft.allowed:
-            draft.returns[call.id] = error_return(call.id, self._solver.violation_message(call.name), now)
-            return _Ran()
+        if call.name not in allowed:
+            return _Ran(error_return(call.id, self._solver.violation_message(call.name), now))
         problem = precheck_tool_call(call, self._agent.tools)
         if problem is not None:
-            draft.returns[call.id] = error_return(call.id, problem, now)
-            return _Ran()
+            return _Ran(error_return(call.id, problem, now))
         prefilled = self._solver.prefilled_args(call.name)
-        self._show(f"tool {call.name}, step {draft.step.step_number}")
-        step = draft.step
+        self._show(f"tool {call.name}, step {step.step_number}")
         output = await activity_calls.execute_tool(
             ToolStepInput(
                 agent_id=self._agent.agent_id,
@@ -81,29 +94,48 @@ class ToolRunner:
                 prefilled_source=prefilled[1] if prefilled else "",
             )
         )
-        draft.returns[call.id] = output.tool_return
-        if output.arguments is not None:
-            _record_arguments(draft, call.id, output.arguments)
+        ran = _Ran(output.tool_return, output.duration_ns, tokens=output.tokens, arguments=output.arguments)
         if output.invalid_prefill:
-            return _Ran(duration_ns=output.duration_ns, blocked=True, tokens=output.tokens)
+            return replace(ran, blocked=True)
         self._solver.register_call(call.name, output.tool_return.func_response)
-        return _Ran(duration_ns=output.duration_ns, ran=True, tokens=output.tokens)
+        return replace(ran, ran=True)
+
+
+class CallsCancelled(asyncio.CancelledError):
+    """The run was cancelled while its calls ran; `outcome` holds the calls that finished."""
+
+    def __init__(self, outcome: CallsOutcome) -> None:
+        super().__init__("run cancelled while its tool calls ran")
+        self.outcome = outcome
+
+
+def _succeeded(task: asyncio.Future[_Ran]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _outcome(calls: list[ToolCall], concurrent: list[ToolCall], results: dict[str, _Ran]) -> CallsOutcome:
+    """The outcome of the calls in `results` (all of `calls`, or those that finished before a cancel)."""
+    done = [c for c in calls if c.id in results]
+    return CallsOutcome(
+        returns={c.id: results[c.id].tool_return for c in done},
+        ran_with={c.id: arguments for c in done if (arguments := results[c.id].arguments) is not None},
+        tool_ns=max((results[c.id].duration_ns for c in done if c in concurrent), default=0)
+        + sum(results[c.id].duration_ns for c in done if c not in concurrent),
+        executed=[c.name for c in done if results[c.id].ran],
+        blocked=any(results[c.id].blocked for c in done),
+        tokens=sum(results[c.id].tokens for c in done),
+    )
 
 
 @dataclass(frozen=True)
 class _Ran:
-    """What one call did: how long it took, whether it ran, whether its prefill blocked it."""
+    """What one call did: its return, how long it took, whether it ran or its prefill blocked it."""
 
+    tool_return: ToolReturn
     duration_ns: int = 0
     ran: bool = False
     blocked: bool = False
     tokens: int = 0
-
-
-def _record_arguments(draft: StepDraft, call_id: str, arguments: str) -> None:
-    """Store the arguments the call ran with (a rule's prefill), as Letta does, so the history
-    shows what happened rather than what the model proposed."""
-    draft.calls = [c.model_copy(update={"arguments": arguments}) if c.id == call_id else c for c in draft.calls]
-    if draft.assistant is not None:
-        calls = [c.model_copy(update={"arguments": arguments}) if c.id == call_id else c for c in draft.assistant.tool_calls]
-        draft.assistant = draft.assistant.model_copy(update={"tool_calls": calls})
+    arguments: str | None = None
+    """The arguments it ran with (a rule's prefill), as Letta stores them: the history shows
+    what happened rather than what the model proposed."""

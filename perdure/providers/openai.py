@@ -104,7 +104,8 @@ def _checked(read: Callable[[], T]) -> T:
 
 
 def error_for_status(response: httpx.Response) -> LLMError:
-    """Map an HTTP error to the typed error that decides retrying (DESIGN.md item 6)."""
+    """Map an HTTP error to the typed error that decides retrying: Temporal retries what may
+    pass (429, 5xx), and 400/401/403/404 stop at once, since asking again cannot help."""
     status = response.status_code
     text = _error_text(response)
     return classify_error(status, f"{status} from {response.request.url}: {text}", text, retry_after_seconds(response))

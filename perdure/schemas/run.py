@@ -1,7 +1,7 @@
 """Payloads between the client, the run workflow and its activities.
 
 They carry ids and the few new messages of a step, never the whole context: history bytes
-per step must not grow with the size of the agent's memory or conversation (DESIGN.md, 2).
+per step must not grow with the size of the agent's memory or conversation (each activity loads the context itself by id).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import datetime
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 from perdure.schemas.approvals import ApprovalCreate, ClientTool, PendingApproval, PendingCall, RejectedAnswer
 
@@ -125,19 +125,21 @@ class AgentSnapshot(BaseModel):
         return {rule.tool_name for rule in self.tool_rules if rule.type == "requires_approval"}
 
 
-class StoredPending(BaseModel):
+class UnansweredRequest(BaseModel):
     """An approval request left unanswered in the agent's context by an earlier run."""
 
     step_id: str
     since: datetime
     calls: list[ToolCall]
     """Every call of that model response in order, the ones that ran without approval too."""
-    pending: list[PendingCall]
+    waiting: list[PendingCall] = Field(validation_alias=AliasChoices("waiting", "pending"))
+    """The calls that wait for a person or the client (`pending` in histories recorded before)."""
 
 
 class BeginRunOutput(BaseModel):
     agent: AgentSnapshot
-    stored_pending: StoredPending | None = None
+    unanswered: UnansweredRequest | None = Field(default=None, validation_alias=AliasChoices("unanswered", "stored_pending"))
+    """An earlier run's unanswered approval request (`stored_pending` in histories recorded before)."""
     answers_already_processed: bool = False
     """The request's answers were processed before (a client retry): Letta continues with a
     keep-alive message instead."""
@@ -151,13 +153,14 @@ class BeginRunInput(BaseModel):
 
 
 class LLMStepInput(BaseModel):
-    """One LLM request. `pending` are messages of this step not yet in the stored context."""
+    """One LLM request. `new_messages` are messages of this step not yet in the stored context."""
 
     agent_id: str
     run_id: str
     step_id: str
     step_number: int
-    pending: list[Message] = Field(default_factory=list)
+    new_messages: list[Message] = Field(default_factory=list, validation_alias=AliasChoices("new_messages", "pending"))
+    """`pending` in activities scheduled before the rename: a worker deployed mid-step still reads them."""
     allowed_tools: list[str] | None = None
     """The tools the rules allow this step (None: all the agent's tools); client tools are added."""
     force_tool_call: bool = False
@@ -216,14 +219,12 @@ class ToolStepOutput(BaseModel):
 
     tool_return: ToolReturn
     duration_ns: int = 0
-    full_chars: int = 0
     invalid_prefill: bool = False
     """The rule's prefilled arguments did not fit the tool: the call did not run, the run stops."""
     arguments: str | None = None
     """The arguments the call ran with, when a rule's prefilled ones replaced the model's."""
     tokens: int = 0
     """The return counted as it will sit in the next request (after the request-level cap)."""
-    started_at: datetime | None = None
 
 
 class StepRecord(BaseModel):
@@ -260,10 +261,13 @@ class FinishRunInput(BaseModel):
     failed_step: StepRecord | None = None
 
 
+CompactMode = Literal["all", "sliding_window"]
+
+
 class CompactRequest(BaseModel):
     """The `compact` update: compact the agent's context on demand (`perdure compact`)."""
 
-    mode: Literal["all", "sliding_window"] = "sliding_window"
+    mode: CompactMode = "sliding_window"
 
 
 class CompactInput(BaseModel):
@@ -272,7 +276,7 @@ class CompactInput(BaseModel):
 
     agent_id: str
     run_id: str | None = None
-    mode: Literal["all", "sliding_window"] = "sliding_window"
+    mode: CompactMode = "sliding_window"
     summary_message_id: str
     event_message_id: str
     trigger: str

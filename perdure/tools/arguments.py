@@ -7,6 +7,7 @@ back instead of a stack trace. The tool-rules issue reuses it for prefilled argu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,20 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "null": (type(None),),
 }
+
+
+def decode_arguments(tool_name: str, text: str | None) -> tuple[dict[str, Any], None] | tuple[None, str]:
+    """A call's arguments as a dict, or why they are not one (the text the model gets back)."""
+    try:
+        arguments = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        return None, (
+            f"Error: the arguments for {tool_name} are not valid JSON ({exc.msg} at position {exc.pos}); "
+            "the tool was not called. Send the arguments as one JSON object."
+        )
+    if not isinstance(arguments, dict):
+        return None, f"Error: the arguments for {tool_name} must be a JSON object, got {type(arguments).__name__}; the tool was not called."
+    return arguments, None
 
 
 def check_arguments(tool_name: str, schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> str | None:

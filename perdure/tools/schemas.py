@@ -7,7 +7,9 @@ from typing import Any
 
 from perdure.schemas.tools import ToolDef
 
-PARALLEL_SAFE = frozenset({"conversation_search", "archival_memory_search"})
+READ_ONLY_TOOLS = frozenset({"conversation_search", "archival_memory_search"})
+"""The searches: they change nothing, so they may run concurrently, and their returns are not
+clipped to `return_char_limit` (Letta pages them instead)."""
 MEMORY_TOOLS = frozenset({"memory_replace", "memory_insert", "memory_rethink", "core_memory_append", "core_memory_replace"})
 """The built-ins that edit a memory block named by `label`."""
 
@@ -117,7 +119,7 @@ BUILTIN_TOOL_DEFS: dict[str, ToolDef] = {
         description=description,
         json_schema=schema,
         tool_type="letta_core" if "search" in name or name.startswith("archival") else "letta_memory_core",
-        enable_parallel_execution=name in PARALLEL_SAFE,
+        enable_parallel_execution=name in READ_ONLY_TOOLS,
     )
     for name, description, schema in _DEFINITIONS
 }

@@ -12,17 +12,14 @@ from sqlalchemy.orm import Session
 
 from perdure.schemas.approvals import PendingCall
 from perdure.schemas.messages import Message, ToolCall
-from perdure.schemas.run import StoredPending
+from perdure.schemas.run import UnansweredRequest
 from perdure.store import messages as message_store
 from perdure.store.tables import utcnow
 
-KEEP_ALIVE = (
-    "<system-alert>Automated keep-alive ping. Ignore this message and continue from where you stopped.</system-alert>"
-)
 RECENT_TOOL_MESSAGES = 10
 
 
-def find_stored_pending(session: Session, agent_id: str) -> StoredPending | None:
+def find_unanswered_request(session: Session, agent_id: str) -> UnansweredRequest | None:
     tail = message_store.load_context_tail(session, agent_id, 2)
     if not tail or tail[-1].role != "approval" or not tail[-1].tool_calls:
         return None
@@ -31,7 +28,7 @@ def find_stored_pending(session: Session, agent_id: str) -> StoredPending | None
     deferred: list[ToolCall] = []
     if before is not None and before.role == "assistant" and before.step_id == request.step_id:
         deferred = list(before.tool_calls)
-    pending = [
+    waiting = [
         PendingCall(
             tool_call_id=c.id,
             name=c.name,
@@ -40,11 +37,11 @@ def find_stored_pending(session: Session, agent_id: str) -> StoredPending | None
         )
         for c in request.tool_calls
     ]
-    return StoredPending(
+    return UnansweredRequest(
         step_id=request.step_id or "",
         since=request.created_at or utcnow(),
         calls=[*deferred, *request.tool_calls],
-        pending=pending,
+        waiting=waiting,
     )
 
 
