@@ -98,15 +98,16 @@ class TokenPublisher:
 
     def _chunk(self, piece: StreamPiece) -> StreamEvent:
         step = self._step
-        common = {"id": step.message_id, "run_id": step.run_id, "step_id": step.step_id}
         if piece.kind == "content":
-            return AssistantMessage(content=piece.text, **common)
+            return AssistantMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, content=piece.text)
         if piece.kind == "reasoning":
-            return ReasoningMessage(reasoning=piece.text, **common)
+            return ReasoningMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, reasoning=piece.text)
         call = LettaToolCall(name=piece.name, arguments=piece.text, tool_call_id=piece.tool_call_id)
         if piece.name in step.held_tools:
-            return ApprovalRequestMessage(tool_call=call, tool_calls=[call], **{**common, "id": step.approval_message_id})
-        return ToolCallMessage(tool_call=call, tool_calls=[call], **common)
+            return ApprovalRequestMessage(
+                id=step.approval_message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call]
+            )
+        return ToolCallMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call])
 
     def _send(self, event: StreamEvent) -> None:
         self._topic.publish(event.model_dump(mode="json", exclude_none=True))

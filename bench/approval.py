@@ -30,12 +30,14 @@ async def main(rounds: int) -> dict[str, object]:
         model = f"bench-{uuid.uuid4().hex[:8]}"
         agent = create_agent(
             client.db,
-            AgentCreate(
-                name="bench-approval",
-                memory_blocks=[{"label": "human", "value": ""}],
-                tools=["core_memory_append"],
-                tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
-                llm_config={"model": f"scripted/{model}", "endpoint": llm.base_url},
+            AgentCreate.model_validate(
+                {
+                    "name": "bench-approval",
+                    "memory_blocks": [{"label": "human", "value": ""}],
+                    "tools": ["core_memory_append"],
+                    "tool_rules": [{"type": "requires_approval", "tool_name": "core_memory_append"}],
+                    "llm_config": {"model": f"scripted/{model}", "endpoint": llm.base_url},
+                }
             ),
         )
         timings = []
@@ -69,6 +71,7 @@ async def main(rounds: int) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    assert __doc__ is not None, "the module docstring is the command's description"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     options = parser.parse_args()

@@ -21,7 +21,7 @@ from perdure.agents import create_agent
 from perdure.schemas.agent import AgentCreate
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from starter.client import PerdureClient
-from workflows.names import workflow_id
+from perdure.names import workflow_id
 
 
 def tool_calls(count: int) -> list[ScriptedReply]:
@@ -37,10 +37,12 @@ async def one_run(client: PerdureClient, llm: ScriptedLLMServer, block_size: int
     model = f"bench-{uuid.uuid4().hex[:8]}"
     agent = create_agent(
         client.db,
-        AgentCreate(
-            name="bench",
-            memory_blocks=[{"label": "human", "value": "x" * block_size}],
-            llm_config={"model": f"scripted/{model}", "endpoint": llm.base_url},
+        AgentCreate.model_validate(
+            {
+                "name": "bench",
+                "memory_blocks": [{"label": "human", "value": "x" * block_size}],
+                "llm_config": {"model": f"scripted/{model}", "endpoint": llm.base_url},
+            }
         ),
     )
     llm.script(model, tool_calls(count))
@@ -79,6 +81,7 @@ async def main(runs: int, count: int) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    assert __doc__ is not None, "the module docstring is the command's description"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tool-calls", type=int, default=10)

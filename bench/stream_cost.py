@@ -28,7 +28,7 @@ from perdure.schemas.agent import AgentCreate
 from perdure.scripted.replies import token_pieces
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from starter.client import PerdureClient, message_request
-from workflows.names import workflow_id
+from perdure.names import workflow_id
 
 WORDS = "the durable agent keeps its memory in a database and streams each token to its readers as it writes ".split()
 
@@ -45,7 +45,13 @@ async def one_run(client: PerdureClient, llm: ScriptedLLMServer, text: str, dela
     model = f"bench-{uuid.uuid4().hex[:8]}"
     agent = create_agent(
         client.db,
-        AgentCreate(name="bench", memory_blocks=[{"label": "human", "value": "x" * block}], llm_config={"model": f"scripted/{model}", "endpoint": llm.base_url}),
+        AgentCreate.model_validate(
+            {
+                "name": "bench",
+                "memory_blocks": [{"label": "human", "value": "x" * block}],
+                "llm_config": {"model": f"scripted/{model}", "endpoint": llm.base_url},
+            }
+        ),
     )
     llm.script(model, [ScriptedReply(content=text, chunk_delay_s=delay)])
     read = [item async for item in client.stream_message(agent.id, message_request("go", stream_tokens=stream))]
@@ -84,6 +90,7 @@ async def main(tokens: int, rate: float, flush: float | None, poll: float | None
 
 
 if __name__ == "__main__":
+    assert __doc__ is not None, "the module docstring is the command's description"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=1_000)
     parser.add_argument("--tokens-per-second", type=float, default=100.0)

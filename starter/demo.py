@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from perdure.agents import create_agent
-from perdure.schemas.agent import LOCAL_MODEL, AgentCreate, BlockCreate
+from perdure.schemas.agent import LOCAL_MODEL, AgentCreate, BlockCreate, LLMConfig, TerminalToolRule
 from perdure.settings import default_model
 from perdure.store.agents import get_agent
 from starter.client import PerdureClient
@@ -59,6 +59,6 @@ def local_demo_agent() -> AgentCreate:
         memory_blocks=[BlockCreate(label="human", value="", limit=DEMO_BLOCK_LIMIT)],
         tools=["core_memory_append"],
         include_base_tools=False,
-        tool_rules=[{"type": "exit_loop", "tool_name": "core_memory_append"}],
-        llm_config={"model": LOCAL_MODEL, "temperature": 0.0, "extra_body": {"repeat_penalty": 1.2}},
+        tool_rules=[TerminalToolRule(tool_name="core_memory_append")],
+        llm_config=LLMConfig(model=LOCAL_MODEL, temperature=0.0, extra_body={"repeat_penalty": 1.2}),
     )

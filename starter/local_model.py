@@ -228,7 +228,8 @@ def _serve(context_window: int, threads: int, port: int) -> tuple[object, str]:
     package is optional, and only the child process needs its 34 MB extension loaded."""
     import xllamacpp  # noqa: PLC0415
 
-    params = xllamacpp.CommonParams()
+    # xllamacpp is a compiled extension without type stubs: pyright cannot see its classes.
+    params = xllamacpp.CommonParams()  # pyright: ignore[reportAttributeAccessIssue]
     params.model.path = str(require_local_model())
     params.model_alias = {MODEL_NAME}
     params.n_ctx = context_window
@@ -239,7 +240,7 @@ def _serve(context_window: int, threads: int, port: int) -> tuple[object, str]:
     params.hostnames = ["127.0.0.1"]
     params.port = port
     params.verbosity = _LOG_ERRORS_ONLY
-    server = xllamacpp.Server(params)
+    server = xllamacpp.Server(params)  # pyright: ignore[reportAttributeAccessIssue]
     return server, str(server.listening_address)
 
 

@@ -24,7 +24,12 @@ def test_a_tools_default_approval_flag_becomes_a_rule(db: Database) -> None:
     agent = create_agent(db, AgentCreate(tools=[flagged.name]))
     assert [(r.type, r.tool_name) for r in agent.tool_rules] == [("requires_approval", flagged.name)]
 
-    explicit = create_agent(db, AgentCreate(tools=[flagged.name], tool_rules=[{"type": "requires_approval", "tool_name": flagged.name}]))
+    explicit = create_agent(
+        db,
+        AgentCreate.model_validate(
+            {"tools": [flagged.name], "tool_rules": [{"type": "requires_approval", "tool_name": flagged.name}]}
+        ),
+    )
     assert [(r.type, r.tool_name) for r in explicit.tool_rules] == [("requires_approval", flagged.name)]
 
 
@@ -32,4 +37,9 @@ def test_unknown_tools_and_rules_are_refused(db: Database) -> None:
     with pytest.raises(InvalidRequestError, match="unknown tool"):
         create_agent(db, AgentCreate(tools=["no_such_tool"]))
     with pytest.raises(InvalidRequestError, match="tool rules name tool"):
-        create_agent(db, AgentCreate(tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}]))
+        create_agent(
+            db,
+            AgentCreate.model_validate(
+                {"tool_rules": [{"type": "requires_approval", "tool_name": "core_memory_append"}]}
+            ),
+        )

@@ -47,7 +47,7 @@ from starter.client import PerdureClient, RunRejectedError
 from starter.devserver import temporal_binary
 from tests.conftest import AgentFactory, eventually
 from tests.helpers import block_value, in_context, text, types_of
-from workflows.names import workflow_id
+from perdure.names import workflow_id
 
 # Letta's texts (reference §2.4, §2.5, §2.6, §2.7), verbatim.
 NO_PENDING = (
@@ -1090,5 +1090,6 @@ async def test_resuming_after_timeout_keeps_the_paused_steps_record(
         old_steps = runs.list_steps(session, paused.run_id)
         old_run = runs.get_run(session, paused.run_id)
     assert [s.id for s in old_steps] == [before.id], "the paused step left its run"
+    assert old_run.usage is not None
     assert old_steps[0].usage.prompt_tokens == before.usage.prompt_tokens == old_run.usage.prompt_tokens
     assert old_steps[0].llm_request_ns == before.llm_request_ns

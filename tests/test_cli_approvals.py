@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest_asyncio
+from temporalio.client import WorkflowExecutionStatus
 
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from starter.client import PerdureClient
@@ -134,10 +135,10 @@ async def test_approve_after_the_approval_timeout_resumes_in_a_new_run(
     assert paused["stop_reason"]["stop_reason"] == "requires_approval"
     for _ in range(100):
         description = await client.temporal.get_workflow_handle(agent_id).describe()
-        if description.status.name == "COMPLETED":
+        if description.status is WorkflowExecutionStatus.COMPLETED:
             break
         await asyncio.sleep(0.1)
-    assert description.status.name == "COMPLETED", "the run ended at its approval timeout"
+    assert description.status is WorkflowExecutionStatus.COMPLETED, "the run ended at its approval timeout"
     waiting = json.loads((await perdure(cli_env, "status", agent_id, "--json")).stdout)
     assert waiting["stop_reason"] == "requires_approval" and waiting["pending_approval"]["calls"][0]["tool_call_id"] == "call_1"
     refused = await perdure(cli_env, "send", agent_id, "hello?")

@@ -15,7 +15,8 @@ from perdure.schemas.messages import Message, Role, TextContent, ToolCall, ToolR
 def msg(role: Role, text: str = "", **fields: object) -> Message:
     ident = f"m{msg.counter}"  # type: ignore[attr-defined]
     msg.counter += 1  # type: ignore[attr-defined]
-    return Message(id=ident, agent_id="agent-1", role=role, content=[TextContent(text=text)] if text else [], **fields)
+    content = [TextContent(text=text)] if text else []
+    return Message.model_validate({"id": ident, "agent_id": "agent-1", "role": role, "content": content, **fields})
 
 
 msg.counter = 0  # type: ignore[attr-defined]

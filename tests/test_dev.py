@@ -157,9 +157,14 @@ async def test_a_worker_that_fails_stops_the_demo_with_its_error() -> None:
     assert waited.is_set()
 
 
+async def serve_until(stop: asyncio.Event) -> None:
+    """A stand-in worker: serves until `stop` is set, then returns as a worker does (None)."""
+    await stop.wait()
+
+
 async def test_a_worker_stopped_by_ctrl_c_stops_the_demo_without_an_error_of_its_own() -> None:
     stop = asyncio.Event()
-    worker = asyncio.create_task(stop.wait())
+    worker = asyncio.create_task(serve_until(stop))
     demo = asyncio.create_task(asyncio.Event().wait())
     asyncio.get_running_loop().call_later(0.05, stop.set)
 
@@ -170,7 +175,7 @@ async def test_a_worker_stopped_by_ctrl_c_stops_the_demo_without_an_error_of_its
 
 async def test_the_demo_finishing_first_leaves_the_worker_serving() -> None:
     stop = asyncio.Event()
-    worker = asyncio.create_task(stop.wait())
+    worker = asyncio.create_task(serve_until(stop))
 
     async def demo() -> str:
         return "transcript"

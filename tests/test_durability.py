@@ -14,7 +14,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from perdure.schemas.letta import StopReasonType
+from perdure.schemas.letta import AssistantMessage, StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.settings import Settings
 from perdure.store import agents, messages
@@ -22,7 +22,7 @@ from perdure.store.db import Database
 from starter.client import PerdureClient
 from starter.devserver import temporal_binary
 from tests.conftest import AgentFactory, eventually
-from workflows.names import workflow_id
+from perdure.names import workflow_id
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,13 +78,16 @@ async def test_killed_worker_resumes_the_run_without_duplicates(
         "tool_return_message",
         "assistant_message",
     ]
+    assert isinstance(response.messages[-1], AssistantMessage)
     assert response.messages[-1].content == "final"
     with db.transaction() as session:
         stored = messages.list_messages(session, agent.id)
         state = agents.get_agent(session, agent.id)
     assert len({m.id for m in stored}) == len(stored) == 5  # system + the four above
     assert state.message_ids == [m.id for m in stored]
-    assert state.block("human").value.count("Likes tea.") == 1
+    human = state.block("human")
+    assert human is not None
+    assert human.value.count("Likes tea.") == 1
 
 
 async def history_bytes(env: WorkflowEnvironment, agent_id: str) -> int:

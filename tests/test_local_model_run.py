@@ -29,13 +29,15 @@ async def test_a_run_on_the_local_model_stops_validly_with_well_formed_calls(
 ) -> None:
     agent = create_agent(
         db,
-        AgentCreate(
-            name="local",
-            model=LOCAL_MODEL,
-            llm_config={"endpoint": local_model.base_url},
-            memory_blocks=[{"label": "human", "value": "", "limit": 300}],
-            tools=["core_memory_append"],
-            include_base_tools=False,
+        AgentCreate.model_validate(
+            {
+                "name": "local",
+                "model": LOCAL_MODEL,
+                "llm_config": {"endpoint": local_model.base_url},
+                "memory_blocks": [{"label": "human", "value": "", "limit": 300}],
+                "tools": ["core_memory_append"],
+                "include_base_tools": False,
+            }
         ),
     )
     assert agent.llm_config.context_window == 8_192 and agent.llm_config.tool_call_mode == "json_schema"

@@ -78,7 +78,8 @@ def sse(*events: Any, sep: str = "\n") -> str:
     return "".join(f"data: {e if isinstance(e, str) else json.dumps(e)}{sep}{sep}" for e in events)
 
 
-def chunk(delta: dict[str, Any] | None = None, finish_reason: str | None = None, **top: Any) -> dict[str, Any]:
+def chunk(delta: dict[str, Any] | None = None, finish_reason: object = None, **top: Any) -> dict[str, Any]:
+    """A raw stream event; `finish_reason` is any JSON value, so malformed events can be built too."""
     return {"id": "chatcmpl-x", "object": "chat.completion.chunk", "model": "raw", "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}], **top}
 
 

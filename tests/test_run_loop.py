@@ -9,13 +9,14 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from perdure.schemas.letta import StopReasonType
+from perdure.schemas.run import MessageCreate
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database
 from starter.client import PerdureClient, RunRejectedError
 from tests.conftest import AgentFactory, eventually
 from tests.helpers import call, text, types_of
-from workflows.names import workflow_id
+from perdure.names import workflow_id
 
 
 async def test_loop_runs_tools_until_end_turn(
@@ -47,12 +48,13 @@ async def test_loop_runs_tools_until_end_turn(
     assert response.usage.step_count == 3
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens > 0
     with db.transaction() as session:
-        assert agents.get_agent(session, agent.id).block("human").value == "Name: Ada.\nLikes sailing."
+        human = agents.get_agent(session, agent.id).block("human")
+        assert human is not None and human.value == "Name: Ada.\nLikes sailing."
         steps = runs.list_steps(session, response.run_id)
         run = runs.get_run(session, response.run_id)
     assert [s.step_number for s in steps] == [1, 2, 3]
     assert all(s.llm_request_ns and s.step_ns for s in steps)
-    assert run.status.value == "completed" and run.usage.step_count == 3
+    assert run.status.value == "completed" and run.usage is not None and run.usage.step_count == 3
     # Each later request sees the memory the previous tool call wrote.
     system_prompts = [r["messages"][0]["content"] for r in llm.requests(model_name)]
     assert "Name unknown." in system_prompts[0]
@@ -126,7 +128,9 @@ async def test_bad_request_fails_the_run_and_stores_nothing_of_the_step(
         run = runs.get_run(session, response.run_id)
         (step,) = runs.list_steps(session, response.run_id)
     assert run.status.value == "failed" and "unsupported parameter" in (run.error or "")
-    assert run.request.messages[0].content == "this message must not be lost"
+    first_message = run.request.messages[0]
+    assert isinstance(first_message, MessageCreate)
+    assert first_message.content == "this message must not be lost"
     assert step.status == "failed" and step.error_type == "LLMBadRequestError"
     description = await client.temporal.get_workflow_handle(workflow_id(agent.id)).describe()
     assert description.status is WorkflowExecutionStatus.FAILED
@@ -159,9 +163,11 @@ async def test_unknown_tool_and_malformed_arguments_get_error_returns(
     assert response.stop_reason.stop_reason is StopReasonType.end_turn
     returns = [m.tool_returns[0] for m in response.messages if m.message_type == "tool_return_message"]
     assert [r.status for r in returns] == ["error", "error", "error"]
-    assert returns[0].tool_return.startswith("[ToolConstraintError] Cannot call launch_rockets, valid tools include:")
-    assert "not valid JSON" in returns[1].tool_return
-    assert "unexpected" in returns[2].tool_return
+    unknown_tool, bad_json, bad_argument = (r.tool_return for r in returns)
+    assert unknown_tool is not None and bad_json is not None and bad_argument is not None
+    assert unknown_tool.startswith("[ToolConstraintError] Cannot call launch_rockets, valid tools include:")
+    assert "not valid JSON" in bad_json
+    assert "unexpected" in bad_argument
     # The model saw each error in its next request, paired with its call.
     second = llm.requests(model_name)[1]["messages"]
     assert second[-1]["role"] == "tool" and "ToolConstraintError" in second[-1]["content"]
@@ -178,9 +184,10 @@ async def test_memory_tool_error_reaches_the_model_and_changes_nothing(
     response = await client.send_message(agent.id, "edit")
     returns = [m.tool_returns[0] for m in response.messages if m.message_type == "tool_return_message"]
     assert [r.status for r in returns] == ["error", "error"]
-    assert "read-only" in returns[0].tool_return
+    assert returns[0].tool_return is not None and "read-only" in returns[0].tool_return
     with db.transaction() as session:
-        assert agents.get_agent(session, agent.id).block("persona").value == "fixed"
+        persona = agents.get_agent(session, agent.id).block("persona")
+        assert persona is not None and persona.value == "fixed"
 
 
 async def test_second_message_while_running_is_rejected_and_not_recorded(

@@ -57,7 +57,7 @@ class ScriptedLLMServer:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None) -> None:
         self._server.shutdown()
         self._server.server_close()
 
