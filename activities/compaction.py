@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import llm_failure, not_found
-from activities.llm import LLMActivities, heartbeating, offered_tool_schemas
+from activities.errors import not_found
+from activities.llm import LLMActivities, offered_tool_schemas
+from activities.provider_calls import provider_call
 from perdure.compaction import (
     CompactionPlan,
     clip_summary,
@@ -27,7 +28,7 @@ from perdure.compaction import (
     summary_request_messages,
     system_prompt_overflows,
 )
-from perdure.providers.base import ChatRequest, LLMError
+from perdure.providers.base import ChatRequest
 from perdure.providers.openai_format import to_openai_messages
 from perdure.tools.returns import tool_return_cap
 from perdure.schemas.agent import AgentState
@@ -107,11 +108,8 @@ class CompactionActivities:
         provider = self._llm.provider(config)
         model = (config.compaction_model or config.model).partition("/")[2] or config.model_name
         request = ChatRequest(model=model, messages=summary_request_messages(transcript, SUMMARY_WORDS))
-        try:
-            async with heartbeating():
-                response = await provider.complete(request)
-        except LLMError as err:
-            raise llm_failure(err) from err
+        async with provider_call():
+            response = await provider.complete(request)
         return clip_summary(response.content or "", max(500, SUMMARY_WORDS * 8))
 
     def _write(self, input: CompactInput, context: list[Message], plan: CompactionPlan, summary: str, output: CompactOutput) -> None:

@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import llm_failure, not_found
+from activities.errors import not_found
+from activities.provider_calls import provider_call
 from activities.token_stream import TokenPublisher
-from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse, LLMError
+from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse
 from perdure.providers.openai import OpenAICompatibleProvider
 from perdure.providers.structured import StructuredToolCalling
 from perdure.providers.openai_format import to_openai_messages
@@ -38,8 +37,6 @@ from perdure.tools.registry import get_tool_defs
 from perdure.tools.schemas import constrained_memory_arguments
 from perdure import names
 
-HEARTBEAT_EVERY_S = 1.0
-"""With the worker's 1 s heartbeat throttle, a cancelled run interrupts the HTTP call within ~2 s."""
 SCRIPTED_PROVIDER = "scripted"
 
 
@@ -57,15 +54,12 @@ class LLMActivities:
             raise not_found(err) from err
         provider = self.provider(config)
         started = time.monotonic_ns()
-        try:
-            async with heartbeating():
-                if input.stream_tokens:
-                    async with TokenPublisher(input) as publisher:
-                        response = await provider.stream(request, publisher.add)
-                else:
-                    response = await provider.complete(request)
-        except LLMError as err:
-            raise llm_failure(err) from err
+        async with provider_call():
+            if input.stream_tokens:
+                async with TokenPublisher(input) as publisher:
+                    response = await provider.stream(request, publisher.add)
+            else:
+                response = await provider.complete(request)
         output = _to_output(response, config, time.monotonic_ns() - started)
         # Counting the whole request takes milliseconds on a long context; it is only needed
         # when the provider did not say how long the prompt was (in a thread: the event loop
@@ -159,22 +153,6 @@ def offered_tool_schemas(server_tools: list[ToolDef], client_tools: list[ClientT
     shadowed = {tool.name for tool in client_tools}
     schemas = [tool.openai_schema() for tool in server_tools if tool.name not in shadowed]
     return schemas + [client_tool_def(tool).openai_schema() for tool in client_tools]
-
-
-@asynccontextmanager
-async def heartbeating() -> AsyncIterator[None]:
-    """Heartbeat while the request runs, so a cancelled run interrupts a slow model call."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 def _answer_tokens(output: LLMStepOutput) -> int:

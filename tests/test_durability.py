@@ -90,6 +90,49 @@ async def test_killed_worker_resumes_the_run_without_duplicates(
     assert human.value.count("Likes tea.") == 1
 
 
+async def test_a_lost_worker_does_not_use_up_the_providers_attempts(
+    temporal_env: WorkflowEnvironment,
+    temporal_address: str,
+    settings: Settings,
+    db: Database,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    make_agent: AgentFactory,
+    tmp_path: Path,
+) -> None:
+    """Four provider failures, then the worker dies mid-call: the fifth attempt is the worker's
+    loss, not the provider's, so the call is asked again and the run ends well."""
+    queue = f"perdure-budget-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": temporal_address,
+        "PERDURE_DATABASE_URL": settings.database_url,
+        "PERDURE_TASK_QUEUE": queue,
+        "PERDURE_SCRIPTED_BASE_URL": llm.base_url,
+    }
+    crash_client = PerdureClient(temporal_env.client, db, queue)
+    agent = make_agent()
+    overloaded = ScriptedReply(status=503, error={"error": {"message": "overloaded"}}, headers={"retry-after-ms": "0"})
+    slow = ScriptedReply(content="never delivered", delay_s=5)
+    llm.script(model_name, [overloaded, overloaded, overloaded, overloaded, slow, ScriptedReply(content="final")])
+
+    worker = start_worker(env, tmp_path / "worker.log")
+    run = asyncio.create_task(crash_client.send_message(agent.id, "hello"))
+    await eventually(lambda: len(llm.requests(model_name)) == 5, timeout=30)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    replacement = start_worker(env, tmp_path / "worker.log")
+    try:
+        response = await asyncio.wait_for(run, timeout=90)
+    finally:
+        replacement.send_signal(signal.SIGTERM)
+        replacement.wait(timeout=30)
+
+    assert response.stop_reason.stop_reason is StopReasonType.end_turn
+    assert len(llm.requests(model_name)) == 6
+    assert isinstance(response.messages[-1], AssistantMessage) and response.messages[-1].content == "final"
+
+
 async def history_bytes(env: WorkflowEnvironment, agent_id: str) -> int:
     history = await env.client.get_workflow_handle(workflow_id(agent_id)).fetch_history()
     return len(history.to_json())

@@ -291,8 +291,6 @@ async def test_server_error_keeps_retry_after(llm: ScriptedLLMServer, http: http
 @pytest.mark.parametrize(
     "raw_body",
     [
-        pytest.param("{not json", id="not-json"),
-        pytest.param("", id="empty"),
         pytest.param(json.dumps({"id": "chatcmpl-x", "object": "chat.completion"}), id="no-choices"),
         pytest.param(json.dumps({"choices": []}), id="empty-choices"),
         pytest.param(json.dumps({"choices": [{"finish_reason": "stop"}]}), id="choice-without-message"),
@@ -318,6 +316,24 @@ async def test_malformed_success_body_is_invalid_response(
     assert not error.retryable
     assert stop_reason_for_llm_error(error.error_type) is StopReasonType.invalid_llm_response
     assert llm_failure(error).non_retryable is True
+
+
+CUT_OFF = completion_body({"role": "assistant", "content": "a long answer"})[:25]
+
+
+@pytest.mark.parametrize(
+    "raw_body",
+    [pytest.param("{not json", id="not-json"), pytest.param("", id="empty"), pytest.param(CUT_OFF, id="cut-off")],
+)
+async def test_a_body_that_is_not_json_is_a_transport_fault_retried_like_a_5xx(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, raw_body: str
+) -> None:
+    """A 200 whose body cannot be read at all was damaged on the way: asking again can help."""
+    error = await failure(llm, http, model_name, ScriptedReply(raw_body=raw_body))
+
+    assert type(error) is LLMConnectionError
+    assert error.retryable
+    assert llm_failure(error).non_retryable is False
 
 
 async def test_invalid_response_message_shows_the_body(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
@@ -608,7 +624,7 @@ async def test_context_overflow_that_compaction_cannot_cure_ends_with_error(
 
 @pytest.mark.parametrize(
     "raw_body",
-    [pytest.param("{not json", id="not-json"), pytest.param(json.dumps({"choices": [{"message": None}]}), id="null-message")],
+    [pytest.param(json.dumps(["a", "list"]), id="top-level-list"), pytest.param(json.dumps({"choices": [{"message": None}]}), id="null-message")],
 )
 async def test_unusable_body_ends_run_with_invalid_llm_response(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, raw_body: str
@@ -624,6 +640,35 @@ async def test_unusable_body_ends_run_with_invalid_llm_response(
     with db.transaction() as session:
         (step,) = runs.list_steps(session, response.run_id)
     assert step.error_type == "LLMInvalidResponseError"
+
+
+async def test_an_answer_cut_off_on_the_way_is_asked_again(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
+    agent = make_agent()
+    llm.script(model_name, [ScriptedReply(raw_body=CUT_OFF), ScriptedReply(content="whole")])
+
+    response = await client.send_message(agent.id, "hello")
+
+    assert response.stop_reason.stop_reason is StopReasonType.end_turn
+    assert len(llm.requests(model_name)) == 2
+
+
+async def test_provider_failures_are_bounded_by_their_own_count(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    """Five retryable provider failures end the run; the sixth reply is never asked for."""
+    agent = make_agent()
+    now = {"retry-after-ms": "0"}
+    llm.script(model_name, [*[error_reply(503, "overloaded", headers=now) for _ in range(5)], ScriptedReply(content="late")])
+
+    response = await client.send_message(agent.id, "hello")
+
+    assert response.stop_reason.stop_reason is StopReasonType.llm_api_error
+    assert len(llm.requests(model_name)) == 5
+    with db.transaction() as session:
+        run = runs.get_run(session, response.run_id)
+    assert "the provider failed 5 times for this request" in (run.error or "")
 
 
 async def test_loop_sends_tools_and_tool_settings(

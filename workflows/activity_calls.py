@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from perdure import names
-from workflows.policies import DB_RETRY, DB_TIMEOUT, LLM_HEARTBEAT, LLM_RETRY, LLM_TIMEOUT, TOOL_TIMEOUT
+from workflows.policies import DB_RETRY, DB_TIMEOUT, LLM_DEADLINE, LLM_HEARTBEAT, LLM_RETRY, LLM_TIMEOUT, TOOL_TIMEOUT
 
 
 async def begin_run(input: BeginRunInput) -> BeginRunOutput:
@@ -39,6 +39,7 @@ async def llm_step(input: LLMStepInput, model_name: str) -> LLMStepOutput:
         input,
         result_type=LLMStepOutput,
         start_to_close_timeout=LLM_TIMEOUT,
+        schedule_to_close_timeout=LLM_DEADLINE,
         heartbeat_timeout=LLM_HEARTBEAT,
         retry_policy=LLM_RETRY,
         summary=f"llm {model_name} step {input.step_number}",
@@ -78,6 +79,7 @@ async def compact(input: CompactInput) -> CompactOutput:
         input,
         result_type=CompactOutput,
         start_to_close_timeout=LLM_TIMEOUT,
+        schedule_to_close_timeout=LLM_DEADLINE,
         heartbeat_timeout=LLM_HEARTBEAT,
         retry_policy=LLM_RETRY,
         summary=f"compact {input.mode}",

@@ -14,8 +14,11 @@ LLM_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
 )
+"""No attempt limit here: a worker lost mid-call must not use up the provider's attempts. The
+activity counts the provider's failures itself and makes the last one final; `LLM_DEADLINE`
+bounds the call as a whole."""
+LLM_DEADLINE = timedelta(hours=1)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10), maximum_attempts=20)
 LLM_TIMEOUT = timedelta(minutes=10)
 LLM_HEARTBEAT = timedelta(seconds=15)

@@ -157,14 +157,20 @@ def _finite(value: str | None) -> float | None:
 
 
 def parse_completion(raw: bytes) -> ChatResponse:
-    """Read a chat-completions body; anything unusable is a non-retryable invalid response.
+    """Read a chat-completions body.
 
-    Every shape error (wrong JSON types, a null message, a non-string content, bad usage
-    numbers) must become `LLMInvalidResponseError`: any other exception would be retried by
-    Temporal as an unknown error, re-sending the request, and end the run as `error`.
+    A body that is not JSON at all (empty, or cut off on the way) is a transport fault, retried
+    like a 5xx. A JSON answer of the wrong shape (wrong types, a null message, a non-string
+    content, bad usage numbers) is the model breaking the protocol: a non-retryable
+    `LLMInvalidResponseError`, since any other exception would be retried by Temporal as an
+    unknown error and end the run as `error`.
     """
     try:
-        response = _read_completion(json.loads(raw))
+        data = json.loads(raw)
+    except ValueError as err:
+        raise LLMConnectionError(f"the model's answer is not JSON (cut off on the way?): {err!r}; body: {_clip(raw)}") from err
+    try:
+        response = _read_completion(data)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
         # pydantic's ValidationError is a ValueError
         raise LLMInvalidResponseError(f"the model's response is not a chat completion: {err!r}; body: {_clip(raw)}") from err
