@@ -24,11 +24,18 @@ class RunActivities:
         """Check the request against the agent's context, then record the run and its request.
 
         A request that cannot be taken (a user message while an approval is pending, answers
-        that do not match it) is refused before anything is written.
+        that do not match it, a turn an earlier run took: a client's retry) is refused before
+        anything is written.
         """
         try:
             with self._db.transaction() as session:
                 agent = agents.get_agent(session, input.agent_id)
+                turn = input.request.turn_key
+                earlier = runs.find_run_for_turn(session, input.agent_id, turn) if turn else None
+                if earlier is not None and earlier.id != input.run_id:
+                    raise ApplicationError(
+                        f"this message was sent before: run {earlier.id} took it", earlier.id, type=names.ALREADY_SENT, non_retryable=True
+                    )
                 stored = find_unanswered_request(session, input.agent_id)
                 approval = input.request.approval
                 if stored is not None and approval is None:

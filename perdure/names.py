@@ -32,6 +32,9 @@ SEARCH_ATTRIBUTES = (AGENT_ID_ATTRIBUTE, RUN_STATUS_ATTRIBUTE, STOP_REASON_ATTRI
 
 REQUEST_REJECTED = "RequestRejected"
 """Error type of a request the begin activity refuses (nothing written); the update fails with it."""
+ALREADY_SENT = "AlreadySent"
+"""Error type of a request whose turn an earlier run took (a client's retry); its one detail is
+that run's id, whose outcome the client returns instead."""
 
 
 def workflow_id(agent_id: str) -> str:

@@ -21,6 +21,7 @@ from perdure.store.errors import InvalidRequestError, NotFoundError
 from starter import cli_agents, cli_runs
 from starter.cli_common import UsageError
 from starter.client import RunRejectedError
+from starter.outages import DEFAULT_TIMEOUT_S
 from starter.dev import run_dev
 
 EXIT_BAD_INPUT = 2
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--client-tools", type=Path, metavar="FILE", help="JSON list of {name, description, parameters} the client runs itself")
     send.add_argument("--approval-timeout", type=float, metavar="SECONDS", help="end the run requires_approval if no answer comes in time")
     _stream_flag(send)
+    _timeout_flag(send)
     _json_flag(send).set_defaults(handler=cli_runs.send)
 
     follow = sub.add_parser("follow", help="print the latest run's stream from an offset, live until it stops or waits")
@@ -142,7 +144,18 @@ def _parser() -> argparse.ArgumentParser:
 def _answer_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-wait", action="store_true", help="deliver the answer as a signal and return at once")
     _stream_flag(parser)
+    _timeout_flag(parser)
     return _json_flag(parser)
+
+
+def _timeout_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long to ride through a Temporal outage before giving up (default {DEFAULT_TIMEOUT_S:g})",
+    )
 
 
 def _stream_flag(parser: argparse.ArgumentParser) -> None:

@@ -12,15 +12,19 @@ from pydantic import BaseModel
 from perdure.settings import Settings
 from perdure.store.db import Database, get_database
 from starter.client import PerdureClient
+from starter.outages import DEFAULT_TIMEOUT_S
 
 
 class UsageError(Exception):
     """Bad input the user can fix: one line on stderr, exit 2."""
 
 
-async def connect_client() -> PerdureClient:
+async def connect_client(timeout_s: float = DEFAULT_TIMEOUT_S) -> PerdureClient:
+    """The client; `timeout_s` (`--timeout`) is how long its sends ride through an outage."""
+    if timeout_s <= 0:
+        raise UsageError(f"--timeout must be more than 0 seconds, got {timeout_s:g}")
     try:
-        return await PerdureClient.connect()
+        return await PerdureClient.connect(timeout_s=timeout_s)
     except RuntimeError as err:
         settings = Settings.from_env()
         raise ConnectionError(

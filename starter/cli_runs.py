@@ -24,7 +24,7 @@ def send(args: argparse.Namespace) -> int:
     client_tools = _client_tools(args.client_tools) if args.client_tools else None
 
     async def run() -> int:
-        client = await connect_client()
+        client = await connect_client(args.timeout)
         if args.stream:
             request = message_request(
                 args.text, max_steps=args.max_steps, client_tools=client_tools, approval_timeout_seconds=args.approval_timeout, stream_tokens=True
@@ -80,7 +80,7 @@ def _deliver(args: argparse.Namespace, signal: str, build: Callable[[PerdureClie
         raise UsageError("--stream and --no-wait do not go together: --no-wait returns before anything streams")
 
     async def run() -> int:
-        client = await connect_client()
+        client = await connect_client(args.timeout)
         answers = await build(client)
         if args.stream:
             return await _print_stream(args, client.stream_answer(args.agent_id, answers))

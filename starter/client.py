@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowUpdateFailedError,
     WorkflowUpdateHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -27,8 +30,10 @@ from perdure.store.unanswered import already_answered, find_unanswered_request
 from perdure.schemas.letta import LettaResponse, LettaStopReason, StopReasonType
 from perdure.schemas.run import CompactMode, CompactOutput, CompactRequest, MessageCreate, RunResult, RunState, RunWorkflowInput, SendMessageRequest, UnansweredRequest
 from perdure.settings import Settings
-from perdure.store import agents, messages
+from perdure.store import agents, messages, runs
 from perdure.store.db import Database, get_database
+from starter.outages import DEFAULT_TIMEOUT_S, is_transient, ride_through
+from starter.turns import ended_run_for, stored_outcome, unfinished_line
 from starter.stream import NoRunError, OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
 from worker import connect
 from perdure import names
@@ -42,21 +47,31 @@ class RunRejectedError(Exception):
     """The agent could not take the message now (busy, or waiting); nothing was recorded."""
 
 
+class _AlreadySentError(Exception):
+    """An earlier run took this request's turn; `run_id` names it."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
 class PerdureClient:
-    def __init__(self, temporal: Client, db: Database, task_queue: str) -> None:
+    def __init__(self, temporal: Client, db: Database, task_queue: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.temporal = temporal
         self.db = db
         self.task_queue = task_queue
+        self.timeout_s = timeout_s
+        """How long a send rides through a Temporal outage before it gives up."""
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> PerdureClient:
+    async def connect(cls, settings: Settings | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> PerdureClient:
         settings = settings or Settings.from_env()
-        return cls.using(await connect(settings), settings)
+        return cls.using(await connect(settings), settings, timeout_s=timeout_s)
 
     @classmethod
-    def using(cls, temporal: Client, settings: Settings) -> PerdureClient:
+    def using(cls, temporal: Client, settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> PerdureClient:
         """A client on a connection the caller already has (`perdure dev` shares its worker's)."""
-        return cls(temporal, get_database(settings.database_url), settings.task_queue)
+        return cls(temporal, get_database(settings.database_url), settings.task_queue, timeout_s=timeout_s)
 
     async def send_message(
         self,
@@ -74,21 +89,33 @@ class PerdureClient:
         """Answer pending calls through the validated update; returns when the run stops or
         pauses again. A bad answer raises RunRejectedError with Letta's wording. When the run
         has ended meanwhile (its approval timeout), the answers open a new request instead
-        (Letta's resume path; the begin activity checks them against the stored request)."""
+        (Letta's resume path; the begin activity checks them against the stored request).
+        Transport errors are retried until `timeout_s`: the same answers are one update id, and
+        answers are deduplicated by tool call id, so they are never taken twice."""
         self._require_agent(agent_id)
-        update = await self._deliver_answers(agent_id, AnswerRequest(approvals=answers), WorkflowUpdateStage.COMPLETED)
-        if update is None:
-            return self.response(await self.start_run(agent_id, SendMessageRequest(messages=[ApprovalCreate(approvals=answers)])))
-        return self.response(await _outcome(update))
+
+        async def attempt() -> RunResult | None:
+            update = await self._deliver_answers(agent_id, AnswerRequest(approvals=answers), WorkflowUpdateStage.COMPLETED)
+            return None if update is None else await _outcome(update)
+
+        result = await ride_through(attempt, timeout_s=self.timeout_s, gave_up=lambda err: unfinished_line(self.db, agent_id, None, self.timeout_s, err))
+        if result is None:
+            result = await self.start_run(agent_id, SendMessageRequest(messages=[ApprovalCreate(approvals=answers)]))
+        return self.response(result)
 
     async def _deliver_answers(self, agent_id: str, request: AnswerRequest, stage: WorkflowUpdateStage) -> WorkflowUpdateHandle[RunResult] | None:
         """The `answer` update on the live run, or None when there is no live run to take it
         (it has ended, or is closing at its approval timeout): then the answers resume the
         pending request in a new run (Letta's resume path; the begin activity checks them)."""
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
+        answers_key = hashlib.sha256(request.model_dump_json(include={"approvals"}).encode()).hexdigest()[:32]
         try:
-            return await handle.start_update(names.ANSWER, request, result_type=RunResult, wait_for_stage=stage)
-        except RPCError:
+            return await handle.start_update(
+                names.ANSWER, request, id=f"answer-{answers_key}", result_type=RunResult, wait_for_stage=stage
+            )
+        except RPCError as err:
+            if is_transient(err):
+                raise
             return None  # no live run
         except WorkflowUpdateFailedError as err:
             if not (_reason(err).startswith(NO_PENDING) and self._unanswered_request(agent_id) is not None):
@@ -177,8 +204,24 @@ class PerdureClient:
             agents.get_agent(session, agent_id)
 
     async def start_run(self, agent_id: str, request: SendMessageRequest) -> RunResult:
-        """Start a run and wait until it stops or pauses."""
-        return await _outcome(await self._start_update(agent_id, request, WorkflowUpdateStage.COMPLETED))
+        """Start a run and wait until it stops or pauses.
+
+        Sending the same request again (the same `otid`s) never runs its turn twice: while the
+        run lives, the update id joins it; once it has ended, its stored outcome is returned.
+        Transport errors are retried until `timeout_s`, which is what makes that matter.
+        """
+        turn = request.turn_key
+        earlier = ended_run_for(self.db, agent_id, turn) if turn else None
+        if earlier is not None:
+            return earlier
+
+        async def attempt() -> RunResult:
+            return await _outcome(await self._start_update(agent_id, request, WorkflowUpdateStage.COMPLETED))
+
+        try:
+            return await ride_through(attempt, timeout_s=self.timeout_s, gave_up=lambda err: unfinished_line(self.db, agent_id, turn, self.timeout_s, err))
+        except _AlreadySentError as sent:
+            return stored_outcome(self.db, agent_id, sent.run_id)
 
     async def _start_update(self, agent_id: str, request: SendMessageRequest, stage: WorkflowUpdateStage) -> WorkflowUpdateHandle[RunResult]:
         """Start a run by update-with-start; a live run makes the update fail with its reason.
@@ -203,22 +246,45 @@ class PerdureClient:
             operation = self._start_operation(agent_id, agent.name, _summary(request))
             try:
                 return await self.temporal.start_update_with_start_workflow(
-                    names.SEND_MESSAGE, request, result_type=RunResult, start_workflow_operation=operation, wait_for_stage=stage
+                    names.SEND_MESSAGE,
+                    request,
+                    id=_update_id(request),
+                    result_type=RunResult,
+                    start_workflow_operation=operation,
+                    wait_for_stage=stage,
                 )
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
                 if isinstance(cause, ApplicationError) and cause.type == "RunFinishing":
                     await asyncio.sleep(0.05)
                     continue
-                raise RunRejectedError(_reason(err)) from err
+                raise _refusal(err) from err
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
+                # The SDK also hands a failed start to the operation's handle; read it there,
+                # or asyncio reports it as never retrieved.
+                with contextlib.suppress(Exception):
+                    await operation.workflow_handle()
+                raise
         raise RunRejectedError(f"agent {agent_id} kept finishing its previous run; try again")
 
     async def stream_message(self, agent_id: str, request: SendMessageRequest) -> AsyncIterator[StreamItem]:
-        """Start a run and yield its stream until it stops or pauses (`perdure send --stream`)."""
+        """Start a run and yield its stream until it stops or pauses (`perdure send --stream`).
+        A request whose turn a run already took (the same `otid`s) yields that run's stream."""
+        turn = request.turn_key
+        with self.db.transaction(read_only=True) as session:
+            earlier = runs.find_run_for_turn(session, agent_id, turn) if turn else None
+        if earlier is not None:
+            async for item in self.follow(agent_id, 0, run_id=earlier.id):
+                yield item
+            return
         handle = await self._start_update(agent_id, request, WorkflowUpdateStage.ACCEPTED)
         async for item in until_outcome(read_stream(self.temporal, agent_id, run_id=handle.workflow_run_id)):
             yield item
-        await _outcome(handle)  # a request the begin activity refused ends the stream empty
+        try:
+            await _outcome(handle)  # a request the begin activity refused ends the stream empty
+        except _AlreadySentError as sent:
+            async for item in self.follow(agent_id, 0, run_id=sent.run_id):
+                yield item
 
     async def stream_answer(self, agent_id: str, answers: list[Answer]) -> AsyncIterator[StreamItem]:
         """Answer pending calls and yield the continuation's stream (`perdure approve --stream`).
@@ -314,11 +380,12 @@ def message_request(
     approval_timeout_seconds: float | None = None,
     stream_tokens: bool = False,
 ) -> SendMessageRequest:
-    """A one-message request; options left out take the request's defaults."""
+    """A one-message request; options left out take the request's defaults. The message gets a
+    fresh `otid` (Letta's field), which makes the request safe to send again."""
     options: dict[str, Any] = {"client_tools": client_tools or [], "approval_timeout_seconds": approval_timeout_seconds, "stream_tokens": stream_tokens}
     if max_steps is not None:
         options["max_steps"] = max_steps
-    return SendMessageRequest(messages=[MessageCreate(content=text)], **options)
+    return SendMessageRequest(messages=[MessageCreate(content=text, otid=str(uuid.uuid4()))], **options)
 
 
 def _summary(request: SendMessageRequest) -> str:
@@ -332,7 +399,22 @@ async def _outcome(handle: WorkflowUpdateHandle[RunResult]) -> RunResult:
     try:
         return await handle.result()
     except WorkflowUpdateFailedError as err:
-        raise RunRejectedError(_reason(err)) from err
+        raise _refusal(err) from err
+
+
+def _refusal(error: WorkflowUpdateFailedError) -> Exception:
+    """Why the run did not take the request; a turn an earlier run took names that run."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type == names.ALREADY_SENT and cause.details:
+        return _AlreadySentError(str(cause.details[0]))
+    return RunRejectedError(_reason(error))
+
+
+def _update_id(request: SendMessageRequest) -> str | None:
+    """The turn's key as the update id: Temporal answers a repeated update with the first one's
+    result while the run lives. None (a fresh id) for a request without otids."""
+    turn = request.turn_key
+    return f"send-{turn}" if turn else None
 
 
 def _reason(error: WorkflowUpdateFailedError) -> str:

@@ -165,6 +165,9 @@ async def test_send_errors(cli_env: dict[str, str], scripted_agent: dict) -> Non
     assert unreachable.returncode == 1 and "cannot reach Temporal at 127.0.0.1:9" in unreachable.stderr
     bad_limit = await perdure(cli_env, "messages", scripted_agent["id"], "--limit", "0")
     assert bad_limit.returncode == 2 and "--limit must be at least 1" in bad_limit.stderr
+    bad_timeout = await perdure(cli_env, "send", scripted_agent["id"], "hi", "--timeout", "0")
+    assert bad_timeout.returncode == 2 and "--timeout must be more than 0 seconds, got 0" in bad_timeout.stderr
+    assert bad_timeout.stderr.count("\n") == 1
 
 
 async def test_status(cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, scripted_agent: dict, client: PerdureClient) -> None:

@@ -139,8 +139,9 @@ async def test_bad_request_fails_the_run_and_stores_nothing_of_the_step(
 async def test_malformed_model_response_is_invalid_llm_response(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
 ) -> None:
+    """JSON of the wrong shape breaks the protocol: not retried (a body that is not JSON at all is)."""
     agent = make_agent()
-    llm.script(model_name, [ScriptedReply(raw_body="{not json")])
+    llm.script(model_name, [ScriptedReply(raw_body='{"choices": []}')])
     response = await client.send_message(agent.id, "hello")
     assert response.stop_reason.stop_reason is StopReasonType.invalid_llm_response
     assert len(llm.requests(model_name)) == 1

@@ -216,8 +216,10 @@ class AgentRunWorkflow:
         except (ActivityError, ApplicationError) as err:
             reraise_cancellation(err)
             cause = err.cause if isinstance(err, ActivityError) else err
-            if isinstance(cause, ApplicationError) and cause.type == names.REQUEST_REJECTED:
-                self._rejection = ApplicationError(cause.message, type=names.REQUEST_REJECTED)
+            if isinstance(cause, ApplicationError) and cause.type in (names.REQUEST_REJECTED, names.ALREADY_SENT):
+                # ALREADY_SENT keeps its detail, the earlier run's id, for the client.
+                details = cause.details if cause.type == names.ALREADY_SENT else ()
+                self._rejection = ApplicationError(cause.message, *details, type=cause.type)
                 self._finished = True
                 run.show(f"request refused: {cause.message}")
                 return None

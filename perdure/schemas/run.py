@@ -6,6 +6,7 @@ per step must not grow with the size of the agent's memory or conversation (each
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from typing import Any, Literal
@@ -58,6 +59,16 @@ class SendMessageRequest(BaseModel):
         if repeated:
             raise ValueError(f"client tool names must be unique; repeated: {', '.join(repeated)}")
         return self
+
+    @property
+    def turn_key(self) -> str | None:
+        """What identifies this turn across a client's retries: its user messages' `otid`s
+        (Letta's field; Perdure's clients make one when the caller gives none). None for a
+        request of answers alone (answers are deduplicated by tool call id) or without otids."""
+        otids = [m.otid for m in self.user_messages]
+        if not otids or any(otid is None for otid in otids):
+            return None
+        return hashlib.sha256("\n".join(otid or "" for otid in otids).encode()).hexdigest()[:32]
 
     @property
     def approval(self) -> ApprovalCreate | None:

@@ -142,6 +142,20 @@ def list_runs(session: Session, agent_id: str) -> list[RunInfo]:
     return [_run_info(r) for r in rows]
 
 
+RECENT_RUNS = 200
+"""How many of an agent's latest runs a retried send is looked for in: a client retries within
+minutes, so its turn is among them."""
+
+
+def find_run_for_turn(session: Session, agent_id: str, turn_key: str) -> RunInfo | None:
+    """The run that took the turn `turn_key` (`SendMessageRequest.turn_key`), if one did."""
+    query = select(RunRow).where(RunRow.agent_id == agent_id).order_by(RunRow.created_at.desc()).limit(RECENT_RUNS)
+    for row in session.scalars(query):
+        if SendMessageRequest.model_validate(row.request).turn_key == turn_key:
+            return _run_info(row)
+    return None
+
+
 def list_steps(session: Session, run_id: str) -> list[StepInfo]:
     rows = session.scalars(select(StepRow).where(StepRow.run_id == run_id).order_by(StepRow.step_number)).all()
     return [
