@@ -139,7 +139,14 @@ class StepLoop:
                 stop = stop_reason_for_llm_error(error_type)
             ctx.draft = None
             return stop, step.model_copy(update={"status": "failed", "stop_reason": stop, "error_type": error_type, "error": ctx.error})
-        ctx.usage.add(output.usage.prompt_tokens, output.usage.completion_tokens, output.usage.cached_input_tokens, output.usage.reasoning_tokens)
+        usage = output.usage
+        ctx.usage.add(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_input_tokens,
+            usage.reasoning_tokens,
+            usage.cache_write_tokens,
+        )
         ctx.draft.step = step.model_copy(update={"usage": output.usage, "llm_request_ns": output.llm_request_ns})
         draft = ctx.draft
         try:
