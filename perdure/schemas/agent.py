@@ -134,9 +134,9 @@ class LLMConfig(BaseModel):
     None: `json_schema` for the bundled local model, else `native`."""
     model_endpoint_type: str | None = None
     """Letta's name for the provider (`openai`, `anthropic`, `ollama`, ...); None: the handle's prefix."""
-    enable_reasoner: bool = False
+    enable_reasoner: bool | None = None
     """Letta's switch for extended thinking (Anthropic); the thoughts become reasoning messages."""
-    max_reasoning_tokens: int = Field(default=0, ge=0)
+    max_reasoning_tokens: int | None = Field(default=None, ge=0)
     """The thinking budget; below Anthropic's minimum of 1,024, that minimum."""
 
     @model_validator(mode="before")
@@ -176,7 +176,7 @@ class LLMConfig(BaseModel):
 
     @property
     def reasoning_budget(self) -> int | None:
-        return max(MIN_REASONING_TOKENS, self.max_reasoning_tokens) if self.enable_reasoner else None
+        return max(MIN_REASONING_TOKENS, self.max_reasoning_tokens or 0) if self.enable_reasoner else None
 
     def provider_problem(self) -> str | None:
         """Why no provider can serve this config, or None: checked when an agent is made."""
