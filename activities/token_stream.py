@@ -18,7 +18,14 @@ from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClien
 from temporalio.service import RPCError
 
 from perdure.providers.openai_stream import StreamPiece
-from perdure.schemas.letta import ApprovalRequestMessage, AssistantMessage, LettaToolCall, ReasoningMessage, ToolCallMessage
+from perdure.schemas.letta import (
+    ApprovalRequestMessage,
+    AssistantMessage,
+    HiddenReasoningMessage,
+    LettaToolCall,
+    ReasoningMessage,
+    ToolCallMessage,
+)
 from perdure.schemas.run import LLMStepInput
 from perdure.schemas.stream import STREAM_TOPIC, AttemptStarted, StreamEvent
 
@@ -103,6 +110,8 @@ class TokenPublisher:
             return AssistantMessage(content=piece.text, **common)
         if piece.kind == "reasoning":
             return ReasoningMessage(reasoning=piece.text, **common)
+        if piece.kind == "hidden_reasoning":
+            return HiddenReasoningMessage(state="redacted", hidden_reasoning=piece.text, **common)
         call = LettaToolCall(name=piece.name, arguments=piece.text, tool_call_id=piece.tool_call_id)
         if piece.name in step.held_tools:
             return ApprovalRequestMessage(tool_call=call, tool_calls=[call], **{**common, "id": step.approval_message_id})

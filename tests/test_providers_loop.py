@@ -241,3 +241,20 @@ async def test_an_invalid_key_ends_the_run_without_retry(client: PerdureClient, 
 
     assert response.stop_reason.stop_reason is StopReasonType.llm_api_error
     assert len(llm.requests(model_name)) == 1
+
+
+@pytest.mark.parametrize("wire", [ANTHROPIC], ids=["anthropic"])
+async def test_streamed_thinking_arrives_as_reasoning_and_hidden_reasoning(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    agent = make_agent(llm_config={"enable_reasoner": True})
+    llm.script(model_name, [ScriptedReply(reasoning="Think about the greeting.", hidden_reasoning="ENCRYPTED", content="Hello.")])
+
+    items = await collect(client.stream_message(agent.id, message_request("Hi", stream_tokens=True)))
+
+    stored = stored_answer(db, agent.id)
+    reasoning = [i.event for i in items if isinstance(i.event, ReasoningMessage)]
+    hidden = [i.event for i in items if isinstance(i.event, HiddenReasoningMessage)]
+    assert "".join(r.reasoning for r in reasoning) == "Think about the greeting."
+    assert [(h.id, h.state, h.hidden_reasoning) for h in hidden] == [(stored.id, "redacted", "ENCRYPTED")]
+    assert stored.content[0] == ReasoningContent(reasoning="Think about the greeting.", signature=SIGNATURE)

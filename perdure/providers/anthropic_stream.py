@@ -106,6 +106,8 @@ class AnthropicStreamAssembler:
             opened = self._blocks[index] = _Block(type=kind, id=block["id"], name=block["name"], call_index=call_index)
             return [StreamPiece(kind="tool_call", index=call_index, tool_call_id=opened.id, name=opened.name)]
         opened = self._blocks[index] = _Block(type=kind, data=block.get("data") or "")
+        if kind == "redacted_thinking":
+            return [StreamPiece(kind="hidden_reasoning", text=opened.data, index=index)]
         first = block.get("text") or block.get("thinking") or ""
         return self._delta(
             opened, {"type": "text_delta" if kind == "text" else "thinking_delta", "text": first, "thinking": first}

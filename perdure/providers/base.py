@@ -56,10 +56,11 @@ class ChatResponse(BaseModel):
 class StreamPiece(BaseModel):
     """A fragment of the answer as it arrives: text, reasoning, or a tool call's arguments."""
 
-    kind: Literal["content", "reasoning", "tool_call"]
+    kind: Literal["content", "reasoning", "hidden_reasoning", "tool_call"]
     text: str = ""
+    """For `hidden_reasoning`, the provider's opaque data, whole."""
     index: int = 0
-    """The tool call's position in the answer (tool_call pieces only)."""
+    """The tool call's position in the answer (tool_call pieces), or the block's (hidden_reasoning)."""
     tool_call_id: str = ""
     name: str = ""
 
