@@ -24,7 +24,7 @@ from perdure.providers.structured import StructuredToolCalling
 from perdure.schemas.agent import AgentCreate, LLMConfig
 from perdure.schemas.letta import StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
-from perdure.settings import Settings
+from perdure.settings import Settings, default_model
 from perdure.store.db import Database
 from starter.client import PerdureClient
 from starter.devserver import temporal_binary
@@ -165,3 +165,11 @@ async def test_an_anthropic_agent_without_endpoint_goes_to_anthropic_base_url_wi
         check=True,
     ).stdout
     assert agent.id in shown and secret not in shown
+
+
+def test_an_anthropic_key_alone_makes_claude_the_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PERDURE_DEFAULT_MODEL", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-1")
+    assert default_model() == "anthropic/claude-sonnet-4-5"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-1")
+    assert default_model() == "openai/gpt-4o-mini", "an OpenAI endpoint still comes first"
