@@ -31,7 +31,14 @@ from perdure.providers.base import (
     StreamPiece,
 )
 from perdure.schemas.letta import StopReasonType
-from perdure.schemas.messages import HiddenReasoningContent, Message, ReasoningContent, TextContent, ToolCall, ToolReturn
+from perdure.schemas.messages import (
+    HiddenReasoningContent,
+    Message,
+    ReasoningContent,
+    TextContent,
+    ToolCall,
+    ToolReturn,
+)
 from perdure.scripted.anthropic_replies import SIGNATURE, anthropic_error
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from tests.test_provider import WEATHER_TOOL, http, refused_url
@@ -51,7 +58,9 @@ def chat_request(model: str, **fields: Any) -> ChatRequest:
     return ChatRequest.model_validate({"model": model, "messages": USER_MESSAGES, **fields})
 
 
-async def answer(llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, reply: ScriptedReply, *, stream: bool = False) -> ChatResponse:
+async def answer(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, reply: ScriptedReply, *, stream: bool = False
+) -> ChatResponse:
     llm.script(model, [reply])
     provider = provider_for(llm.base_url, http)
     if stream:
@@ -59,7 +68,9 @@ async def answer(llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, re
     return await provider.complete(chat_request(model))
 
 
-async def failure(llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, reply: ScriptedReply, *, stream: bool = False) -> LLMError:
+async def failure(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, reply: ScriptedReply, *, stream: bool = False
+) -> LLMError:
     llm.script(model, [reply])
     provider = provider_for(llm.base_url, http)
     with pytest.raises(LLMError) as raised:
@@ -78,12 +89,19 @@ def stored(role: str, **fields: Any) -> Message:
 # --------------------------------------------------------------------------- the request sent
 
 
-async def test_request_shape_system_tools_choice_and_headers(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_request_shape_system_tools_choice_and_headers(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """System prompt as the cached `system` parameter, tools as input schemas, a forced tool by
     name with parallel use off, `max_tokens` always, and the version and key headers."""
     messages = [{"role": "system", "content": "Be brief. <memory>Ada</memory>"}, *USER_MESSAGES]
     request = chat_request(
-        model_name, messages=messages, tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}, parallel_tool_calls=False, temperature=0.3
+        model_name,
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        parallel_tool_calls=False,
+        temperature=0.3,
     )
     llm.script(model_name, [ScriptedReply(content="ok")])
 
@@ -94,8 +112,16 @@ async def test_request_shape_system_tools_choice_and_headers(llm: ScriptedLLMSer
         "model": model_name,
         "max_tokens": DEFAULT_MAX_TOKENS,
         "system": [{"type": "text", "text": "Be brief. <memory>Ada</memory>", "cache_control": {"type": "ephemeral"}}],
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello", "cache_control": {"type": "ephemeral"}}]}],
-        "tools": [{"name": "get_weather", "description": "Weather for a city.", "input_schema": WEATHER_TOOL["function"]["parameters"]}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hello", "cache_control": {"type": "ephemeral"}}]}
+        ],
+        "tools": [
+            {
+                "name": "get_weather",
+                "description": "Weather for a city.",
+                "input_schema": WEATHER_TOOL["function"]["parameters"],
+            }
+        ],
         "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
         "temperature": 0.3,
     }
@@ -134,7 +160,11 @@ def test_no_tools_no_tool_fields_and_max_tokens_from_the_request() -> None:
 
 def test_thinking_budget_drops_temperature_and_raises_max_tokens_but_not_for_a_forced_tool() -> None:
     """The API refuses thinking with a forced tool or a temperature, and wants max_tokens above the budget."""
-    thinking = request_body(chat_request("m", tools=[WEATHER_TOOL], tool_choice="auto", reasoning_budget=2048, temperature=0.5, max_tokens=1000))
+    thinking = request_body(
+        chat_request(
+            "m", tools=[WEATHER_TOOL], tool_choice="auto", reasoning_budget=2048, temperature=0.5, max_tokens=1000
+        )
+    )
     assert thinking["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert "temperature" not in thinking and thinking["max_tokens"] > 2048
     forced = request_body(chat_request("m", tools=[WEATHER_TOOL], tool_choice="required", reasoning_budget=2048))
@@ -164,13 +194,26 @@ def test_history_becomes_alternating_turns_with_tool_use_and_results() -> None:
         stored("user", content=[TextContent(text="hi")]),
         stored(
             "assistant",
-            content=[ReasoningContent(reasoning="think", signature="sig"), HiddenReasoningContent(data="secret"), TextContent(text="calling")],
+            content=[
+                ReasoningContent(reasoning="think", signature="sig"),
+                HiddenReasoningContent(data="secret"),
+                TextContent(text="calling"),
+            ],
             tool_calls=[ToolCall(id="t1", name="get_weather", arguments='{"city": "Oslo"}')],
         ),
         stored("approval", tool_calls=[ToolCall(id="t2", name="core_memory_append", arguments="not json")]),
-        stored("tool", tool_returns=[ToolReturn(tool_call_id="t1", status="success", func_response="x" * 9000), ToolReturn(tool_call_id="t2", status="error", func_response="denied")]),
+        stored(
+            "tool",
+            tool_returns=[
+                ToolReturn(tool_call_id="t1", status="success", func_response="x" * 9000),
+                ToolReturn(tool_call_id="t2", status="error", func_response="denied"),
+            ],
+        ),
         stored("user", content=[TextContent(text="and now?")]),
-        stored("assistant", content=[ReasoningContent(reasoning="unsigned, from another provider"), TextContent(text="done")]),
+        stored(
+            "assistant",
+            content=[ReasoningContent(reasoning="unsigned, from another provider"), TextContent(text="done")],
+        ),
     ]
 
     wire = to_anthropic_messages(history, tool_return_chars=5000)
@@ -188,15 +231,24 @@ def test_history_becomes_alternating_turns_with_tool_use_and_results() -> None:
         {"type": "tool_use", "id": "t2", "name": "core_memory_append", "input": {"raw_arguments": "not json"}},
     ]
     first, second, follow_up = turns[2]["content"]
-    assert first["type"] == "tool_result" and first["tool_use_id"] == "t1" and len(first["content"]) < 6000 and "is_error" not in first
+    assert (
+        first["type"] == "tool_result"
+        and first["tool_use_id"] == "t1"
+        and len(first["content"]) < 6000
+        and "is_error" not in first
+    )
     assert second == {"type": "tool_result", "tool_use_id": "t2", "content": "denied", "is_error": True}
     assert follow_up == {"type": "text", "text": "and now?"}
     cached = {"cache_control": {"type": "ephemeral"}}
-    assert turns[3]["content"] == [{"type": "text", "text": "done", **cached}], "unsigned reasoning is not sent; the last block is cached"
+    assert turns[3]["content"] == [{"type": "text", "text": "done", **cached}], (
+        "unsigned reasoning is not sent; the last block is cached"
+    )
 
 
 def test_a_conversation_opening_with_the_model_gets_a_user_turn_first() -> None:
-    body = request_body(ChatRequest(model="m", messages=[{"role": "system", "content": "S"}, {"role": "assistant", "content": "hello"}]))
+    body = request_body(
+        ChatRequest(model="m", messages=[{"role": "system", "content": "S"}, {"role": "assistant", "content": "hello"}])
+    )
     assert body["messages"][0] == {"role": "user", "content": [{"type": "text", "text": CONTINUATION}]}
     assert body["messages"][1]["role"] == "assistant"
 
@@ -205,14 +257,25 @@ def test_a_conversation_opening_with_the_model_gets_a_user_turn_first() -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-async def test_text_thinking_redacted_and_usage_with_cache(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, stream: bool) -> None:
-    reply = ScriptedReply(content="Hello, Ada.", reasoning="She said her name.", hidden_reasoning="ENCRYPTED", cache_read_tokens=100, cache_write_tokens=20)
+async def test_text_thinking_redacted_and_usage_with_cache(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, stream: bool
+) -> None:
+    reply = ScriptedReply(
+        content="Hello, Ada.",
+        reasoning="She said her name.",
+        hidden_reasoning="ENCRYPTED",
+        cache_read_tokens=100,
+        cache_write_tokens=20,
+    )
 
     response = await answer(llm, http, model_name, reply, stream=stream)
 
     assert response.content == "Hello, Ada."
     assert response.reasoning == "She said her name."
-    assert response.reasoning_parts == [ReasoningContent(reasoning="She said her name.", signature=SIGNATURE), HiddenReasoningContent(data="ENCRYPTED")]
+    assert response.reasoning_parts == [
+        ReasoningContent(reasoning="She said her name.", signature=SIGNATURE),
+        HiddenReasoningContent(data="ENCRYPTED"),
+    ]
     assert response.finish_reason == "stop" and response.model == model_name
     assert response.usage is not None
     assert response.usage.cached_input_tokens == 100 and response.usage.cache_write_tokens == 20
@@ -224,23 +287,37 @@ async def test_text_thinking_redacted_and_usage_with_cache(llm: ScriptedLLMServe
 async def test_tool_calls(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, stream: bool) -> None:
     reply = ScriptedReply(
         content="Let me check.",
-        tool_calls=[ScriptedToolCall(id="toolu_1", name="get_weather", arguments={"city": "Oslo"}), ScriptedToolCall(id="toolu_2", name="get_time")],
+        tool_calls=[
+            ScriptedToolCall(id="toolu_1", name="get_weather", arguments={"city": "Oslo"}),
+            ScriptedToolCall(id="toolu_2", name="get_time"),
+        ],
     )
 
     response = await answer(llm, http, model_name, reply, stream=stream)
 
-    assert [(c.id, c.name, json.loads(c.arguments)) for c in response.tool_calls] == [("toolu_1", "get_weather", {"city": "Oslo"}), ("toolu_2", "get_time", {})]
+    assert [(c.id, c.name, json.loads(c.arguments)) for c in response.tool_calls] == [
+        ("toolu_1", "get_weather", {"city": "Oslo"}),
+        ("toolu_2", "get_time", {}),
+    ]
     assert response.finish_reason == "tool_calls"
     assert response.usage is not None and response.usage.cached_input_tokens is None
 
 
-async def test_max_tokens_stop_reason_reads_as_length(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_max_tokens_stop_reason_reads_as_length(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     response = await answer(llm, http, model_name, ScriptedReply(content="cut", finish_reason="max_tokens"))
     assert response.finish_reason == "length"
 
 
-async def test_stream_pieces_arrive_in_order_with_call_ids(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
-    reply = ScriptedReply(reasoning="Think first.", content="Checking the weather now.", tool_calls=[ScriptedToolCall(id="toolu_9", name="get_weather", arguments={"city": "Oslo"})])
+async def test_stream_pieces_arrive_in_order_with_call_ids(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
+    reply = ScriptedReply(
+        reasoning="Think first.",
+        content="Checking the weather now.",
+        tool_calls=[ScriptedToolCall(id="toolu_9", name="get_weather", arguments={"city": "Oslo"})],
+    )
     llm.script(model_name, [reply])
     pieces: list[StreamPiece] = []
 
@@ -253,7 +330,9 @@ async def test_stream_pieces_arrive_in_order_with_call_ids(llm: ScriptedLLMServe
     calls = [p for p in pieces if p.kind == "tool_call"]
     assert len([p for p in pieces if p.kind == "content"]) > 1, "text arrives in pieces"
     assert {(p.tool_call_id, p.name, p.index) for p in calls} == {("toolu_9", "get_weather", 0)}
-    assert json.loads("".join(p.text for p in calls)) == {"city": "Oslo"} == json.loads(response.tool_calls[0].arguments)
+    assert (
+        json.loads("".join(p.text for p in calls)) == {"city": "Oslo"} == json.loads(response.tool_calls[0].arguments)
+    )
 
 
 # --------------------------------------------------------------------------- errors
@@ -274,7 +353,13 @@ async def test_stream_pieces_arrive_in_order_with_call_ids(llm: ScriptedLLMServe
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_status_maps_to_typed_error(
-    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, status: int, error_class: type[LLMError], retryable: bool, stream: bool
+    llm: ScriptedLLMServer,
+    http: httpx.AsyncClient,
+    model_name: str,
+    status: int,
+    error_class: type[LLMError],
+    retryable: bool,
+    stream: bool,
 ) -> None:
     error = await failure(llm, http, model_name, ScriptedReply(status=status), stream=stream)
 
@@ -284,16 +369,22 @@ async def test_status_maps_to_typed_error(
     assert llm_failure(error).non_retryable is not retryable
 
 
-async def test_overloaded_and_rate_limit_keep_retry_after(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_overloaded_and_rate_limit_keep_retry_after(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     overloaded = await failure(llm, http, model_name, ScriptedReply(status=529, headers={"retry-after": "7"}))
     assert overloaded.retry_after == 7 and overloaded.retryable
     limited = await failure(llm, http, f"{model_name}-b", ScriptedReply(status=429, headers={"retry-after": "3"}))
     assert type(limited) is LLMRateLimitError and limited.retry_after == 3
-    assert llm_failure(limited).next_retry_delay is not None and llm_failure(limited).next_retry_delay.total_seconds() == 3
+    assert (
+        llm_failure(limited).next_retry_delay is not None and llm_failure(limited).next_retry_delay.total_seconds() == 3
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-async def test_prompt_too_long_is_context_window_exceeded(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, stream: bool) -> None:
+async def test_prompt_too_long_is_context_window_exceeded(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, stream: bool
+) -> None:
     error = await failure(llm, http, model_name, ScriptedReply(status=400, error=TOO_LONG), stream=stream)
     assert type(error) is ContextWindowExceededError and not error.retryable
     assert "prompt is too long" in error.message
@@ -309,28 +400,43 @@ async def test_prompt_too_long_is_context_window_exceeded(llm: ScriptedLLMServer
     ],
 )
 async def test_error_event_mid_stream(
-    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, error: dict[str, Any], error_class: type[LLMError], retryable: bool
+    llm: ScriptedLLMServer,
+    http: httpx.AsyncClient,
+    model_name: str,
+    error: dict[str, Any],
+    error_class: type[LLMError],
+    retryable: bool,
 ) -> None:
-    reply = ScriptedReply(content="partial answer that breaks", error_after_chunks=2, error={"type": "error", "error": error})
+    reply = ScriptedReply(
+        content="partial answer that breaks", error_after_chunks=2, error={"type": "error", "error": error}
+    )
     raised = await failure(llm, http, model_name, reply, stream=True)
     assert type(raised) is error_class and raised.retryable is retryable
     assert error["message"] in raised.message
 
 
-async def test_stream_cut_before_message_stop_is_a_retryable_connection_error(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
-    error = await failure(llm, http, model_name, ScriptedReply(content="a reply cut in the middle", drop_after_chunks=2), stream=True)
+async def test_stream_cut_before_message_stop_is_a_retryable_connection_error(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
+    error = await failure(
+        llm, http, model_name, ScriptedReply(content="a reply cut in the middle", drop_after_chunks=2), stream=True
+    )
     assert type(error) is LLMConnectionError and error.retryable
     assert stop_reason_for_llm_error(error.error_type) is StopReasonType.llm_api_error
 
 
-async def test_stream_ending_cleanly_without_message_stop_is_retried_too(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_stream_ending_cleanly_without_message_stop_is_retried_too(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     start = {"type": "message_start", "message": {"model": model_name, "usage": {"input_tokens": 3}}}
     body = f"event: message_start\ndata: {json.dumps(start)}\n\n"
     error = await failure(llm, http, model_name, ScriptedReply(raw_body=body), stream=True)
     assert type(error) is LLMConnectionError and "message_stop" in error.message
 
 
-async def test_a_2xx_body_that_is_not_json_is_a_retryable_transport_fault(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_a_2xx_body_that_is_not_json_is_a_retryable_transport_fault(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     error = await failure(llm, http, model_name, ScriptedReply(raw_body='{"type": "message", "content": [{"ty'))
     assert type(error) is LLMConnectionError and error.retryable
     assert llm_failure(error).non_retryable is False
@@ -341,12 +447,17 @@ async def test_a_2xx_body_that_is_not_json_is_a_retryable_transport_fault(llm: S
     [
         pytest.param(json.dumps({"type": "message"}), id="no-content"),
         pytest.param(json.dumps({"content": [{"type": "text"}]}), id="text-block-without-text"),
-        pytest.param(json.dumps({"content": [{"type": "tool_use", "id": "t", "name": "x", "input": "oops"}]}), id="input-not-an-object"),
+        pytest.param(
+            json.dumps({"content": [{"type": "tool_use", "id": "t", "name": "x", "input": "oops"}]}),
+            id="input-not-an-object",
+        ),
         pytest.param(json.dumps({"content": []}), id="empty-content"),
         pytest.param(json.dumps(["a", "list"]), id="top-level-list"),
     ],
 )
-async def test_a_json_body_of_the_wrong_shape_is_an_invalid_response(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, raw_body: str) -> None:
+async def test_a_json_body_of_the_wrong_shape_is_an_invalid_response(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, raw_body: str
+) -> None:
     error = await failure(llm, http, model_name, ScriptedReply(raw_body=raw_body))
     assert type(error) is LLMInvalidResponseError and not error.retryable
     assert stop_reason_for_llm_error(error.error_type) is StopReasonType.invalid_llm_response
@@ -358,8 +469,35 @@ async def test_connection_refused_is_retryable(refused_url: str, http: httpx.Asy
     assert raised.value.retryable and "/v1/messages" in raised.value.message
 
 
-async def test_the_scripted_server_refuses_a_request_without_the_version_header(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_the_scripted_server_refuses_a_request_without_the_version_header(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """As Anthropic does; the provider always sends it (the tests above pass through this check)."""
-    response = await http.post(messages_url(llm.base_url), json={"model": model_name, "max_tokens": 5, "messages": USER_MESSAGES})
+    response = await http.post(
+        messages_url(llm.base_url), json={"model": model_name, "max_tokens": 5, "messages": USER_MESSAGES}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_block_that_opens_with_text_keeps_it(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
+    """Blocks usually open empty; text in `content_block_start` is the answer's first piece."""
+    events = [
+        {"type": "message_start", "message": {"model": model_name, "usage": {"input_tokens": 5, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "Hel"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
+        {"type": "message_stop"},
+    ]
+    llm.script(
+        model_name, [ScriptedReply(raw_body="".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events))]
+    )
+    pieces: list[StreamPiece] = []
+
+    response = await provider_for(llm.base_url, http).stream(chat_request(model_name), pieces.append)
+
+    assert [p.text for p in pieces] == ["Hel", "lo"] and response.content == "Hello"
+    assert response.usage is not None and (response.usage.prompt_tokens, response.usage.completion_tokens) == (5, 2)

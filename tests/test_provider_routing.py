@@ -60,13 +60,17 @@ def clean_provider_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("groq/llama-3.1-8b-instant", OpenAICompatibleProvider, "https://api.groq.com/openai/v1"),
     ],
 )
-def test_the_handle_prefix_picks_protocol_and_address(activities: LLMActivities, model: str, provider_class: type, url: str) -> None:
+def test_the_handle_prefix_picks_protocol_and_address(
+    activities: LLMActivities, model: str, provider_class: type, url: str
+) -> None:
     config = LLMConfig(model=model)
     assert isinstance(activities.provider(config), provider_class)
     assert activities.base_url(config) == url
 
 
-def test_environment_overrides_the_address_and_gives_the_key(activities: LLMActivities, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides_the_address_and_gives_the_key(
+    activities: LLMActivities, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://gateway:9000")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-xyz")
     monkeypatch.setenv("OLLAMA_BASE_URL", "http://gpu-box:11434/v1")
@@ -81,30 +85,47 @@ def test_environment_overrides_the_address_and_gives_the_key(activities: LLMActi
     assert activities.api_key(LLMConfig(model="openai/gpt-4o-mini")) == "sk-openai"
     assert activities.api_key(LLMConfig(model="anthropic/claude", endpoint="http://mine")) == "sk-ant-xyz"
     assert activities.api_key(LLMConfig(model="scripted/demo")) is None
-    assert activities.base_url(LLMConfig(model="anthropic/claude", endpoint="http://mine/v1")) == "http://mine/v1", "the agent's endpoint wins"
+    assert activities.base_url(LLMConfig(model="anthropic/claude", endpoint="http://mine/v1")) == "http://mine/v1", (
+        "the agent's endpoint wins"
+    )
 
 
 def test_model_endpoint_type_overrides_the_prefix(activities: LLMActivities) -> None:
     config = LLMConfig(model="openai/qwen2.5", model_endpoint_type="vllm")
     assert activities.base_url(config) == "http://localhost:8000/v1"
-    assert isinstance(activities.provider(LLMConfig(model="x/claude-3", model_endpoint_type="anthropic")), AnthropicProvider)
+    assert isinstance(
+        activities.provider(LLMConfig(model="x/claude-3", model_endpoint_type="anthropic")), AnthropicProvider
+    )
 
 
 def test_lettas_own_llm_config_shape_is_read() -> None:
     """Letta names the model bare, beside `model_endpoint_type` and `model_endpoint` (and a `handle`)."""
     config = AgentCreate.model_validate(
-        {"llm_config": {"model": "claude-sonnet-4-5", "model_endpoint_type": "anthropic", "model_endpoint": "https://api.anthropic.com/v1", "context_window": 200000}}
+        {
+            "llm_config": {
+                "model": "claude-sonnet-4-5",
+                "model_endpoint_type": "anthropic",
+                "model_endpoint": "https://api.anthropic.com/v1",
+                "context_window": 200000,
+            }
+        }
     ).resolved_llm_config()
     assert config.model == "anthropic/claude-sonnet-4-5" and config.endpoint == "https://api.anthropic.com/v1"
     assert config.model_name == "claude-sonnet-4-5" and config.context_window == 200000
-    handled = LLMConfig.model_validate({"model": "gpt-4o-mini", "handle": "openai/gpt-4o-mini", "model_endpoint_type": "openai"})
+    handled = LLMConfig.model_validate(
+        {"model": "gpt-4o-mini", "handle": "openai/gpt-4o-mini", "model_endpoint_type": "openai"}
+    )
     assert handled.model == "openai/gpt-4o-mini"
 
 
 def test_the_local_model_keeps_json_schema_and_anthropic_refuses_it(activities: LLMActivities) -> None:
-    assert isinstance(activities.provider(LLMConfig(model="ollama/qwen", tool_calling="json_schema")), StructuredToolCalling)
+    assert isinstance(
+        activities.provider(LLMConfig(model="ollama/qwen", tool_calling="json_schema")), StructuredToolCalling
+    )
     with pytest.raises(ValueError, match="tool_calling 'json_schema' is for OpenAI-compatible servers"):
-        AgentCreate.model_validate({"model": "anthropic/claude-sonnet-4-5", "llm_config": {"tool_calling": "json_schema"}})
+        AgentCreate.model_validate(
+            {"model": "anthropic/claude-sonnet-4-5", "llm_config": {"tool_calling": "json_schema"}}
+        )
 
 
 def test_an_unknown_provider_is_refused_with_the_known_ones() -> None:
@@ -124,13 +145,23 @@ def test_a_stored_agent_with_an_unknown_provider_fails_once_and_clearly(activiti
 
 
 def test_cli_refuses_an_unknown_provider_in_one_line(cli_env: dict[str, str], tmp_path: Path) -> None:
-    result = subprocess.run([str(PERDURE), "agent", "create", "--model", "acme/gpt-9"], cwd=REPO, env=cli_env, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(PERDURE), "agent", "create", "--model", "acme/gpt-9"],
+        cwd=REPO,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("perdure: error: ")
-    assert "unknown model provider 'acme'" in result.stderr and "anthropic" in result.stderr and "ollama" in result.stderr
+    assert (
+        "unknown model provider 'acme'" in result.stderr and "anthropic" in result.stderr and "ollama" in result.stderr
+    )
     path = tmp_path / "agent.json"
     path.write_text(json.dumps({"model": "anthropic/claude-sonnet-4-5", "llm_config": {"tool_calling": "json_schema"}}))
-    refused = subprocess.run([str(PERDURE), "agent", "create", "--file", str(path)], cwd=REPO, env=cli_env, capture_output=True, text=True)
+    refused = subprocess.run(
+        [str(PERDURE), "agent", "create", "--file", str(path)], cwd=REPO, env=cli_env, capture_output=True, text=True
+    )
     assert refused.returncode == 2 and "json_schema" in refused.stderr and refused.stderr.count("\n") == 1
 
 
@@ -159,7 +190,17 @@ async def test_an_anthropic_agent_without_endpoint_goes_to_anthropic_base_url_wi
     assert headers["x-api-key"] == secret and "authorization" not in headers
     assert "system" in llm.requests(model_name)[0], "asked over the Messages API"
     shown = subprocess.run(
-        [temporal_binary(), "workflow", "show", "--workflow-id", workflow_id(agent.id), "--address", temporal_address, "--output", "json"],
+        [
+            temporal_binary(),
+            "workflow",
+            "show",
+            "--workflow-id",
+            workflow_id(agent.id),
+            "--address",
+            temporal_address,
+            "--output",
+            "json",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -18,7 +18,13 @@ import pytest
 from perdure.agents import create_agent
 from perdure.schemas.agent import AgentCreate, AgentState
 from perdure.schemas.approvals import ApprovalAnswer
-from perdure.schemas.letta import AssistantMessage, HiddenReasoningMessage, ReasoningMessage, StopReasonType, ToolCallMessage
+from perdure.schemas.letta import (
+    AssistantMessage,
+    HiddenReasoningMessage,
+    ReasoningMessage,
+    StopReasonType,
+    ToolCallMessage,
+)
 from perdure.schemas.messages import HiddenReasoningContent, ReasoningContent
 from perdure.scripted.anthropic_replies import SIGNATURE, anthropic_error
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
@@ -61,7 +67,11 @@ class Wire:
 
 
 OPENAI = Wire("openai", "scripted", ScriptedReply(status=400, error=OVERFLOW))
-ANTHROPIC = Wire("anthropic", "anthropic", ScriptedReply(status=400, error=anthropic_error(400, "prompt is too long: 9000 tokens > 8000 maximum")))
+ANTHROPIC = Wire(
+    "anthropic",
+    "anthropic",
+    ScriptedReply(status=400, error=anthropic_error(400, "prompt is too long: 9000 tokens > 8000 maximum")),
+)
 
 
 @pytest.fixture(params=[OPENAI, ANTHROPIC], ids=lambda wire: wire.name)
@@ -83,9 +93,15 @@ def make_agent(db: Database, llm: ScriptedLLMServer, model_name: str, wire: Wire
     return make
 
 
-async def test_tools_run_until_the_answer(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, wire: Wire) -> None:
+async def test_tools_run_until_the_answer(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, wire: Wire
+) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": "Name unknown."}])
-    replace = ScriptedToolCall(id="toolu_replace", name="memory_replace", arguments={"label": "human", "old_string": "Name unknown.", "new_string": "Name: Ada."})
+    replace = ScriptedToolCall(
+        id="toolu_replace",
+        name="memory_replace",
+        arguments={"label": "human", "old_string": "Name unknown.", "new_string": "Name: Ada."},
+    )
     llm.script(model_name, [ScriptedReply(tool_calls=[replace]), text("Nice to meet you, Ada.")])
 
     response = await client.send_message(agent.id, "I'm Ada.")
@@ -99,9 +115,14 @@ async def test_tools_run_until_the_answer(client: PerdureClient, llm: ScriptedLL
     assert wire.tool_result_ids(second) == ["toolu_replace"]
 
 
-async def test_parallel_calls_all_run_and_return_in_order(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, wire: Wire) -> None:
+async def test_parallel_calls_all_run_and_return_in_order(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, wire: Wire
+) -> None:
     agent = make_agent(llm_config={"parallel_tool_calls": True})
-    searches = [ScriptedToolCall(id=f"toolu_{i}", name="conversation_search", arguments={"query": q}) for i, q in enumerate(["tea", "sailing"])]
+    searches = [
+        ScriptedToolCall(id=f"toolu_{i}", name="conversation_search", arguments={"query": q})
+        for i, q in enumerate(["tea", "sailing"])
+    ]
     llm.script(model_name, [calls(*searches), text("Nothing found.")])
 
     response = await client.send_message(agent.id, "Search twice.")
@@ -116,7 +137,9 @@ async def test_parallel_calls_all_run_and_return_in_order(client: PerdureClient,
         assert first["parallel_tool_calls"] is True
 
 
-async def test_an_approval_pauses_and_the_approved_call_runs(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, wire: Wire) -> None:
+async def test_an_approval_pauses_and_the_approved_call_runs(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, wire: Wire
+) -> None:
     agent = approval_agent(make_agent, "core_memory_append")
     llm.script(model_name, [ScriptedReply(tool_calls=[remember("call_a")]), text("Saved.")])
 
@@ -131,7 +154,9 @@ async def test_an_approval_pauses_and_the_approved_call_runs(client: PerdureClie
         assert llm.requests(model_name)[0]["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
 
 
-async def test_rules_force_the_tools_and_end_the_run(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, wire: Wire) -> None:
+async def test_rules_force_the_tools_and_end_the_run(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, wire: Wire
+) -> None:
     agent = make_agent(
         memory_blocks=[{"label": "human", "value": ""}],
         tools=["core_memory_append"],
@@ -141,7 +166,10 @@ async def test_rules_force_the_tools_and_end_the_run(client: PerdureClient, llm:
             {"type": "exit_loop", "tool_name": "core_memory_append"},
         ],
     )
-    llm.script(model_name, [call("conversation_search", query="anything"), call("core_memory_append", label="human", content="Ada.")])
+    llm.script(
+        model_name,
+        [call("conversation_search", query="anything"), call("core_memory_append", label="human", content="Ada.")],
+    )
 
     response = await client.send_message(agent.id, "I'm Ada.")
 
@@ -154,7 +182,9 @@ async def test_rules_force_the_tools_and_end_the_run(client: PerdureClient, llm:
     assert tool_names == ["core_memory_append"], "only the allowed child is offered"
 
 
-async def test_a_too_long_prompt_compacts_and_asks_again(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, wire: Wire) -> None:
+async def test_a_too_long_prompt_compacts_and_asks_again(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, wire: Wire
+) -> None:
     agent = summarizing_agent(make_agent, model_name, llm)
     await warm_up(client, llm, model_name, agent.id, 3)
     llm.script(model_name, [wire.overflow, text("answer after compaction")])
@@ -170,10 +200,24 @@ async def test_a_too_long_prompt_compacts_and_asks_again(client: PerdureClient, 
     assert "SUMMARY 0" in retried and "question 3" in retried
 
 
-async def test_tokens_stream_and_match_the_stored_answer(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database) -> None:
+async def test_tokens_stream_and_match_the_stored_answer(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}], tools=["core_memory_append"])
     answer_text = "Nice to meet you, Ada. I will remember your name."
-    llm.script(model_name, [ScriptedReply(tool_calls=[ScriptedToolCall(id="toolu_r", name="core_memory_append", arguments={"label": "human", "content": "Ada"})]), text(answer_text)])
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(
+                tool_calls=[
+                    ScriptedToolCall(
+                        id="toolu_r", name="core_memory_append", arguments={"label": "human", "content": "Ada"}
+                    )
+                ]
+            ),
+            text(answer_text),
+        ],
+    )
 
     items = await collect(client.stream_message(agent.id, message_request("I'm Ada.", stream_tokens=True)))
 
@@ -194,11 +238,16 @@ async def test_tokens_stream_and_match_the_stored_answer(client: PerdureClient, 
 async def test_thinking_is_shown_stored_with_its_signature_and_sent_back(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
-    agent = make_agent(memory_blocks=[{"label": "human", "value": ""}], llm_config={"enable_reasoner": True, "max_reasoning_tokens": 2000})
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": ""}],
+        llm_config={"enable_reasoner": True, "max_reasoning_tokens": 2000},
+    )
     thinking = ScriptedReply(
         reasoning="She told me her name.",
         hidden_reasoning="ENCRYPTED",
-        tool_calls=[ScriptedToolCall(id="toolu_t", name="memory_insert", arguments={"label": "human", "new_string": "Ada"})],
+        tool_calls=[
+            ScriptedToolCall(id="toolu_t", name="memory_insert", arguments={"label": "human", "new_string": "Ada"})
+        ],
         cache_read_tokens=500,
         cache_write_tokens=40,
     )
@@ -212,7 +261,10 @@ async def test_thinking_is_shown_stored_with_its_signature_and_sent_back(
     assert reasoning.reasoning == "She told me her name." and reasoning.signature == SIGNATURE
     assert hidden.state == "redacted" and hidden.hidden_reasoning == "ENCRYPTED"
     stored = next(m for m in in_context(db, agent.id) if m.tool_calls)
-    assert stored.content[:2] == [ReasoningContent(reasoning="She told me her name.", signature=SIGNATURE), HiddenReasoningContent(data="ENCRYPTED")]
+    assert stored.content[:2] == [
+        ReasoningContent(reasoning="She told me her name.", signature=SIGNATURE),
+        HiddenReasoningContent(data="ENCRYPTED"),
+    ]
     first, second = llm.requests(model_name)
     assert first["thinking"] == {"type": "enabled", "budget_tokens": 2000}
     model_turn = next(m for m in second["messages"] if m["role"] == "assistant")
@@ -222,7 +274,9 @@ async def test_thinking_is_shown_stored_with_its_signature_and_sent_back(
 
 
 @pytest.mark.parametrize("wire", [ANTHROPIC], ids=["anthropic"])
-async def test_overloaded_is_retried_and_the_run_ends_normally(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
+async def test_overloaded_is_retried_and_the_run_ends_normally(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
     agent = make_agent()
     llm.script(model_name, [ScriptedReply(status=529, headers={"retry-after": "0"}), text("Here now.")])
 
@@ -233,7 +287,9 @@ async def test_overloaded_is_retried_and_the_run_ends_normally(client: PerdureCl
 
 
 @pytest.mark.parametrize("wire", [ANTHROPIC], ids=["anthropic"])
-async def test_an_invalid_key_ends_the_run_without_retry(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
+async def test_an_invalid_key_ends_the_run_without_retry(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
     agent = make_agent()
     llm.script(model_name, [ScriptedReply(status=401), text("never")])
 
@@ -248,7 +304,10 @@ async def test_streamed_thinking_arrives_as_reasoning_and_hidden_reasoning(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     agent = make_agent(llm_config={"enable_reasoner": True})
-    llm.script(model_name, [ScriptedReply(reasoning="Think about the greeting.", hidden_reasoning="ENCRYPTED", content="Hello.")])
+    llm.script(
+        model_name,
+        [ScriptedReply(reasoning="Think about the greeting.", hidden_reasoning="ENCRYPTED", content="Hello.")],
+    )
 
     items = await collect(client.stream_message(agent.id, message_request("Hi", stream_tokens=True)))
 

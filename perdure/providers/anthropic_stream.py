@@ -108,10 +108,11 @@ class AnthropicStreamAssembler:
         opened = self._blocks[index] = _Block(type=kind, data=block.get("data") or "")
         if kind == "redacted_thinking":
             return [StreamPiece(kind="hidden_reasoning", text=opened.data, index=index)]
-        first = block.get("text") or block.get("thinking") or ""
-        return self._delta(
-            opened, {"type": "text_delta" if kind == "text" else "thinking_delta", "text": first, "thinking": first}
-        )
+        # A text or thinking block usually opens empty; any text it opens with is its first piece.
+        opened.text = block.get("text") or block.get("thinking") or ""
+        if not opened.text or kind not in ("text", "thinking"):
+            return []
+        return [StreamPiece(kind="content" if kind == "text" else "reasoning", text=opened.text)]
 
     def _delta(self, block: _Block, delta: dict[str, Any]) -> list[StreamPiece]:
         kind = delta["type"]

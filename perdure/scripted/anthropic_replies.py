@@ -61,7 +61,11 @@ def anthropic_stream(reply: ScriptedReply, model: str, request: dict[str, Any]) 
     if error_at is not None:
         return ScriptedStream([*_until_delta(events, error_at), _event(_mid_stream_error(reply))], dropped=False)
     usage = {"output_tokens": start["usage"]["output_tokens"]}
-    ending = {"type": "message_delta", "delta": {"stop_reason": start_reason(reply), "stop_sequence": None}, "usage": usage}
+    ending = {
+        "type": "message_delta",
+        "delta": {"stop_reason": start_reason(reply), "stop_sequence": None},
+        "usage": usage,
+    }
     return ScriptedStream(
         [event for event, _ in events] + [_event(ending), _event({"type": "message_stop"})], dropped=False
     )

@@ -135,7 +135,8 @@ class ScriptedLLMServer:
                 model, reply = server._next(request, headers, api)
                 if reply is None:
                     message = f"scripted model '{model}' has no reply left"
-                    self._send(404, anthropic_error(404, message) if api == ANTHROPIC else {"error": {"message": message}})
+                    body = anthropic_error(404, message) if api == ANTHROPIC else {"error": {"message": message}}
+                    self._send(404, body)
                     return
                 server._track(model, 1)
                 try:
