@@ -501,3 +501,26 @@ async def test_a_block_that_opens_with_text_keeps_it(
 
     assert [p.text for p in pieces] == ["Hel", "lo"] and response.content == "Hello"
     assert response.usage is not None and (response.usage.prompt_tokens, response.usage.completion_tokens) == (5, 2)
+
+
+def test_thinking_waits_until_a_turn_that_called_tools_without_it_is_answered() -> None:
+    """After a forced step (asked without thinking) the API wants the turn it answers to open
+    with thinking, so the next request leaves thinking off too; a turn that thought is fine."""
+    unthought = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]},
+    ]
+    request = chat_request("m", messages=unthought, tools=[WEATHER_TOOL], tool_choice="auto", reasoning_budget=2048)
+    assert "thinking" not in request_body(request)
+    thought = [
+        unthought[0],
+        {
+            **unthought[1],
+            "content": [{"type": "thinking", "thinking": "t", "signature": "s"}, *unthought[1]["content"]],
+        },
+        unthought[2],
+    ]
+    assert "thinking" in request_body(request.model_copy(update={"messages": thought}))
+    answered = [*unthought, {"role": "assistant", "content": "It is sunny."}, {"role": "user", "content": "thanks"}]
+    assert "thinking" in request_body(request.model_copy(update={"messages": answered}))

@@ -15,7 +15,13 @@ from typing import Any
 
 import httpx
 
-from perdure.providers.anthropic_format import anthropic_tool_choice, anthropic_tools, forces_tool, system_and_turns
+from perdure.providers.anthropic_format import (
+    anthropic_tool_choice,
+    anthropic_tools,
+    forces_tool,
+    system_and_turns,
+    unthought_call_pending,
+)
 from perdure.providers.anthropic_stream import ERROR_STATUS, AnthropicStreamAssembler, read_message
 from perdure.providers.base import (
     ChatRequest,
@@ -102,8 +108,9 @@ def messages_url(base_url: str) -> str:
 
 def request_body(request: ChatRequest) -> dict[str, Any]:
     """The Messages API body. Extended thinking cannot be combined with a forced tool (the API
-    refuses it), so a step the rules force is asked without thinking; with thinking, the API
-    wants no temperature and more `max_tokens` than the budget."""
+    refuses it), so a step the rules force is asked without thinking, and so is the step after
+    it, whose tool results answer a turn without thinking; with thinking, the API wants no
+    temperature and more `max_tokens` than the budget."""
     system, turns = system_and_turns(request.messages)
     tools = anthropic_tools(request.tools)
     choice = anthropic_tool_choice(request.tool_choice, request.parallel_tool_calls) if tools else None
@@ -120,7 +127,7 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     if request.temperature is not None:
         body["temperature"] = request.temperature
     budget = request.reasoning_budget
-    if budget and not forces_tool(choice):
+    if budget and not forces_tool(choice) and not unthought_call_pending(turns):
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
         body["max_tokens"] = max(body["max_tokens"], budget + DEFAULT_MAX_TOKENS)
         body.pop("temperature", None)

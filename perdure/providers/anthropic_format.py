@@ -174,3 +174,14 @@ def anthropic_tool_choice(choice: str | dict[str, Any] | None, parallel: bool | 
 
 def forces_tool(choice: Block | None) -> bool:
     return choice is not None and choice["type"] in ("any", "tool")
+
+
+def unthought_call_pending(turns: list[Turn]) -> bool:
+    """Whether the conversation ends answering a model turn that called tools without thinking
+    first: with thinking on, the API wants that turn to open with its thinking block."""
+    model_turns = [turn for turn in turns if turn["role"] == "assistant"]
+    if not model_turns or turns[-1]["role"] != "user":
+        return False
+    blocks = model_turns[-1]["content"]
+    calls = any(block.get("type") == "tool_use" for block in blocks)
+    return calls and blocks[0].get("type") not in ("thinking", "redacted_thinking")
