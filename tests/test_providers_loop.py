@@ -17,7 +17,7 @@ import pytest
 
 from perdure.agents import create_agent
 from perdure.schemas.agent import AgentCreate, AgentState
-from perdure.schemas.approvals import ApprovalAnswer
+from perdure.schemas.approvals import ApprovalAnswer, ClientToolReturn
 from perdure.schemas.letta import (
     AssistantMessage,
     HiddenReasoningMessage,
@@ -32,7 +32,7 @@ from perdure.store.db import Database
 from starter.client import PerdureClient, message_request
 from tests.conftest import AgentFactory
 from tests.helpers import block_value, call, calls, in_context, text, types_of
-from tests.test_approvals import answer, approval_agent, remember
+from tests.test_approvals import WEATHER, answer, approval_agent, remember, weather
 from tests.test_context_window import OVERFLOW, summarizing_agent, warm_up
 from tests.test_streaming import collect, stored_answer
 
@@ -152,6 +152,39 @@ async def test_an_approval_pauses_and_the_approved_call_runs(
     assert wire.tool_result_ids(llm.requests(model_name)[-1]) == ["call_a"]
     if wire.anthropic:
         assert llm.requests(model_name)[0]["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+
+async def test_held_and_client_calls_go_back_in_the_models_turn_with_every_result(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, wire: Wire
+) -> None:
+    """A response whose calls partly wait (an approval, a client tool): after the answers, the
+    model sees all its calls in one turn and every result after it, in its order."""
+    agent = approval_agent(make_agent, "core_memory_append", parallel=True)
+    model_calls = [
+        remember("call_a"),
+        ScriptedToolCall(id="call_s", name="conversation_search", arguments={"query": "tea"}),
+        weather("call_c"),
+    ]
+    llm.script(model_name, [ScriptedReply(content="Three things.", tool_calls=model_calls), text("All done.")])
+
+    paused = await client.send_message(agent.id, "Do it all.", client_tools=[WEATHER])
+    assert paused.stop_reason.stop_reason is StopReasonType.requires_approval
+    finished = await answer(
+        client,
+        agent.id,
+        [
+            ApprovalAnswer(tool_call_id="call_a", approve=True),
+            ClientToolReturn(tool_call_id="call_c", tool_return="sunny"),
+        ],
+    )
+
+    assert finished.stop_reason.stop_reason is StopReasonType.end_turn
+    last = llm.requests(model_name)[-1]
+    assert wire.tool_result_ids(last) == ["call_a", "call_s", "call_c"]
+    if wire.anthropic:
+        (model_turn,) = [m for m in last["messages"] if m["role"] == "assistant"]
+        called = [b.get("id") for b in model_turn["content"] if b["type"] == "tool_use"]
+        assert sorted(called) == ["call_a", "call_c", "call_s"], "one model turn holds every call, the held ones too"
 
 
 async def test_rules_force_the_tools_and_end_the_run(
