@@ -18,18 +18,21 @@ from activities.errors import not_found
 from activities.provider_calls import provider_call
 from activities.token_stream import TokenPublisher
 from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse
+from perdure.providers.anthropic import AnthropicProvider
+from perdure.providers.anthropic_format import to_anthropic_messages
 from perdure.providers.openai import OpenAICompatibleProvider
+from perdure.providers.registry import LOCAL_PROVIDER, SCRIPTED_PROVIDER, ProviderSpec, provider_spec
 from perdure.providers.structured import StructuredToolCalling
 from perdure.providers.openai_format import to_openai_messages
 from perdure.tools.returns import tool_return_cap
 from perdure.prompt import compile_plain_system_prompt
 from perdure.schemas.messages import Message, TextContent
-from perdure.schemas.agent import LOCAL_PROVIDER, AgentState, LLMConfig
+from perdure.schemas.agent import AgentState, LLMConfig
 from perdure.schemas.approvals import ClientTool
 from perdure.schemas.tools import ToolDef, client_tool_def
 from perdure.schemas.run import LLMStepInput, LLMStepOutput, TokenUsage
 from perdure.tokens import count_message, count_request
-from perdure.settings import LOCAL_MODEL_URL_ENV, OPENAI_DEFAULT_BASE_URL, SCRIPTED_MODEL_URL_ENV, Settings, openai_api_key
+from perdure.settings import LOCAL_MODEL_URL_ENV, SCRIPTED_MODEL_URL_ENV, Settings
 from perdure.store import agents, messages
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
@@ -37,7 +40,6 @@ from perdure.tools.registry import get_tool_defs
 from perdure.tools.schemas import constrained_memory_arguments
 from perdure import names
 
-SCRIPTED_PROVIDER = "scripted"
 
 
 class LLMActivities:
@@ -68,17 +70,21 @@ class LLMActivities:
         return output.model_copy(update={"request_tokens": request_tokens, "response_tokens": _answer_tokens(output)})
 
     def provider(self, config: LLMConfig) -> ChatProvider:
-        """The agent's model over HTTP; for a model without native tool calls, wrapped so tools
-        go by schema-constrained answers."""
+        """The agent's model over HTTP, on the protocol its provider speaks; for a model without
+        native tool calls, wrapped so tools go by schema-constrained answers."""
+        spec = provider_of(config)
+        if spec.api == "anthropic":
+            return AnthropicProvider(self.base_url(config), self.api_key(config), client=self._http)
         provider = OpenAICompatibleProvider(self.base_url(config), self.api_key(config), client=self._http)
         return StructuredToolCalling(provider) if config.tool_call_mode == "json_schema" else provider
 
     def base_url(self, config: LLMConfig) -> str:
-        """The agent's endpoint, else the scripted server for `scripted/*` or the local model
-        for `local/*`, else OPENAI_BASE_URL."""
+        """The agent's endpoint, else the scripted server for `scripted/*`, the local model for
+        `local/*`, OPENAI_BASE_URL for `openai/*`, else the provider's variable or usual address."""
+        spec = provider_of(config)
         if config.endpoint:
             return config.endpoint
-        if config.provider == SCRIPTED_PROVIDER:
+        if spec.name == SCRIPTED_PROVIDER:
             if self._settings.scripted_base_url is None:
                 raise ApplicationError(
                     f"model {config.model} is the scripted stand-in, and this worker serves none: run the worker with "
@@ -87,7 +93,7 @@ class LLMActivities:
                     non_retryable=True,
                 )
             return self._settings.scripted_base_url
-        if config.provider == LOCAL_PROVIDER:
+        if spec.name == LOCAL_PROVIDER:
             if self._settings.local_base_url is None:
                 raise ApplicationError(
                     f"model {config.model} is the bundled local model, and this worker has none: run the worker with "
@@ -96,12 +102,22 @@ class LLMActivities:
                     non_retryable=True,
                 )
             return self._settings.local_base_url
-        return self._settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+        if spec.name == "openai" and self._settings.openai_base_url:
+            return self._settings.openai_base_url
+        url = spec.base_url_from_env()
+        if url is None:
+            raise ApplicationError(
+                f"model {config.model} has no endpoint: give the agent one, or set {spec.base_url_env} on the worker",
+                type="LLMNotFoundError",
+                non_retryable=True,
+            )
+        return url
 
     @staticmethod
     def api_key(config: LLMConfig) -> str | None:
         """The key never goes to the scripted stand-in; elsewhere it comes from this process's env."""
-        return None if config.provider == SCRIPTED_PROVIDER else openai_api_key()
+        spec = provider_of(config)
+        return None if spec.name == SCRIPTED_PROVIDER else spec.api_key()
 
     def _build_request(self, input: LLMStepInput) -> tuple[ChatRequest, LLMConfig]:
         """Load the context and build the request (in a thread: the database read and the
@@ -115,17 +131,30 @@ class LLMActivities:
         schemas = offered_tool_schemas([tools[name] for name in offered if name in tools], input.client_tools)
         if config.tool_call_mode == "json_schema":
             context, schemas = for_schema_answers(agent, context, schemas)
+        wire_messages = to_anthropic_messages if provider_of(config).api == "anthropic" else to_openai_messages
+        cap = tool_return_cap(config.context_window)
         request = ChatRequest(
             model=config.model_name,
-            messages=to_openai_messages([*context, *input.new_messages], tool_return_chars=tool_return_cap(config.context_window)),
+            messages=wire_messages([*context, *input.new_messages], tool_return_chars=cap),
             tools=schemas or None,
             tool_choice=tool_choice(schemas, input.force_tool_call) if schemas else None,
             parallel_tool_calls=input.parallel_tool_calls if schemas else None,
             max_tokens=config.max_tokens,
             temperature=config.temperature,
             extra_body=config.extra_body or {},
+            reasoning_budget=config.reasoning_budget,
         )
         return request, config
+
+
+def provider_of(config: LLMConfig) -> ProviderSpec:
+    """The provider table's entry; an agent stored before providers were checked at creation may
+    name none, and gets one clear, final error instead of retries."""
+    spec = provider_spec(config.provider_type)
+    if spec is None:
+        problem = config.provider_problem() or f"unknown provider {config.provider_type!r}"
+        raise ApplicationError(problem, type="LLMNotFoundError", non_retryable=True)
+    return spec
 
 
 def for_schema_answers(agent: AgentState, context: list[Message], schemas: list[dict[str, Any]]) -> tuple[list[Message], list[dict[str, Any]]]:
@@ -164,6 +193,7 @@ def _to_output(response: ChatResponse, config: LLMConfig, elapsed_ns: int) -> LL
     return LLMStepOutput(
         content=response.content,
         reasoning=response.reasoning,
+        reasoning_parts=response.reasoning_parts,
         tool_calls=response.tool_calls,
         finish_reason=response.finish_reason,
         usage=response.usage or TokenUsage(),

@@ -18,7 +18,14 @@ from temporalio.contrib.workflow_streams import TopicHandle, WorkflowStreamClien
 from temporalio.service import RPCError
 
 from perdure.providers.openai_stream import StreamPiece
-from perdure.schemas.letta import ApprovalRequestMessage, AssistantMessage, LettaToolCall, ReasoningMessage, ToolCallMessage
+from perdure.schemas.letta import (
+    ApprovalRequestMessage,
+    AssistantMessage,
+    HiddenReasoningMessage,
+    LettaToolCall,
+    ReasoningMessage,
+    ToolCallMessage,
+)
 from perdure.schemas.run import LLMStepInput
 from perdure.schemas.stream import STREAM_TOPIC, AttemptStarted, StreamEvent
 
@@ -102,6 +109,10 @@ class TokenPublisher:
             return AssistantMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, content=piece.text)
         if piece.kind == "reasoning":
             return ReasoningMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, reasoning=piece.text)
+        if piece.kind == "hidden_reasoning":
+            return HiddenReasoningMessage(
+                id=step.message_id, run_id=step.run_id, step_id=step.step_id, state="redacted", hidden_reasoning=piece.text
+            )
         call = LettaToolCall(name=piece.name, arguments=piece.text, tool_call_id=piece.tool_call_id)
         if piece.name in step.held_tools:
             return ApprovalRequestMessage(

@@ -17,6 +17,7 @@ from perdure.schemas.letta import (
     ApprovalReturn,
     AssistantMessage,
     EventMessage,
+    HiddenReasoningMessage,
     LettaMessage,
     LettaToolCall,
     LettaToolReturn,
@@ -27,7 +28,7 @@ from perdure.schemas.letta import (
     ToolReturnMessage,
     UserMessage,
 )
-from perdure.schemas.messages import Message, ReasoningContent, TextContent
+from perdure.schemas.messages import HiddenReasoningContent, Message, ReasoningContent, TextContent
 
 
 def to_letta_messages(messages: Iterable[Message], *, include_system: bool = False) -> list[LettaMessage]:
@@ -58,6 +59,8 @@ def _convert(message: Message, include_system: bool) -> list[LettaMessage]:
         for part in message.content:
             if isinstance(part, ReasoningContent):
                 parts.append(ReasoningMessage(reasoning=part.reasoning, signature=part.signature, **common))
+            elif isinstance(part, HiddenReasoningContent):
+                parts.append(HiddenReasoningMessage(state="redacted", hidden_reasoning=part.data, **common))
             elif isinstance(part, TextContent):
                 parts.append(AssistantMessage(content=part.text, **common))
         if message.tool_calls:

@@ -1,7 +1,8 @@
 """Process settings, read from the environment once, so the CLI and the worker agree.
 
-Secrets such as `OPENAI_API_KEY` are read here in the worker only and never travel in a
-workflow or activity payload.
+Provider keys (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ...) are not settings: the provider table
+(`perdure.providers.registry`) reads them in the worker at request time, so they never travel
+in a workflow or activity payload.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
 TASK_QUEUE = "perdure"
 LOCAL_MODEL_URL_ENV = "PERDURE_LOCAL_MODEL_URL"
 SCRIPTED_MODEL_URL_ENV = "PERDURE_SCRIPTED_BASE_URL"
-OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT_MODEL = "anthropic/claude-sonnet-4-5"
 
 
 def home_dir() -> Path:
@@ -49,23 +50,21 @@ class Settings(BaseModel):
         )
 
 
-def openai_api_key() -> str | None:
-    """Read at request time inside the LLM activity, so it is never part of a payload."""
-    return os.environ.get("OPENAI_API_KEY") or None
-
-
 def other_endpoint_configured() -> bool:
     return bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
 
 
 def default_model() -> str:
     """`PERDURE_DEFAULT_MODEL`, else OpenAI's small model when an endpoint is configured, else
-    the bundled local model when it is installed, else the scripted demo model."""
+    Claude when an Anthropic key is, else the bundled local model when it is installed, else
+    the scripted demo model."""
     chosen = os.environ.get("PERDURE_DEFAULT_MODEL")
     if chosen:
         return chosen
     if other_endpoint_configured():
         return "openai/gpt-4o-mini"
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return ANTHROPIC_DEFAULT_MODEL
     if local_model_installed():
         return LOCAL_MODEL
     return DEFAULT_MODEL

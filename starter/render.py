@@ -13,6 +13,7 @@ from perdure.schemas.letta import (
     LettaToolReturn,
     AssistantMessage,
     EventMessage,
+    HiddenReasoningMessage,
     LettaMessage,
     LettaResponse,
     ReasoningMessage,
@@ -33,6 +34,8 @@ def message_lines(messages: Iterable[LettaMessage]) -> list[str]:
             lines.append(f"user       > {message.content}")
         elif isinstance(message, ReasoningMessage):
             lines.append(f"reasoning  > {_clip(message.reasoning)}")
+        elif isinstance(message, HiddenReasoningMessage):
+            lines.append(f"reasoning  > ({message.state} by the provider)")
         elif isinstance(message, AssistantMessage):
             lines.append(f"assistant  > {message.content}")
         elif isinstance(message, ToolCallMessage):

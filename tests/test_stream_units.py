@@ -36,6 +36,7 @@ from perdure.schemas.letta import (
     ApprovalReturn,
     AssistantMessage,
     EventMessage,
+    HiddenReasoningMessage,
     LettaStopReason,
     LettaToolCall,
     LettaToolReturn,
@@ -592,6 +593,7 @@ EVERY_EVENT: list[StreamEvent] = [
     UserMessage(id="m1", content="hi 👋", otid="o1", date=NOW),
     AssistantMessage(id="m2", content="Hello", run_id="r", step_id="s"),
     ReasoningMessage(id="m2", reasoning="think", signature="sig"),
+    HiddenReasoningMessage(id="m2", state="redacted", hidden_reasoning="opaque"),
     ToolCallMessage(id="m2", tool_call=_tool_call(), tool_calls=[_tool_call()]),
     ToolReturnMessage(
         id="m3",

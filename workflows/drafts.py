@@ -17,7 +17,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from perdure.approvals import denial_text, deny_on_cancel, truncate_client_return
     from perdure.schemas.approvals import TOOL_CALL_DENIAL_ON_CANCEL, ApprovalAnswer, ClientToolReturn, PendingCall
-    from perdure.schemas.messages import Message, ReasoningContent, TextContent, ToolCall, ToolReturn
+    from perdure.schemas.messages import Content, Message, ReasoningContent, TextContent, ToolCall, ToolReturn
     from perdure.schemas.run import LLMStepOutput, StepRecord
     from perdure.tools.returns import package_function_response
 
@@ -68,8 +68,8 @@ def _with_arguments(calls: Sequence[ToolCall], ran_with: dict[str, str]) -> list
 
 def assistant_message(output: LLMStepOutput, calls: Sequence[ToolCall], step: StepRecord, message_id: str) -> Message:
     """`message_id` is chosen before the model is asked, so streamed chunks carry it too."""
-    content: list[ReasoningContent | TextContent] = []
-    if output.reasoning:
+    content: list[Content] = list(output.reasoning_parts)
+    if output.reasoning and not content:
         content.append(ReasoningContent(reasoning=output.reasoning))
     if output.content:
         content.append(TextContent(text=output.content))

@@ -152,8 +152,15 @@ class StepLoop:
             reraise_cancellation(err)
             ctx.draft = None
             return _failed_request(step, err)
-        ctx.usage.add(output.usage.prompt_tokens, output.usage.completion_tokens, output.usage.cached_input_tokens, output.usage.reasoning_tokens)
-        draft = self._draft(replace(draft, step=step.model_copy(update={"usage": output.usage, "llm_request_ns": output.llm_request_ns})))
+        usage = output.usage
+        ctx.usage.add(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_input_tokens,
+            usage.reasoning_tokens,
+            usage.cache_write_tokens,
+        )
+        draft = self._draft(replace(draft, step=step.model_copy(update={"usage": usage, "llm_request_ns": output.llm_request_ns})))
         try:
             return await self._act(draft, started, output, ids)
         except (ActivityError, ApplicationError) as err:

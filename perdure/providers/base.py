@@ -8,12 +8,14 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from perdure.schemas.messages import ToolCall
+from perdure.schemas.messages import ReasoningPart, ToolCall
 from perdure.schemas.run import TokenUsage
 
 
 class ChatRequest(BaseModel):
-    """One chat-completions request; `messages` and `tools` are already in OpenAI's wire format."""
+    """One request. `messages` are in the provider's wire format (`to_openai_messages` or
+    `to_anthropic_messages`); `tools` and `tool_choice` in OpenAI's, which the Anthropic
+    provider translates."""
 
     model: str
     messages: list[dict[str, Any]]
@@ -25,9 +27,12 @@ class ChatRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Server-specific options sent as they are (e.g. llama.cpp's `repeat_penalty`)."""
+    reasoning_budget: int | None = None
+    """Tokens the model may think for before it answers (Anthropic's extended thinking); None: off.
+    Not a chat-completions field, so the OpenAI-compatible body leaves it out."""
 
     def body(self) -> dict[str, Any]:
-        return {**self.model_dump(exclude_none=True, exclude={"extra_body"}), **self.extra_body}
+        return {**self.model_dump(exclude_none=True, exclude={"extra_body", "reasoning_budget"}), **self.extra_body}
 
 
 def new_call_id() -> str:
@@ -39,6 +44,9 @@ def new_call_id() -> str:
 class ChatResponse(BaseModel):
     content: str | None = None
     reasoning: str | None = None
+    reasoning_parts: list[ReasoningPart] = Field(default_factory=list)
+    """The thinking blocks with what must go back to the provider (signatures, redacted data),
+    from providers that send them (Anthropic); `reasoning` is their readable text."""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: str | None = None
     usage: TokenUsage | None = None
@@ -48,10 +56,11 @@ class ChatResponse(BaseModel):
 class StreamPiece(BaseModel):
     """A fragment of the answer as it arrives: text, reasoning, or a tool call's arguments."""
 
-    kind: Literal["content", "reasoning", "tool_call"]
+    kind: Literal["content", "reasoning", "hidden_reasoning", "tool_call"]
     text: str = ""
+    """For `hidden_reasoning`, the provider's opaque data, whole."""
     index: int = 0
-    """The tool call's position in the answer (tool_call pieces only)."""
+    """The tool call's position in the answer (tool_call pieces), or the block's (hidden_reasoning)."""
     tool_call_id: str = ""
     name: str = ""
 

@@ -77,7 +77,7 @@ class OpenAICompatibleProvider:
                         assembler.done = True
                         break
                     if event is not None:
-                        for piece in _checked(partial(assembler.feed, event, self._stream_error)):
+                        for piece in checked_shape(partial(assembler.feed, event, self._stream_error)):
                             on_piece(piece)
         except httpx.TimeoutException as err:
             raise LLMTimeoutError(f"stream from {self._url} timed out: {err!r}") from err
@@ -85,7 +85,7 @@ class OpenAICompatibleProvider:
             raise LLMConnectionError(f"the stream from {self._url} broke off: {err!r}") from err
         if not assembler.finished:
             raise LLMConnectionError(f"the stream from {self._url} ended before the model finished")
-        return _checked(assembler.finish)
+        return checked_shape(assembler.finish)
 
     def _stream_error(self, error: Any) -> LLMError:
         return error_from_event(error, lambda status, text: classify_error(status, f"in-stream error from {self._url}: {text}", text))
@@ -94,7 +94,7 @@ class OpenAICompatibleProvider:
 T = TypeVar("T")
 
 
-def _checked(read: Callable[[], T]) -> T:
+def checked_shape(read: Callable[[], T]) -> T:
     """Like `parse_completion`: an event of the wrong shape is an invalid response, never an
     unknown error that Temporal would retry."""
     try:

@@ -10,10 +10,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from perdure.providers.registry import LOCAL_PROVIDER, known_providers, provider_spec
+
 DEFAULT_CONTEXT_WINDOW = 128_000
 DEFAULT_BLOCK_LIMIT = 20_000
 DEFAULT_MODEL = "scripted/demo"
-LOCAL_PROVIDER = "local"
+MIN_REASONING_TOKENS = 1_024
+"""Anthropic's smallest thinking budget."""
 LOCAL_MODEL = "local/SmolLM2-135M-Instruct"
 """The bundled model `perdure dev` serves with llama.cpp when no other endpoint is configured."""
 LOCAL_CONTEXT_WINDOW = 8_192
@@ -129,6 +132,28 @@ class LLMConfig(BaseModel):
     """How the model calls tools: `native` (OpenAI's `tools`), or `json_schema` for models
     without tool calling whose server constrains answers to a schema (llama.cpp, vLLM, Ollama).
     None: `json_schema` for the bundled local model, else `native`."""
+    model_endpoint_type: str | None = None
+    """Letta's name for the provider (`openai`, `anthropic`, `ollama`, ...); None: the handle's prefix."""
+    enable_reasoner: bool | None = None
+    """Letta's switch for extended thinking (Anthropic); the thoughts become reasoning messages."""
+    max_reasoning_tokens: int | None = Field(default=None, ge=0)
+    """The thinking budget; below Anthropic's minimum of 1,024, that minimum."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _letta_shape(cls, data: Any) -> Any:
+        """Letta's own `llm_config` names the model bare, with `model_endpoint_type`, `handle`
+        and `model_endpoint` beside it: make the handle and the endpoint from those."""
+        if not isinstance(data, dict) or "/" in str(data.get("model", "/")):
+            return data
+        shaped = dict(data)
+        if isinstance(data.get("handle"), str) and "/" in data["handle"]:
+            shaped["model"] = data["handle"]
+        elif data.get("model_endpoint_type"):
+            shaped["model"] = f"{data['model_endpoint_type']}/{data['model']}"
+        if data.get("model_endpoint") and not data.get("endpoint"):
+            shaped["endpoint"] = data["model_endpoint"]
+        return shaped
 
     @field_validator("model")
     @classmethod
@@ -143,6 +168,30 @@ class LLMConfig(BaseModel):
     @property
     def provider(self) -> str:
         return self.model.split("/", 1)[0]
+
+    @property
+    def provider_type(self) -> str:
+        """Which provider answers: `model_endpoint_type`, else the handle's prefix."""
+        return self.model_endpoint_type or self.provider
+
+    @property
+    def reasoning_budget(self) -> int | None:
+        return max(MIN_REASONING_TOKENS, self.max_reasoning_tokens or 0) if self.enable_reasoner else None
+
+    def provider_problem(self) -> str | None:
+        """Why no provider can serve this config, or None: checked when an agent is made."""
+        spec = provider_spec(self.provider_type)
+        if spec is None:
+            return (
+                f"unknown model provider {self.provider_type!r} (model {self.model!r}); "
+                f"known providers: {', '.join(known_providers())}"
+            )
+        if spec.api == "anthropic" and self.tool_call_mode == "json_schema":
+            return (
+                "tool_calling 'json_schema' is for OpenAI-compatible servers whose models cannot call tools; "
+                f"{spec.name} models call tools natively, so leave tool_calling unset or 'native'"
+            )
+        return None
 
     @property
     def tool_call_mode(self) -> Literal["native", "json_schema"]:
@@ -187,6 +236,14 @@ class AgentCreate(BaseModel):
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ValueError(f"memory block labels must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_provider(self) -> AgentCreate:
+        """An agent whose model no provider serves would only fail at its first message."""
+        problem = self.resolved_llm_config().provider_problem()
+        if problem:
+            raise ValueError(problem)
         return self
 
     def resolved_llm_config(self) -> LLMConfig:

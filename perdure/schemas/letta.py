@@ -67,10 +67,18 @@ class LettaUsageStatistics(BaseModel):
     step_count: int = 0
     run_ids: list[str] | None = None
     cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     context_tokens: int | None = None
 
-    def add(self, prompt: int, completion: int, cached: int | None = None, reasoning: int | None = None) -> None:
+    def add(
+        self,
+        prompt: int,
+        completion: int,
+        cached: int | None = None,
+        reasoning: int | None = None,
+        cache_write: int | None = None,
+    ) -> None:
         """Fold one LLM call into the running totals; each call is one step."""
         self.prompt_tokens += prompt
         self.completion_tokens += completion
@@ -80,6 +88,8 @@ class LettaUsageStatistics(BaseModel):
             self.cached_input_tokens = (self.cached_input_tokens or 0) + cached
         if reasoning is not None:
             self.reasoning_tokens = (self.reasoning_tokens or 0) + reasoning
+        if cache_write is not None:
+            self.cache_write_tokens = (self.cache_write_tokens or 0) + cache_write
 
 
 class LettaToolCall(BaseModel):
@@ -126,6 +136,14 @@ class ReasoningMessage(_LettaMessage):
     source: Literal["reasoner_model", "non_reasoner_model"] = "reasoner_model"
     reasoning: str
     signature: str | None = None
+
+
+class HiddenReasoningMessage(_LettaMessage):
+    """Reasoning the provider keeps from the reader (redacted thinking)."""
+
+    message_type: Literal["hidden_reasoning_message"] = "hidden_reasoning_message"
+    state: Literal["redacted", "omitted"]
+    hidden_reasoning: str | None = None
 
 
 class ToolCallMessage(_LettaMessage):
@@ -183,6 +201,7 @@ AnyLettaMessage = (
     | UserMessage
     | AssistantMessage
     | ReasoningMessage
+    | HiddenReasoningMessage
     | ToolCallMessage
     | ToolReturnMessage
     | ApprovalRequestMessage

@@ -31,7 +31,17 @@ class ReasoningContent(BaseModel):
     signature: str | None = None
 
 
-Content = Annotated[TextContent | ReasoningContent, Field(discriminator="type")]
+class HiddenReasoningContent(BaseModel):
+    """Reasoning the provider encrypted (Anthropic's `redacted_thinking`): unreadable, but it must
+    go back to the provider with the rest of the answer, so it is kept as it came."""
+
+    type: Literal["redacted_reasoning"] = "redacted_reasoning"
+    data: str
+
+
+Content = Annotated[TextContent | ReasoningContent | HiddenReasoningContent, Field(discriminator="type")]
+ReasoningPart = Annotated[ReasoningContent | HiddenReasoningContent, Field(discriminator="type")]
+"""What a provider returns as the model's thinking, in the order it came."""
 
 
 class ToolCall(BaseModel):

@@ -17,7 +17,7 @@ from perdure.schemas.approvals import ApprovalCreate, ClientTool, PendingApprova
 
 from perdure.schemas.agent import LLMConfig, ToolRule
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
-from perdure.schemas.messages import Message, ToolCall, ToolReturn
+from perdure.schemas.messages import Message, ReasoningPart, ToolCall, ToolReturn
 
 DEFAULT_MAX_STEPS = 50
 MAX_STEPS_LIMIT = 1_000
@@ -193,6 +193,9 @@ class TokenUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_input_tokens: int | None = None
+    """Prompt tokens read from the provider's cache (part of `prompt_tokens`)."""
+    cache_write_tokens: int | None = None
+    """Prompt tokens written to the provider's cache (part of `prompt_tokens`; Anthropic)."""
     reasoning_tokens: int | None = None
 
 
@@ -201,6 +204,9 @@ class LLMStepOutput(BaseModel):
 
     content: str | None = None
     reasoning: str | None = None
+    reasoning_parts: list[ReasoningPart] = Field(default_factory=list)
+    """The thinking blocks as the provider sent them (signatures, redacted ones), when it sends
+    them that way (Anthropic): they go back to it with the rest of the answer."""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: str | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)

@@ -1,8 +1,9 @@
-"""What a scripted model says: one `ScriptedReply` per chat-completions request, in order.
+"""What a scripted model says: one `ScriptedReply` per request, in order.
 
 A reply answers a plain request with one JSON completion and a `"stream": true` request with
 OpenAI's server-sent events, built here from the same fields so a script means the same thing
-either way; `server.py` only carries the bytes.
+either way (`anthropic_replies` renders the same reply for the Messages API); `server.py` only
+carries the bytes.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class ScriptedReply(BaseModel):
 
     content: str | None = None
     reasoning: str | None = None
+    hidden_reasoning: str | None = None
+    """Anthropic only: a `redacted_thinking` block's data."""
     tool_calls: list[ScriptedToolCall] = Field(default_factory=list)
     finish_reason: str | None = None
     status: int = 200
@@ -70,6 +73,10 @@ class ScriptedReply(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     delay_s: float = 0.0
     report_usage: bool = True
+    cache_read_tokens: int | None = None
+    """Anthropic only: prompt tokens reported as read from the cache."""
+    cache_write_tokens: int | None = None
+    """Anthropic only: prompt tokens reported as written to the cache."""
     chunk_delay_s: float = 0.0
     drop_after_chunks: int | None = None
     error_after_chunks: int | None = None
@@ -103,8 +110,8 @@ class ScriptedReply(BaseModel):
         chunk = _Chunker(model, include_usage)
         pieces = self._delta_pieces()
         events = [chunk.event({"role": "assistant", "content": "" if self.content is not None else None})]
-        drop_at = _within(self.drop_after_chunks, len(pieces))
-        error_at = _within(self.error_after_chunks, len(pieces))
+        drop_at = within(self.drop_after_chunks, len(pieces))
+        error_at = within(self.error_after_chunks, len(pieces))
         if drop_at is not None and (error_at is None or drop_at <= error_at):
             return ScriptedStream(events + [chunk.event(delta) for delta in pieces[:drop_at]], dropped=True)
         if error_at is not None:
@@ -179,7 +186,7 @@ def token_pieces(text: str | None) -> list[str]:
     return [piece for piece in pieces if piece]
 
 
-def _within(count: int | None, total: int) -> int | None:
+def within(count: int | None, total: int) -> int | None:
     """A `*_after_chunks` count held to the chunks there are, so the failure always happens."""
     return None if count is None else min(max(0, count), total)
 

@@ -1,4 +1,7 @@
-"""An OpenAI-compatible chat-completions server over real HTTP, answering from scripts.
+"""An OpenAI- and Anthropic-compatible model server over real HTTP, answering from scripts.
+
+`/v1/chat/completions` answers as OpenAI does and `/v1/messages` as Anthropic's Messages API
+does, from the same scripts, so one test can run against either provider.
 
 Tests script each model name's replies; the provider code under test (httpx, error mapping)
 runs exactly as against a real endpoint. The model name `demo` answers by rule instead.
@@ -21,10 +24,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from perdure.scripted.anthropic_replies import anthropic_body, anthropic_error, anthropic_stream
 from perdure.scripted.demo import demo_reply
 from perdure.scripted.replies import ScriptedReply, ScriptedStream, ScriptedToolCall
 
 DEMO_MODEL = "demo"
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
 
 __all__ = ["ScriptedLLMServer", "ScriptedReply", "ScriptedToolCall", "DEMO_MODEL"]
 
@@ -44,6 +50,7 @@ class ScriptedLLMServer:
         self._lock = threading.Lock()
         self._scripts: dict[str, deque[ScriptedReply]] = defaultdict(deque)
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._headers: dict[str, list[dict[str, str]]] = defaultdict(list)
         self._in_flight: dict[str, int] = defaultdict(int)
         self._server = _Server((host, port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-llm", daemon=True)
@@ -71,6 +78,11 @@ class ScriptedLLMServer:
         with self._lock:
             return list(self._requests[model])
 
+    def request_headers(self, model: str) -> list[dict[str, str]]:
+        """The headers of each request `model` received (names lower-cased), oldest first."""
+        with self._lock:
+            return list(self._headers[model])
+
     def pending(self, model: str) -> int:
         with self._lock:
             return len(self._scripts[model])
@@ -85,14 +97,16 @@ class ScriptedLLMServer:
         with self._lock:
             self._in_flight[model] += change
 
-    def _next(self, request: dict[str, Any]) -> tuple[str, ScriptedReply | None]:
+    def _next(self, request: dict[str, Any], headers: dict[str, str], api: str) -> tuple[str, ScriptedReply | None]:
+        """The demo model reads chat-completions requests only."""
         model = str(request.get("model", ""))
         with self._lock:
             self._requests[model].append(request)
+            self._headers[model].append(headers)
             queue = self._scripts[model]
             if queue:
                 return model, queue.popleft()
-        return model, demo_reply(request) if model == DEMO_MODEL else None
+        return model, demo_reply(request) if model == DEMO_MODEL and api == OPENAI else None
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -110,23 +124,37 @@ class ScriptedLLMServer:
                 except json.JSONDecodeError:
                     self._send(400, {"error": {"message": "request body is not JSON"}})
                     return
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                api = _api_of(self.path)
+                if api is None:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
-                model, reply = server._next(request)
+                if api == ANTHROPIC and not self.headers.get("anthropic-version"):
+                    self._send(400, anthropic_error(400, "anthropic-version: header is required"))
+                    return
+                headers = {key.lower(): value for key, value in self.headers.items()}
+                model, reply = server._next(request, headers, api)
                 if reply is None:
-                    self._send(404, {"error": {"message": f"scripted model '{model}' has no reply left"}})
+                    message = f"scripted model '{model}' has no reply left"
+                    body = anthropic_error(404, message) if api == ANTHROPIC else {"error": {"message": message}}
+                    self._send(404, body)
                     return
                 server._track(model, 1)
                 try:
                     if reply.delay_s:
                         time.sleep(reply.delay_s)
-                    if reply.streams(request):
-                        self._send_stream(reply.status, reply.stream(model, request), reply)
-                    else:
-                        self._send_raw(reply.status, reply.body(model, request), reply.headers)
+                    self._answer(api, model, request, reply)
                 finally:
                     server._track(model, -1)
+
+            def _answer(self, api: str, model: str, request: dict[str, Any], reply: ScriptedReply) -> None:
+                if api == ANTHROPIC and reply.streams(request):
+                    self._send_stream(reply.status, anthropic_stream(reply, model, request), reply)
+                elif api == ANTHROPIC:
+                    self._send_raw(reply.status, anthropic_body(reply, model, request), reply.headers)
+                elif reply.streams(request):
+                    self._send_stream(reply.status, reply.stream(model, request), reply)
+                else:
+                    self._send_raw(reply.status, reply.body(model, request), reply.headers)
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
                 self._send_raw(status, json.dumps(body).encode(), {})
@@ -173,3 +201,13 @@ class ScriptedLLMServer:
                 return
 
         return Handler
+
+
+def _api_of(path: str) -> str | None:
+    """Which protocol a path speaks: OpenAI's chat completions or Anthropic's messages."""
+    route = path.split("?", 1)[0].rstrip("/")
+    if route.endswith("/chat/completions"):
+        return OPENAI
+    if route.endswith("/v1/messages"):
+        return ANTHROPIC
+    return None

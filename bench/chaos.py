@@ -1,0 +1,572 @@
+"""Chaos check: nothing lost, nothing doubled, nothing stuck, through crashes, outages and provider faults.
+
+Starts a file-backed Temporal dev server, a stand-in model in its own process and a worker process
+(`python worker.py`), all its own; sends one message to each of N agents at once, each making K
+`memory_insert` calls and then answering, while the worker is killed (SIGKILL) at random points and
+restarted, and the dev server is killed and restarted on the same port and state file. The sends
+ride through with PerdureClient, and a send that still fails is sent again with the same request
+(same `otid`), as any client does after an error. Then every agent is checked from the store: one
+user message, K calls with one return each, one answer, each memory line once, no run left running.
+With `--provider-faults P`, a fraction P of the model's replies fail (429 with Retry-After, 500, a
+stall, a body cut off mid-way). Every other agent streams tokens, so both answer shapes are tried.
+
+    python bench/chaos.py [--agents 20] [--calls 5] [--worker-kills 5] [--server-kills 1]
+                          [--provider-faults 0.0] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pydantic import BaseModel, Field, ValidationError  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
+from temporalio.service import RPCError  # noqa: E402
+
+from perdure.agents import create_agent  # noqa: E402
+from perdure.names import workflow_id  # noqa: E402
+from perdure.schemas.agent import AgentCreate  # noqa: E402
+from perdure.schemas.letta import RunStatus, StopReasonType  # noqa: E402
+from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall  # noqa: E402
+from perdure.settings import Settings  # noqa: E402
+from perdure.store import agents, messages, runs  # noqa: E402
+from perdure.store.db import Database, get_database  # noqa: E402
+from perdure.store.tables import MessageRow  # noqa: E402
+from starter.client import PerdureClient, message_request  # noqa: E402
+from starter.devserver import dev_server_command  # noqa: E402
+from starter.temporal import connect_when_serving  # noqa: E402
+from worker import ensure_search_attributes  # noqa: E402
+
+MODEL_PREFIX = "chaos-"
+"""The stand-in model answers `chaos-K` by rule: K memory_insert calls, then `FINAL_ANSWER`."""
+FINAL_ANSWER = "All noted."
+MESSAGE = "Please remember these facts."
+FAULT_KINDS = ("rate_limit", "server_error", "stall", "cut_body")
+MAX_FAULTS_PER_REQUEST = 2
+"""One request (the same step asked again) meets at most this many faults in a row, well inside the
+provider's own failure budget: the check is that every fault is recovered, not that the budget ends."""
+WORKER_READY = "worker serving task queue"
+RESENDS = 3
+"""How often the bench sends a request again (same otid) after its send raised."""
+START_TIMEOUT_S = 90.0
+SETTLE_TIMEOUT_S = 120.0
+MAX_FAILURES_SHOWN = 30
+
+
+class ChaosOptions(BaseModel):
+    agents: int = Field(default=20, ge=1)
+    calls: int = Field(default=5, ge=1)
+    worker_kills: int = Field(default=5, ge=0)
+    server_kills: int = Field(default=1, ge=0)
+    provider_faults: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 0
+    stall_s: float = Field(default=30.0, ge=0.0)
+    """How long a stalled model reply waits before it answers."""
+    reply_delay_s: float = Field(default=0.5, ge=0.0)
+    """The longest think time of a model reply (each is uniform up to it)."""
+    timeout_s: float = Field(default=900.0, gt=0)
+    """How long each send rides through outages before it gives up."""
+
+
+class ChaosReport(BaseModel):
+    benchmark: str = "chaos"
+    agents: int
+    calls_per_agent: int
+    calls: int
+    streaming_agents: int
+    worker_kills: int
+    server_kills: int
+    provider_faults: float
+    faults_injected: dict[str, int]
+    model_requests: int
+    end_turn: int
+    lost: int
+    doubled: int
+    stuck: int
+    client_errors: int
+    wall_seconds: float
+    failures: list[str]
+    seed: int
+
+
+class AgentVerdict(BaseModel):
+    end_turn: bool
+    lost: bool = False
+    doubled: bool = False
+    stuck: bool = False
+    problems: list[str] = Field(default_factory=list)
+
+
+class SendOutcome(BaseModel):
+    stop_reason: StopReasonType | None
+    errors: list[str]
+
+
+# --- the stand-in model (its own process) --------------------------------------------------------------
+
+
+def fact_line(number: int, calls: int) -> str:
+    return f"chaos fact {number} of {calls}"
+
+
+def calls_of(model: str) -> int | None:
+    """K for a `chaos-K` model name, else None (the model then has no reply: a 404)."""
+    suffix = model.removeprefix(MODEL_PREFIX)
+    return int(suffix) if model.startswith(MODEL_PREFIX) and suffix.isdigit() else None
+
+
+def rule_reply(request: dict[str, Any], calls: int) -> ScriptedReply:
+    """The answer depends only on the request (how many tool returns follow the last user
+    message), so a request asked again after a crash or a fault gets the same answer."""
+    wire: list[dict[str, Any]] = request.get("messages") or []
+    last_user = max((i for i, m in enumerate(wire) if m.get("role") == "user"), default=-1)
+    done = sum(1 for m in wire[last_user + 1 :] if m.get("role") == "tool")
+    if done >= calls:
+        return ScriptedReply(content=FINAL_ANSWER)
+    arguments = {"label": "human", "new_string": fact_line(done + 1, calls)}
+    return ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments=arguments)])
+
+
+def faulty(kind: str, reply: ScriptedReply, model: str, request: dict[str, Any], stall_s: float) -> ScriptedReply:
+    """`reply` spoiled the way `kind` says; a cut streamed reply loses its connection after the
+    first delta, a cut plain reply is a 200 whose JSON body ends half-way."""
+    if kind == "rate_limit":
+        error = {"error": {"message": "chaos: rate limited", "type": "rate_limit_error"}}
+        return ScriptedReply(status=429, headers={"Retry-After": "1"}, error=error)
+    if kind == "server_error":
+        return ScriptedReply(status=500, error={"error": {"message": "chaos: internal error", "type": "server_error"}})
+    if kind == "stall":
+        return reply.model_copy(update={"delay_s": stall_s})
+    if request.get("stream"):
+        return reply.model_copy(update={"drop_after_chunks": 1})
+    body = reply.body(model, request).decode()
+    return ScriptedReply(raw_body=body[: len(body) // 2])
+
+
+class ChaosModel(ScriptedLLMServer):
+    """Answers `chaos-K` models by rule, each reply after a random think time of up to `reply_delay_s`
+    (so that kills land mid-run), spoiling every (1/P)-th reply with the next fault kind."""
+
+    def __init__(self, faults: float, seed: int, stall_s: float, reply_delay_s: float) -> None:
+        super().__init__()
+        self._faults = faults
+        self._stall_s = stall_s
+        self._reply_delay_s = reply_delay_s
+        self._rng = random.Random(seed)
+        self._kinds = list(FAULT_KINDS)
+        self._rng.shuffle(self._kinds)
+        self._due = 0.0
+        self._faults_in_a_row: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+        self.answered = 0
+
+    def _next(self, request: dict[str, Any], headers: dict[str, str], api: str) -> tuple[str, ScriptedReply | None]:
+        model = str(request.get("model", ""))
+        calls = calls_of(model)
+        if calls is None:
+            return model, None
+        key = hashlib.sha256(json.dumps([model, request.get("messages")], sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            reply = rule_reply(request, calls).model_copy(update={"delay_s": self._rng.uniform(0, self._reply_delay_s)})
+            self.answered += 1
+            self._due += self._faults
+            if self._due < 1.0 or self._faults_in_a_row[key] >= MAX_FAULTS_PER_REQUEST:
+                self._faults_in_a_row.pop(key, None)
+                return model, reply
+            self._due -= 1.0
+            kind = self._kinds[sum(self.injected.values()) % len(self._kinds)]
+            self.injected[kind] += 1
+            self._faults_in_a_row[key] += 1
+        return model, faulty(kind, reply, model, request, self._stall_s)
+
+
+def serve_model(faults: float, seed: int, stall_s: float, reply_delay_s: float) -> None:
+    """The model process: prints its base URL, serves until its stdin closes (the bench ended or
+    died), then prints what it answered and injected as one JSON line."""
+    model = ChaosModel(faults, seed, stall_s, reply_delay_s)
+    with model:
+        print(model.base_url, flush=True)
+        sys.stdin.read()
+        print(json.dumps({"requests": model.answered, "faults": dict(model.injected)}), flush=True)
+
+
+class ModelProcess:
+    def __init__(self, options: ChaosOptions) -> None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve-model"]
+        command += ["--provider-faults", str(options.provider_faults), "--seed", str(options.seed)]
+        command += ["--stall-s", str(options.stall_s), "--reply-delay-s", str(options.reply_delay_s)]
+        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.base_url = _pipe(self.process.stdout).readline().strip()
+        if not self.base_url:
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(f"the chaos model process exited with {self.process.returncode} before serving")
+
+    def stop(self) -> dict[str, Any]:
+        """Close its stdin (`communicate` does) and read its counts; killed if it does not finish in time."""
+        try:
+            out, _ = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return {}
+        lines = out.strip().splitlines()
+        return json.loads(lines[-1]) if lines else {}
+
+
+def _pipe(stream: IO[str] | None) -> IO[str]:
+    assert stream is not None, "the model process is started with pipes"
+    return stream
+
+
+# --- the processes: dev server, worker -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL one process this bench started, and reap it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill(process)
+
+
+class Cluster:
+    """The dev server and the worker this bench started, with the handles to kill them."""
+
+    def __init__(self, workdir: Path, settings: Settings, port: int) -> None:
+        self.workdir = workdir
+        self.settings = settings
+        self.port = port
+        self.server: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_starts = 0
+        self.server_starts = 0
+
+    async def start_server(self) -> None:
+        self.server_starts += 1
+        command = dev_server_command(port=self.port, ui_port=None, db_file=self.workdir / "temporal.db")
+        with (self.workdir / "server.log").open("ab") as log:
+            self.server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not port_open(self.port):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the dev server did not start; see {self.workdir / 'server.log'}")
+            await asyncio.sleep(0.1)
+        await connect_when_serving(self.settings, within=START_TIMEOUT_S)
+
+    async def start_worker(self) -> None:
+        """`python worker.py`, returning once it polls; a start that met a busy server is tried again."""
+        for _ in range(3):
+            self.worker_starts += 1
+            log_path = self.workdir / f"worker-{self.worker_starts}.log"
+            with log_path.open("ab") as log:
+                self.worker = subprocess.Popen(
+                    [sys.executable, "worker.py"], cwd=REPO, env=self._worker_env(), stdout=log, stderr=subprocess.STDOUT
+                )
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while self.worker.poll() is None and time.monotonic() < deadline:
+                if WORKER_READY in log_path.read_text(errors="replace"):
+                    return
+                await asyncio.sleep(0.1)
+            kill(self.worker)
+        raise RuntimeError(f"the worker did not start; see {self.workdir}/worker-*.log")
+
+    def _worker_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
+        env.update(
+            TEMPORAL_ADDRESS=self.settings.temporal_address,
+            PERDURE_DATABASE_URL=self.settings.database_url,
+            PERDURE_TASK_QUEUE=self.settings.task_queue,
+            PERDURE_SCRIPTED_BASE_URL=self.settings.scripted_base_url or "",
+        )
+        return env
+
+    async def crash_worker(self, downtime_s: float) -> None:
+        assert self.worker is not None
+        kill(self.worker)
+        await asyncio.sleep(downtime_s)
+        await self.start_worker()
+
+    async def crash_server(self, downtime_s: float) -> None:
+        assert self.server is not None
+        kill(self.server)
+        await asyncio.sleep(downtime_s)
+        await self.start_server()
+
+    def stop_all(self) -> None:
+        for process in (self.worker, self.server):
+            if process is not None:
+                stop(process)
+
+
+@asynccontextmanager
+async def cluster_running(workdir: Path, settings: Settings, port: int) -> AsyncIterator[Cluster]:
+    cluster = Cluster(workdir, settings, port)
+    try:
+        await cluster.start_server()
+        await cluster.start_worker()
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+def make_agents(db: Database, count: int, calls: int, base_url: str) -> list[str]:
+    llm_config = {"model": f"scripted/{MODEL_PREFIX}{calls}", "endpoint": base_url}
+    made = []
+    for number in range(count):
+        fields = {"name": f"chaos-{number}", "memory_blocks": [{"label": "human", "value": ""}], "llm_config": llm_config}
+        made.append(create_agent(db, AgentCreate.model_validate(fields)).id)
+    return made
+
+
+async def send(client: PerdureClient, agent_id: str, stream_tokens: bool) -> SendOutcome:
+    """One message, sent again (the same request, so the same otid) after any error."""
+    request = message_request(MESSAGE, stream_tokens=stream_tokens)
+    errors: list[str] = []
+    for _ in range(1 + RESENDS):
+        try:
+            result = await client.start_run(agent_id, request)
+        except Exception as err:  # any client error is answered by sending again, as clients do
+            errors.append(f"{agent_id}: {type(err).__name__}: {str(err)[:200]}")
+            await asyncio.sleep(1.0)
+            continue
+        return SendOutcome(stop_reason=result.stop_reason, errors=errors)
+    return SendOutcome(stop_reason=None, errors=errors)
+
+
+def tool_returns_stored(db: Database, agent_ids: list[str]) -> int:
+    """Progress: how many tool messages the agents have stored so far."""
+    query = select(func.count()).select_from(MessageRow).where(MessageRow.role == "tool", MessageRow.agent_id.in_(agent_ids))
+    with db.transaction(read_only=True) as session:
+        return int(session.execute(query).scalar_one())
+
+
+def kill_plan(options: ChaosOptions, rng: random.Random) -> list[tuple[int, str]]:
+    """When to kill what: at random counts of stored tool returns, below 90% of them all, so every
+    kill lands while runs are under way."""
+    total = max(options.agents * options.calls, 1)
+    points = [(rng.randint(1, max(1, int(total * 0.9))), "worker") for _ in range(options.worker_kills)]
+    points += [(rng.randint(1, max(1, int(total * 0.9))), "server") for _ in range(options.server_kills)]
+    return sorted(points)
+
+
+async def cause_chaos(
+    cluster: Cluster, db: Database, agent_ids: list[str], plan: list[tuple[int, str]], sends: asyncio.Future[Any],
+    rng: random.Random,
+) -> Counter[str]:
+    done: Counter[str] = Counter()
+    for at, kind in plan:
+        while not sends.done() and await asyncio.to_thread(tool_returns_stored, db, agent_ids) < at:
+            await asyncio.sleep(0.2)
+        if sends.done():
+            break
+        await asyncio.sleep(rng.uniform(0.0, 0.3))
+        if kind == "worker":
+            await cluster.crash_worker(rng.uniform(0.0, 2.0))
+        else:
+            await cluster.crash_server(rng.uniform(0.5, 2.0))
+        done[kind] += 1
+    return done
+
+
+async def settle(temporal: Client, agent_ids: list[str]) -> set[str]:
+    """The agents whose workflow still runs after `SETTLE_TIMEOUT_S`."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    running = set(agent_ids)
+    while running and time.monotonic() < deadline:
+        for agent_id in sorted(running):
+            with suppress(RPCError):
+                description = await temporal.get_workflow_handle(workflow_id(agent_id)).describe()
+                if description.status is not WorkflowExecutionStatus.RUNNING:
+                    running.discard(agent_id)
+        if running:
+            await asyncio.sleep(1.0)
+    return running
+
+
+def check_agent(db: Database, agent_id: str, calls: int, outcome: SendOutcome, running: bool) -> AgentVerdict:
+    """What the store says the turn did, against what it should have done exactly once."""
+    with db.transaction(read_only=True) as session:
+        stored = messages.list_messages(session, agent_id)
+        state = agents.get_agent(session, agent_id)
+        agent_runs = runs.list_runs(session, agent_id)
+    block = state.block("human")
+    lines = [line for line in (block.value if block else "").split("\n") if line]
+    tool_calls = [c for m in stored if m.role == "assistant" for c in m.tool_calls]
+    returns = Counter(r.tool_call_id for m in stored if m.role == "tool" for r in m.tool_returns)
+    answers = [m for m in stored if m.role == "assistant" and not m.tool_calls and m.text == FINAL_ANSWER]
+    counts = {
+        "user messages": (sum(1 for m in stored if m.role == "user"), 1),
+        "tool calls": (len(tool_calls), calls),
+        "answers": (len(answers), 1),
+        "runs": (len(agent_runs), 1),
+    }
+    counts |= {f"returns of {c.id}": (returns[c.id], 1) for c in tool_calls}
+    counts |= {f"line {fact_line(n, calls)!r}": (lines.count(fact_line(n, calls)), 1) for n in range(1, calls + 1)}
+    problems = [f"{what}: {found} (expected {expected})" for what, (found, expected) in counts.items() if found != expected]
+    stray = set(returns) - {c.id for c in tool_calls}
+    problems += [f"a return for unknown call {call_id}" for call_id in sorted(stray)]
+    if lines != [fact_line(n, calls) for n in range(1, calls + 1)]:
+        problems.append(f"memory block lines {lines}")
+    if state.message_ids != [m.id for m in stored] or len({m.id for m in stored}) != len(stored):
+        problems.append("the context is not the stored history, each message once")
+    unfinished = [r.id for r in agent_runs if r.status in (RunStatus.created, RunStatus.running)]
+    ended_well = all(r.stop_reason is StopReasonType.end_turn for r in agent_runs) and bool(agent_runs)
+    if not ended_well:
+        problems.append(f"runs ended {[(r.status.value, r.stop_reason, r.error) for r in agent_runs]}")
+    if outcome.stop_reason is not StopReasonType.end_turn:
+        problems.append(f"the send got {outcome.stop_reason}")
+    return AgentVerdict(
+        end_turn=ended_well and outcome.stop_reason is StopReasonType.end_turn,
+        lost=any(found < expected for found, expected in counts.values()),
+        doubled=any(found > expected for found, expected in counts.values()) or bool(stray),
+        stuck=running or bool(unfinished),
+        problems=[f"{agent_id}: {problem}" for problem in problems],
+    )
+
+
+async def run_chaos(options: ChaosOptions) -> ChaosReport:
+    """Everything started here and stopped here; the report says what the store shows."""
+    rng = random.Random(options.seed)
+    with tempfile.TemporaryDirectory(prefix="perdure-chaos-") as tmp:
+        workdir = Path(tmp)
+        model = ModelProcess(options)
+        try:
+            port = free_port()
+            settings = Settings(
+                database_url=f"sqlite:///{workdir / 'perdure.db'}",
+                temporal_address=f"127.0.0.1:{port}",
+                temporal_namespace="default",
+                task_queue=f"perdure-chaos-{options.seed}-{os.getpid()}",
+                openai_base_url=None,
+                scripted_base_url=model.base_url,
+            )
+            async with cluster_running(workdir, settings, port) as cluster:
+                report = await _run(cluster, settings, options, model.base_url, rng)
+        finally:
+            counts = model.stop()
+    return report.model_copy(update={"faults_injected": counts.get("faults", {}), "model_requests": counts.get("requests", 0)})
+
+
+async def _run(cluster: Cluster, settings: Settings, options: ChaosOptions, base_url: str, rng: random.Random) -> ChaosReport:
+    db = get_database(settings.database_url)
+    temporal = await connect_when_serving(settings, within=START_TIMEOUT_S)
+    await ensure_search_attributes(temporal)
+    client = PerdureClient(temporal, db, settings.task_queue, timeout_s=options.timeout_s)
+    agent_ids = make_agents(db, options.agents, options.calls, base_url)
+    streaming = {agent_id for number, agent_id in enumerate(agent_ids) if number % 2}
+    started = time.monotonic()
+    sends = asyncio.gather(*(send(client, agent_id, agent_id in streaming) for agent_id in agent_ids))
+    kills = await cause_chaos(cluster, db, agent_ids, kill_plan(options, rng), sends, rng)
+    outcomes = await sends
+    wall = time.monotonic() - started
+    running = await settle(temporal, agent_ids)
+    verdicts = [
+        check_agent(db, agent_id, options.calls, outcome, agent_id in running)
+        for agent_id, outcome in zip(agent_ids, outcomes, strict=True)
+    ]
+    errors = [error for outcome in outcomes for error in outcome.errors]
+    problems = [problem for verdict in verdicts for problem in verdict.problems]
+    return ChaosReport(
+        agents=options.agents,
+        calls_per_agent=options.calls,
+        calls=options.agents * options.calls,
+        streaming_agents=len(streaming),
+        worker_kills=kills["worker"],
+        server_kills=kills["server"],
+        provider_faults=options.provider_faults,
+        faults_injected={},
+        model_requests=0,
+        end_turn=sum(v.end_turn for v in verdicts),
+        lost=sum(v.lost for v in verdicts),
+        doubled=sum(v.doubled for v in verdicts),
+        stuck=sum(v.stuck for v in verdicts),
+        client_errors=len(errors),
+        wall_seconds=round(wall, 1),
+        failures=(problems + [f"client error: {error}" for error in errors])[:MAX_FAILURES_SHOWN],
+        seed=options.seed,
+    )
+
+
+def parse_options(argv: list[str] | None = None) -> tuple[ChaosOptions, bool]:
+    """The options, and whether this process is the model server (the bench starts it so)."""
+    assert __doc__ is not None, "the module docstring is the command's description"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = ChaosOptions()
+    parser.add_argument("--agents", type=int, default=defaults.agents)
+    parser.add_argument("--calls", type=int, default=defaults.calls, help="memory_insert calls per agent")
+    parser.add_argument("--worker-kills", type=int, default=defaults.worker_kills)
+    parser.add_argument("--server-kills", type=int, default=defaults.server_kills)
+    parser.add_argument("--provider-faults", type=float, default=defaults.provider_faults, help="fraction of replies")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--stall-s", type=float, default=defaults.stall_s, help="how long a stalled reply waits")
+    parser.add_argument("--reply-delay-s", type=float, default=defaults.reply_delay_s, help="longest model think time")
+    parser.add_argument("--timeout-s", type=float, default=defaults.timeout_s, help="how long each send rides through")
+    parser.add_argument("--serve-model", action="store_true", help=argparse.SUPPRESS)
+    parsed = parser.parse_args(argv)
+    fields = {name: getattr(parsed, name) for name in ChaosOptions.model_fields}
+    try:
+        options = ChaosOptions.model_validate(fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        parser.error(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
+    return options, bool(parsed.serve_model)
+
+
+def main() -> None:
+    options, model_only = parse_options()
+    if model_only:
+        serve_model(options.provider_faults, options.seed, options.stall_s, options.reply_delay_s)
+        return
+    # The SDK's core logs each retried call while the server is down, on stdout; the JSON is
+    # the output, and the report counts what the retries did not cure.
+    quiet = LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=quiet)))
+    print(json.dumps(asyncio.run(run_chaos(options)).model_dump(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
