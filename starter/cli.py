@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
-from starter import cli_agents, cli_runs
+from perdure.store.schema import SchemaOutOfDateError
+from starter import cli_agents, cli_db, cli_runs
 from starter.cli_common import UsageError
 from starter.client import RunRejectedError
 from starter.dev import run_dev
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         code = args.handler(args) or 0
-    except (UsageError, NotFoundError, InvalidRequestError, RunRejectedError) as err:
+    except (UsageError, NotFoundError, InvalidRequestError, RunRejectedError, SchemaOutOfDateError) as err:
         code = _fail(str(err), EXIT_BAD_INPUT)
     except ValidationError as err:
         code = _fail(_validation_text(err), EXIT_BAD_INPUT)
@@ -129,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     _json_flag(status).set_defaults(handler=cli_runs.status)
 
     sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS").set_defaults(handler=_worker)
+
+    db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="action", required=True)
+    upgrade = db.add_parser("upgrade", help="apply pending schema migrations to PERDURE_DATABASE_URL")
+    _json_flag(upgrade).set_defaults(handler=cli_db.upgrade)
 
     dev = sub.add_parser("dev", help="run the embedded Temporal dev server and a worker")
     dev.add_argument("--port", type=int, default=7233)
