@@ -93,11 +93,11 @@ def get_database(url: str) -> Database:
     return database
 
 
-def upgrade_database(url: str) -> tuple[str | None, str]:
-    """Bring the database at `url` to this release's schema (made from nothing if need be);
-    return the revision before and after."""
+def upgrade_database(url: str, target: str = "head") -> tuple[str | None, str]:
+    """Bring the database at `url` to this release's schema, or to `target`, made from nothing
+    if need be; return the revision before and after."""
     database = Database(url)
     try:
-        return upgrade_schema(database.engine)
+        return upgrade_schema(database.engine, target)
     finally:
         database.engine.dispose()

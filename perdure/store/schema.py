@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"
+VERSION_TABLE = "alembic_version"
 UPGRADE_HINT = "run `perdure db upgrade`"
 MIGRATION_LOCK_KEY = 0x5045_5244_5552_45
 """PostgreSQL advisory lock held while migrating, so two `perdure db upgrade` take turns."""
@@ -44,8 +45,12 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision Alembic recorded, read directly: configuring Alembic to ask would log two
+    INFO lines in every worker and CLI start."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table(VERSION_TABLE):
+            return None
+        return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one_or_none()
 
 
 def known_revisions() -> set[str]:
@@ -67,8 +72,8 @@ def check_schema(engine: Engine) -> None:
     raise SchemaOutOfDateError(f"the database {where} is at revision {current}, this Perdure needs {head}: {UPGRADE_HINT}")
 
 
-def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
-    """Apply pending revisions; return the revision before and after.
+def upgrade_schema(engine: Engine, target: str = "head") -> tuple[str | None, str]:
+    """Apply pending revisions (up to `target`); return the revision before and after.
 
     A database made before migrations existed (Perdure's tables, no version table) holds the
     first revision's schema, so it is stamped with it rather than created again.
@@ -81,6 +86,6 @@ def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
         if before is None and inspect(connection).has_table("agents"):
             command.stamp(config, FIRST_REVISION)
             before = FIRST_REVISION
-        command.upgrade(config, "head")
+        command.upgrade(config, target)
         after = MigrationContext.configure(connection).get_current_revision()
     return before, after or head_revision()
