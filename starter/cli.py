@@ -22,6 +22,7 @@ from perdure.store.schema import SchemaOutOfDateError
 from starter import cli_agents, cli_db, cli_runs
 from starter.cli_common import UsageError
 from starter.client import RunRejectedError
+from starter.connection import TemporalConfigError
 from starter.dev import run_dev
 
 EXIT_BAD_INPUT = 2
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         code = args.handler(args) or 0
-    except (UsageError, NotFoundError, InvalidRequestError, RunRejectedError, SchemaOutOfDateError) as err:
+    except (UsageError, NotFoundError, InvalidRequestError, RunRejectedError, SchemaOutOfDateError, TemporalConfigError) as err:
         code = _fail(str(err), EXIT_BAD_INPUT)
     except ValidationError as err:
         code = _fail(_validation_text(err), EXIT_BAD_INPUT)

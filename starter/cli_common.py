@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from perdure.settings import Settings
 from perdure.store.db import Database, get_database
 from starter.client import PerdureClient
+from starter.connection import temporal_connect_config
 
 
 class UsageError(Exception):
@@ -22,10 +23,8 @@ async def connect_client() -> PerdureClient:
     try:
         return await PerdureClient.connect()
     except RuntimeError as err:
-        settings = Settings.from_env()
-        raise ConnectionError(
-            f"cannot reach Temporal at {settings.temporal_address} ({err}); start it with `perdure dev`"
-        ) from err
+        address = temporal_connect_config(Settings.from_env())["target_host"]
+        raise ConnectionError(f"cannot reach Temporal at {address} ({err}); start it with `perdure dev`") from err
 
 
 def open_db() -> Database:

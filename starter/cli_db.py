@@ -21,7 +21,11 @@ def upgrade(args: argparse.Namespace) -> int:
         before, after = upgrade_database(url)
     except SQLAlchemyError as err:
         raise DatabaseUnreachableError(f"cannot upgrade the database: {_first_line(err)}") from err
-    text = f"database at revision {after}" if before == after else f"database upgraded from {before or 'nothing'} to {after}"
+    text = (
+        f"database at revision {after}"
+        if before == after
+        else f"database upgraded from {before or 'nothing'} to {after}"
+    )
     return out(args, {"from": before, "to": after}, text)
 
 

@@ -12,15 +12,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from perdure.settings import Settings
+from starter.connection import temporal_connect_config
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
+    return await Client.connect(**temporal_connect_config(settings), data_converter=pydantic_data_converter)
 
 
 async def connect_when_serving(settings: Settings, *, within: float, abandon: Callable[[], None] = lambda: None) -> Client:

@@ -69,7 +69,9 @@ class PostgresServer:
     def _start(self) -> None:
         if self._run_as:
             shutil.chown(self._dir, CLUSTER_OWNER, CLUSTER_OWNER)
-        self._run("initdb", "-D", str(self._data), "-U", "postgres", "--auth=trust", "--no-sync", "--no-locale", "-E", "UTF8")
+        self._run(
+            "initdb", "-D", str(self._data), "-U", "postgres", "--auth=trust", "--no-sync", "--no-locale", "-E", "UTF8"
+        )
         port = free_port()
         # Durability settings off: a test cluster that dies is thrown away anyway.
         options = f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1"
@@ -81,9 +83,13 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self._data), *args)
 
     def _run(self, program: str, *args: str) -> None:
-        done = subprocess.run([*self._run_as, str(self._bin / program), *args], capture_output=True, text=True, cwd=self._dir)
+        done = subprocess.run(
+            [*self._run_as, str(self._bin / program), *args], capture_output=True, text=True, cwd=self._dir
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"{program} {' '.join(args)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+            raise RuntimeError(
+                f"{program} {' '.join(args)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+            )
 
     def _remove(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)

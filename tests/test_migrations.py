@@ -49,12 +49,17 @@ def test_a_database_of_the_first_revision_is_upgraded_with_its_data(empty_url: s
     assert head_revision() != FIRST_REVISION, "this test needs a revision after the first"
     upgrade_database(empty_url, FIRST_REVISION)
     old = opened(empty_url)
-    agent = create_agent(old, AgentCreate.model_validate({"name": "kept", "memory_blocks": [{"label": "human", "value": "Ada"}]}))
+    agent = create_agent(
+        old, AgentCreate.model_validate({"name": "kept", "memory_blocks": [{"label": "human", "value": "Ada"}]})
+    )
     note = Message(id="message-kept", agent_id=agent.id, role="user", content=[TextContent(text="remember me")])
     with old.transaction() as session:
         messages.insert_messages(session, [note])
         messages.append_in_context(session, agent.id, [note.id])
-    with pytest.raises(SchemaOutOfDateError, match=rf"at revision {FIRST_REVISION}, this Perdure needs {head_revision()}: run `perdure db upgrade`"):
+    with pytest.raises(
+        SchemaOutOfDateError,
+        match=rf"at revision {FIRST_REVISION}, this Perdure needs {head_revision()}: run `perdure db upgrade`",
+    ):
         check_schema(old.engine)
 
     assert upgrade_database(empty_url) == (FIRST_REVISION, head_revision())
@@ -87,7 +92,10 @@ def test_a_database_newer_than_this_release_says_to_upgrade_perdure(empty_url: s
     database = opened(empty_url)
     with database.engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(SchemaOutOfDateError, match=rf"at revision 9999, newer than this Perdure knows \({head_revision()}\): upgrade Perdure"):
+    with pytest.raises(
+        SchemaOutOfDateError,
+        match=rf"at revision 9999, newer than this Perdure knows \({head_revision()}\): upgrade Perdure",
+    ):
         check_schema(database.engine)
 
 
@@ -103,7 +111,9 @@ def perdure(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.parametrize("command", [["agent", "list"], ["messages", "agent-x"], ["worker"]])
-def test_the_cli_and_the_worker_refuse_an_unmigrated_database(command: list[str], cli_env: dict[str, str], empty_url: str) -> None:
+def test_the_cli_and_the_worker_refuse_an_unmigrated_database(
+    command: list[str], cli_env: dict[str, str], empty_url: str
+) -> None:
     env = {**cli_env, "PERDURE_DATABASE_URL": empty_url}
     refused = perdure(env, *command)
     assert refused.returncode == 2, refused.stderr

@@ -43,7 +43,9 @@ def all_at_once(jobs: list[Callable[[], T]]) -> list[T]:
 
 
 def user_message(agent_id: str, step_id: str, words: str) -> Message:
-    return Message(id=f"message-{uuid.uuid4()}", agent_id=agent_id, role="user", step_id=step_id, content=[TextContent(text=words)])
+    return Message(
+        id=f"message-{uuid.uuid4()}", agent_id=agent_id, role="user", step_id=step_id, content=[TextContent(text=words)]
+    )
 
 
 def checkpoint(agent_id: str, *words: str) -> CheckpointInput:
@@ -57,7 +59,9 @@ def count(db: Database, column: object, value: str) -> int:
         return int(session.scalar(select(func.count()).where(column == value)) or 0)
 
 
-def test_the_same_checkpoint_committed_by_several_attempts_at_once_lands_once(db: Database, make_agent: AgentFactory) -> None:
+def test_the_same_checkpoint_committed_by_several_attempts_at_once_lands_once(
+    db: Database, make_agent: AgentFactory
+) -> None:
     agent = make_agent()
     step = checkpoint(agent.id, "one", "two")
 
@@ -102,14 +106,21 @@ def test_memory_edits_of_different_calls_at_once_keep_every_edit(db: Database, m
     agent = make_agent(memory_blocks=[{"label": "human", "value": "start"}], tools=["core_memory_append"])
     lines = [f"line {n}" for n in range(WRITERS)]
 
-    all_at_once([lambda line=line: append_line(db, agent.id, line, f"call_{line[-1]}", f"step-{uuid.uuid4()}") for line in lines])
+    all_at_once(
+        [
+            lambda line=line: append_line(db, agent.id, line, f"call_{line[-1]}", f"step-{uuid.uuid4()}")
+            for line in lines
+        ]
+    )
 
     value = block_value(db, agent.id, "human")
     assert value.splitlines()[0] == "start" and sorted(value.splitlines()[1:]) == lines
     assert all(line in in_context(db, agent.id)[0].text for line in lines), "the system message shows every edit"
 
 
-def test_one_memory_edit_run_by_several_attempts_at_once_is_applied_once(db: Database, make_agent: AgentFactory) -> None:
+def test_one_memory_edit_run_by_several_attempts_at_once_is_applied_once(
+    db: Database, make_agent: AgentFactory
+) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": "start"}], tools=["core_memory_append"])
     step_id = f"step-{uuid.uuid4()}"
 
@@ -126,7 +137,9 @@ def test_one_search_run_by_several_attempts_at_once_is_recorded_once(db: Databas
     call = ToolCall(id="call_search", name="conversation_search", arguments='{"query": "anything"}')
     step_input = ToolStepInput(agent_id=agent.id, run_id="run-concurrent", step_id=step_id, tool_call=call)
 
-    outputs = all_at_once([lambda: ActivityEnvironment().run(ToolActivities(db).execute_tool, step_input) for _ in range(WRITERS)])
+    outputs = all_at_once(
+        [lambda: ActivityEnvironment().run(ToolActivities(db).execute_tool, step_input) for _ in range(WRITERS)]
+    )
 
     assert len({o.model_dump_json() for o in outputs}) == 1
     assert count(db, ToolExecutionRow.tool_call_key, f"{step_id}:call_search") == 1

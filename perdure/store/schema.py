@@ -69,7 +69,9 @@ def check_schema(engine: Engine) -> None:
         raise SchemaOutOfDateError(
             f"the database {where} is at revision {current}, newer than this Perdure knows ({head}): upgrade Perdure"
         )
-    raise SchemaOutOfDateError(f"the database {where} is at revision {current}, this Perdure needs {head}: {UPGRADE_HINT}")
+    raise SchemaOutOfDateError(
+        f"the database {where} is at revision {current}, this Perdure needs {head}: {UPGRADE_HINT}"
+    )
 
 
 def upgrade_schema(engine: Engine, target: str = "head") -> tuple[str | None, str]:
