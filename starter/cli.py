@@ -24,8 +24,11 @@ from starter.cli_common import UsageError
 from starter.client import RunRejectedError
 from starter.connection import TemporalConfigError
 from starter.dev import run_dev
+from starter.workers import run_workers
 
 EXIT_BAD_INPUT = 2
+BAD_INPUT = (UsageError, NotFoundError, InvalidRequestError, RunRejectedError, SchemaOutOfDateError, TemporalConfigError)
+"""What the user can fix: one line, exit 2 (an out-of-date database and unusable Temporal settings included)."""
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe."""
@@ -42,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         code = args.handler(args) or 0
-    except (UsageError, NotFoundError, InvalidRequestError, RunRejectedError, SchemaOutOfDateError, TemporalConfigError) as err:
+    except BAD_INPUT as err:
         code = _fail(str(err), EXIT_BAD_INPUT)
     except ValidationError as err:
         code = _fail(_validation_text(err), EXIT_BAD_INPUT)
@@ -130,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("agent_id")
     _json_flag(status).set_defaults(handler=cli_runs.status)
 
-    sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS").set_defaults(handler=_worker)
+    run_worker = sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS")
+    run_worker.add_argument("--processes", type=int, default=1, metavar="N", help="N worker processes, supervised")
+    run_worker.set_defaults(handler=_worker)
 
     db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="action", required=True)
     upgrade = db.add_parser("upgrade", help="apply pending schema migrations to PERDURE_DATABASE_URL")
@@ -161,6 +166,10 @@ def _json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.processes < 1:
+        raise UsageError(f"--processes must be at least 1, not {args.processes}")
+    if args.processes > 1:
+        return run_workers(args.processes)
     worker.main()
     return 0
 
