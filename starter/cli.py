@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.schema import SchemaOutOfDateError
 from starter import cli_agents, cli_db, cli_runs
-from starter.cli_common import UsageError
+from starter.cli_common import UsageError, first_line
 from starter.client import RunRejectedError
 from starter.connection import TemporalConfigError
 from starter.dev import run_dev
@@ -49,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _fail(str(err), EXIT_BAD_INPUT)
     except ValidationError as err:
         code = _fail(_validation_text(err), EXIT_BAD_INPUT)
+    except OperationalError as err:
+        code = _fail(f"cannot reach the database: {first_line(err)}", EXIT_FAILURE)
     except BrokenPipeError:
         code = EXIT_BROKEN_PIPE  # the reader left (`perdure follow ... | head`): nothing to say
     except (ConnectionError, RuntimeError, OSError) as err:

@@ -31,6 +31,11 @@ def open_db() -> Database:
     return get_database(Settings.from_env().database_url)
 
 
+def first_line(err: Exception) -> str:
+    """A database driver's error in one line (SQLAlchemy adds the statement and a link)."""
+    return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+
+
 def out(args: argparse.Namespace, value: BaseModel | dict[str, Any], text: str) -> int:
     if args.json:
         data = value.model_dump(mode="json", exclude_none=True) if isinstance(value, BaseModel) else value

@@ -8,11 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from perdure.settings import Settings
 from perdure.store.db import upgrade_database
-from starter.cli_common import out
-
-
-class DatabaseUnreachableError(ConnectionError):
-    """The database refused the connection or the migration (exit 1, one line)."""
+from starter.cli_common import first_line, out
 
 
 def upgrade(args: argparse.Namespace) -> int:
@@ -20,7 +16,7 @@ def upgrade(args: argparse.Namespace) -> int:
     try:
         before, after = upgrade_database(url)
     except SQLAlchemyError as err:
-        raise DatabaseUnreachableError(f"cannot upgrade the database: {_first_line(err)}") from err
+        raise ConnectionError(f"cannot upgrade the database: {first_line(err)}") from err
     text = (
         f"database at revision {after}"
         if before == after
@@ -28,6 +24,3 @@ def upgrade(args: argparse.Namespace) -> int:
     )
     return out(args, {"from": before, "to": after}, text)
 
-
-def _first_line(err: SQLAlchemyError) -> str:
-    return str(getattr(err, "orig", None) or err).strip().splitlines()[0]

@@ -110,7 +110,9 @@ def perdure(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     return subprocess.run([str(PERDURE), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("command", [["agent", "list"], ["messages", "agent-x"], ["worker"]])
+@pytest.mark.parametrize(
+    "command", [["agent", "list"], ["messages", "agent-x"], ["worker"], ["worker", "--processes", "2"]]
+)
 def test_the_cli_and_the_worker_refuse_an_unmigrated_database(
     command: list[str], cli_env: dict[str, str], empty_url: str
 ) -> None:
@@ -137,12 +139,13 @@ def test_db_upgrade_migrates_and_then_the_cli_works(cli_env: dict[str, str], emp
     assert listed.stdout.strip() == "[]"
 
 
-def test_db_upgrade_of_an_unreachable_database_is_one_line(cli_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["agent", "list"], ["worker", "--processes", "2"]])
+def test_an_unreachable_database_is_one_line(command: list[str], cli_env: dict[str, str]) -> None:
     env = {**cli_env, "PERDURE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2"}
-    failed = perdure(env, "db", "upgrade")
+    failed = perdure(env, *command)
     assert failed.returncode == 1
     [line] = failed.stderr.strip().splitlines()
-    assert line.startswith("perdure: error: cannot upgrade the database: ") and "127.0.0.1" in line
+    assert line.startswith("perdure: error: cannot ") and "the database: " in line and "127.0.0.1" in line, line
 
 
 def redacted(url: str) -> str:
