@@ -23,7 +23,7 @@ async def connect_client() -> PerdureClient:
     try:
         return await PerdureClient.connect()
     except RuntimeError as err:
-        address = temporal_connect_config(Settings.from_env())["target_host"]
+        address = temporal_connect_config(Settings.from_env()).get("target_host")
         raise ConnectionError(f"cannot reach Temporal at {address} ({err}); start it with `perdure dev`") from err
 
 

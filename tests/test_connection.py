@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.service import TLSConfig
@@ -167,7 +168,7 @@ def profile_env(cli_env: dict[str, str], tmp_path: Path, profile: str) -> dict[s
     return {**env, "TEMPORAL_CONFIG_FILE": str(path), "TEMPORAL_PROFILE": "perdure"}
 
 
-async def send_through(env: dict[str, str], llm: ScriptedLLMServer, model_name: str) -> dict[str, object]:
+async def send_through(env: dict[str, str], llm: ScriptedLLMServer, model_name: str) -> dict[str, Any]:
     created = await perdure(
         env,
         "agent",

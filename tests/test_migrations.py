@@ -67,7 +67,8 @@ def test_a_database_of_the_first_revision_is_upgraded_with_its_data(empty_url: s
     with opened(empty_url).transaction() as session:
         state = agents.get_agent(session, agent.id)
         context = messages.load_in_context(session, agent.id)
-    assert state.block("human") is not None and state.block("human").value == "Ada"
+    human = state.block("human")
+    assert human is not None and human.value == "Ada"
     assert [m.text for m in context][1:] == ["remember me"]
     assert "ix_steps_agent_id" in {index["name"] for index in inspect(opened(empty_url).engine).get_indexes("steps")}
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import InstrumentedAttribute
 from temporalio.testing import ActivityEnvironment
 
 from activities.runs import RunActivities
@@ -54,7 +55,7 @@ def checkpoint(agent_id: str, *words: str) -> CheckpointInput:
     return CheckpointInput(agent_id=agent_id, messages=[user_message(agent_id, step_id, w) for w in words], step=step)
 
 
-def count(db: Database, column: object, value: str) -> int:
+def count(db: Database, column: InstrumentedAttribute[str], value: str) -> int:
     with db.transaction(read_only=True) as session:
         return int(session.scalar(select(func.count()).where(column == value)) or 0)
 

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
-from perdure.schemas.run import SendMessageRequest, StepRecord
+from perdure.schemas.run import SendMessageRequest, StepRecord, TokenUsage
 from perdure.schemas.messages import Message, ToolReturn
 from perdure.store.errors import NotFoundError
 from perdure.store.db import upsert_statement
@@ -152,7 +152,7 @@ def list_steps(session: Session, run_id: str) -> list[StepInfo]:
             model=r.model,
             status=r.status,
             stop_reason=StopReasonType(r.stop_reason) if r.stop_reason else None,
-            usage={"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens},
+            usage=TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens),
             llm_request_ns=r.llm_request_ns,
             tool_execution_ns=r.tool_execution_ns,
             step_ns=r.step_ns,
