@@ -63,8 +63,10 @@ class PostgresServer:
         return self
 
     def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._pg_ctl("stop", "-m", "immediate")
-        self._remove()
+        try:
+            self._pg_ctl("stop", "-m", "immediate")
+        finally:
+            self._remove()
 
     def _start(self) -> None:
         if self._run_as:
