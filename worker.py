@@ -7,17 +7,27 @@ Run it with `python worker.py` or `perdure worker`; it stops cleanly on SIGINT a
 `PerdurePlugin` is the one place that says how Perdure talks to Temporal (pydantic payloads,
 the workflow sandbox, the workflow, the activities): the worker, the clients, the replay tests
 and the benchmarks all connect through it, so they cannot drift apart.
+
+Where and how to reach Temporal is resolved here too, the same way for the worker, the CLI and
+the client, by the SDK's environment configuration: the profile named by `TEMPORAL_PROFILE`
+(else "default") in the TOML file `TEMPORAL_CONFIG_FILE` (else
+~/.config/temporalio/temporal.toml), with `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`,
+`TEMPORAL_API_KEY`, `TEMPORAL_TLS*` and `TEMPORAL_GRPC_META_*` over it. An API key turns TLS
+on. So a worker reaches a local dev server, a self-hosted cluster with mutual TLS or Temporal
+Cloud with nothing but its environment, and the API key and client key never leave it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +35,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
@@ -33,7 +44,7 @@ from activities.llm import LLMActivities
 from activities.runs import RunActivities
 from activities.tools import ToolActivities
 from perdure.names import SEARCH_ATTRIBUTES
-from perdure.settings import Settings
+from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings
 from perdure.store.db import Database, get_database
 from perdure.tools.registry import ensure_builtin_tools
 from workflows.run_workflow import AgentRunWorkflow
@@ -65,8 +76,39 @@ class PerdurePlugin(SimplePlugin):
 
 
 async def connect(settings: Settings) -> Client:
-    """A client of the Temporal server in `settings`, speaking Perdure's payloads."""
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, plugins=[PerdurePlugin()])
+    """A client of the Temporal server in `settings` (and the SDK's environment configuration:
+    profile, TLS, API key), speaking Perdure's payloads."""
+    return await Client.connect(**temporal_connect_config(settings), plugins=[PerdurePlugin()])
+
+
+CONFIG_FILE_ENV = "TEMPORAL_CONFIG_FILE"
+
+
+class TemporalConfigError(ValueError):
+    """Connection settings that cannot be used (a bad profile file, a missing certificate): bad
+    input the user fixes, so the CLI says it in one line and exits 2."""
+
+
+def temporal_connect_config(settings: Settings, environ: Mapping[str, str] | None = None) -> ClientConnectConfig:
+    """`Client.connect` keyword arguments from the profile and the environment (`environ`, else
+    this process's). An address or namespace that code set on `settings` (the embedded dev
+    server, a test's own server) wins; left at their defaults, the profile's apply."""
+    named = (os.environ if environ is None else environ).get(CONFIG_FILE_ENV)
+    if named and not Path(named).is_file():
+        raise TemporalConfigError(f"{CONFIG_FILE_ENV} names {named}, which is not a file")
+    try:
+        profile = ClientConfigProfile.load(override_env_vars=environ)
+        config = profile.to_client_connect_config()
+    except (RuntimeError, OSError) as err:  # the SDK's ConfigError is a RuntimeError
+        reason = str(err).strip().splitlines()[0]
+        raise TemporalConfigError(f"cannot use the Temporal connection settings: {reason}") from err
+    config["target_host"] = _chosen(settings.temporal_address, DEFAULT_TEMPORAL_ADDRESS, profile.address)
+    config["namespace"] = _chosen(settings.temporal_namespace, DEFAULT_TEMPORAL_NAMESPACE, profile.namespace)
+    return config
+
+
+def _chosen(setting: str, default: str, from_profile: str | None) -> str:
+    return setting if setting not in ("", default) else from_profile or default
 
 
 def perdure_activities(db: Database, settings: Settings, http: httpx.AsyncClient) -> list[Callable[..., Any]]:

@@ -17,7 +17,9 @@ from temporalio import activity
 from perdure.schemas.messages import ToolCall, ToolReturn
 from perdure.schemas.run import TOOL_RETURN_PREVIEW_CHARS, ToolStepInput, ToolStepOutput
 from perdure.store.db import Database
+from perdure.store.messages import try_lock_agent
 from perdure.store.tables import ToolExecutionRow
+from perdure.store.tool_executions import record_once
 from perdure.tokens import count_message
 from perdure.tool_rules import merge_prefilled_args
 from perdure.tools.builtin import BUILTIN_FUNCTIONS, ToolError, run_builtin
@@ -41,6 +43,8 @@ class ToolActivities:
         started = time.monotonic_ns()
         read_only = input.tool_call.name in READ_ONLY_TOOLS
         with self._db.transaction(read_only=read_only) as session:
+            if not read_only:
+                try_lock_agent(session, input.agent_id)  # an attempt still running elsewhere finishes first
             recorded = session.get(ToolExecutionRow, key)
             if recorded is not None:
                 return ToolStepOutput.model_validate(recorded.result)
@@ -49,11 +53,7 @@ class ToolActivities:
                 _record(session, key, output, full)
                 return output
         with self._db.transaction() as session:
-            recorded = session.get(ToolExecutionRow, key)
-            if recorded is not None:
-                return ToolStepOutput.model_validate(recorded.result)
-            _record(session, key, output, full)
-        return output
+            return record_once(session, key, output, full)
 
 
 def _execute(session: Session, input: ToolStepInput, started: int) -> tuple[ToolStepOutput, ToolReturn]:

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from perdure.scripted.server import ScriptedLLMServer  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
-from perdure.store.db import get_database  # noqa: E402
+from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
 from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
 from worker import PerdurePlugin, perdure_worker  # noqa: E402
@@ -37,6 +37,7 @@ async def bench_setup() -> AsyncIterator[tuple[PerdureClient, ScriptedLLMServer]
             openai_base_url=None,
             scripted_base_url=llm.base_url,
         )
+        upgrade_database(settings.database_url)
         client = PerdureClient(env.client, get_database(settings.database_url), settings.task_queue)
         try:
             async with perdure_worker(env.client, settings) as worker, worker:

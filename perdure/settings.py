@@ -16,6 +16,8 @@ from perdure.local_model import local_model_installed
 from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
 
 TASK_QUEUE = "perdure"
+DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
+DEFAULT_TEMPORAL_NAMESPACE = "default"
 LOCAL_MODEL_URL_ENV = "PERDURE_LOCAL_MODEL_URL"
 SCRIPTED_MODEL_URL_ENV = "PERDURE_SCRIPTED_BASE_URL"
 ANTHROPIC_DEFAULT_MODEL = "anthropic/claude-sonnet-4-5"
@@ -29,6 +31,7 @@ def home_dir() -> Path:
 class Settings(BaseModel):
     database_url: str
     temporal_address: str
+    """Where Temporal is; `worker.temporal_connect_config` adds the TOML profile, TLS and API key."""
     temporal_namespace: str
     task_queue: str
     openai_base_url: str | None
@@ -41,8 +44,8 @@ class Settings(BaseModel):
         default_db = f"sqlite:///{home_dir() / 'perdure.db'}"
         return cls(
             database_url=os.environ.get("PERDURE_DATABASE_URL", default_db),
-            temporal_address=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"),
-            temporal_namespace=os.environ.get("TEMPORAL_NAMESPACE", "default"),
+            temporal_address=os.environ.get("TEMPORAL_ADDRESS", DEFAULT_TEMPORAL_ADDRESS),
+            temporal_namespace=os.environ.get("TEMPORAL_NAMESPACE", DEFAULT_TEMPORAL_NAMESPACE),
             task_queue=os.environ.get("PERDURE_TASK_QUEUE", TASK_QUEUE),
             openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
             scripted_base_url=os.environ.get(SCRIPTED_MODEL_URL_ENV) or None,

@@ -15,16 +15,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
-from starter import cli_agents, cli_runs
-from starter.cli_common import UsageError
+from perdure.store.schema import SchemaOutOfDateError
+from starter import cli_agents, cli_db, cli_runs
+from starter.cli_common import UsageError, first_line
 from starter.client import RunRejectedError
 from starter.outages import DEFAULT_TIMEOUT_S
+from worker import TemporalConfigError
 from starter.dev import run_dev
+from starter.workers import run_workers
 
 EXIT_BAD_INPUT = 2
+BAD_INPUT = (UsageError, NotFoundError, InvalidRequestError, RunRejectedError, SchemaOutOfDateError, TemporalConfigError)
+"""What the user can fix: one line, exit 2 (an out-of-date database and unusable Temporal settings included)."""
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe."""
@@ -41,10 +47,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         code = args.handler(args) or 0
-    except (UsageError, NotFoundError, InvalidRequestError, RunRejectedError) as err:
+    except BAD_INPUT as err:
         code = _fail(str(err), EXIT_BAD_INPUT)
     except ValidationError as err:
         code = _fail(_validation_text(err), EXIT_BAD_INPUT)
+    except OperationalError as err:
+        code = _fail(f"cannot reach the database: {first_line(err)}", EXIT_FAILURE)
     except BrokenPipeError:
         code = EXIT_BROKEN_PIPE  # the reader left (`perdure follow ... | head`): nothing to say
     except (ConnectionError, RuntimeError, OSError) as err:
@@ -130,7 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("agent_id")
     _json_flag(status).set_defaults(handler=cli_runs.status)
 
-    sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS").set_defaults(handler=_worker)
+    run_worker = sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS")
+    run_worker.add_argument("--processes", type=int, default=1, metavar="N", help="N worker processes, supervised")
+    run_worker.set_defaults(handler=_worker)
+
+    db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="action", required=True)
+    upgrade = db.add_parser("upgrade", help="apply pending schema migrations to PERDURE_DATABASE_URL")
+    _json_flag(upgrade).set_defaults(handler=cli_db.upgrade)
 
     dev = sub.add_parser("dev", help="run the embedded Temporal dev server and a worker")
     dev.add_argument("--port", type=int, default=7233)
@@ -168,6 +182,10 @@ def _json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.processes < 1:
+        raise UsageError(f"--processes must be at least 1, not {args.processes}")
+    if args.processes > 1:
+        return run_workers(args.processes)
     worker.main()
     return 0
 

@@ -13,6 +13,7 @@ from perdure.settings import Settings
 from perdure.store.db import Database, get_database
 from starter.client import PerdureClient
 from starter.outages import DEFAULT_TIMEOUT_S
+from worker import temporal_connect_config
 
 
 class UsageError(Exception):
@@ -26,14 +27,17 @@ async def connect_client(timeout_s: float = DEFAULT_TIMEOUT_S) -> PerdureClient:
     try:
         return await PerdureClient.connect(timeout_s=timeout_s)
     except RuntimeError as err:
-        settings = Settings.from_env()
-        raise ConnectionError(
-            f"cannot reach Temporal at {settings.temporal_address} ({err}); start it with `perdure dev`"
-        ) from err
+        address = temporal_connect_config(Settings.from_env()).get("target_host")
+        raise ConnectionError(f"cannot reach Temporal at {address} ({err}); start it with `perdure dev`") from err
 
 
 def open_db() -> Database:
     return get_database(Settings.from_env().database_url)
+
+
+def first_line(err: Exception) -> str:
+    """A database driver's error in one line (SQLAlchemy adds the statement and a link)."""
+    return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
 
 
 def out(args: argparse.Namespace, value: BaseModel | dict[str, Any], text: str) -> int:

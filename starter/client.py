@@ -291,7 +291,7 @@ class PerdureClient:
         When the run has ended meanwhile (its approval timeout), the answers resume the pending
         request in a new run, as `answer` does."""
         self._require_agent(agent_id)
-        update = None
+        update, offset = None, 0
         with contextlib.suppress(NoRunError):  # never ran: the resume path says why
             offset = await current_offset(self.temporal, agent_id)
             update = await self._deliver_answers(agent_id, AnswerRequest(approvals=answers, stream_tokens=True), WorkflowUpdateStage.ACCEPTED)

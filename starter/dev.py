@@ -13,12 +13,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy import make_url
 from temporalio.client import Client
 
 from perdure.local_model import local_model_installed
 from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
 from perdure.scripted.server import ScriptedLLMServer
 from perdure.settings import LOCAL_MODEL_URL_ENV, SCRIPTED_MODEL_URL_ENV, Settings, default_model, home_dir
+from perdure.store.db import upgrade_database
 from starter.client import PerdureClient
 from starter.demo import run_demo
 from starter.devserver import ensure_running, start_dev_server, stop_dev_server
@@ -46,7 +48,9 @@ async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool)
         await _start_local_model(stack, home)
         _start_scripted_model(stack)
         settings = Settings.from_env()
-        print(f"database {settings.database_url}", flush=True)
+        before, after = upgrade_database(settings.database_url)
+        migrated = "" if before == after else f" (schema upgraded from {before or 'nothing'} to {after})"
+        print(f"database {make_url(settings.database_url).render_as_string(hide_password=True)}{migrated}", flush=True)
         stop = _StopSignal()
 
         def abandon() -> None:

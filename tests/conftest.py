@@ -2,6 +2,11 @@
 
 Each test gets its own agent and its own scripted model name, so tests never see each
 other's replies even though they share the server.
+
+Tests run on SQLite; a module marked `both_stores` runs on PostgreSQL as well, with its own
+database and worker (the `backend` parameter). PostgreSQL is `PERDURE_TEST_POSTGRES_URL` if
+set, else a throwaway cluster started from the installed binaries; without either, those
+tests are skipped, unless `CI=true`, where a missing PostgreSQL fails them.
 """
 
 from __future__ import annotations
@@ -20,11 +25,53 @@ from perdure.agents import create_agent
 from perdure.schemas.agent import AgentCreate, AgentState
 from perdure.scripted.server import ScriptedLLMServer
 from perdure.settings import Settings
-from perdure.store.db import Database, get_database
+from perdure.store.db import Database, get_database, upgrade_database
 from starter.client import PerdureClient
 from starter.devserver import dev_server_args, temporal_binary
 from starter.local_model import LocalModelServer
+from tests.postgres_server import TEST_SERVER_URL_ENV, PostgresServer, create_database, find_postgres_binaries
 from worker import PerdurePlugin, perdure_worker
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the store runs on SQLite; a `both_stores` module, on PostgreSQL too."""
+    if "backend" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_stores") is not None
+        metafunc.parametrize("backend", BACKENDS if both else BACKENDS[:1], indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    given = os.environ.get(TEST_SERVER_URL_ENV)
+    if given:
+        yield given
+        return
+    binaries = find_postgres_binaries()
+    if binaries is None:
+        missing = f"PostgreSQL is not installed (apt-get install postgresql) and {TEST_SERVER_URL_ENV} is not set"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI needs PostgreSQL: {missing}")
+        pytest.skip(missing)
+    with PostgresServer(binaries) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, state_dir: Path, request: pytest.FixtureRequest) -> str:
+    """A database made by the migrations (not by the tables' metadata), so they are what is tested."""
+    if backend == "sqlite":
+        url = f"sqlite:///{state_dir / 'perdure.db'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres_server_url"))
+    upgrade_database(url)
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +80,9 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(state_dir: Path, llm: ScriptedLLMServer) -> Settings:
+def settings(database_url: str, llm: ScriptedLLMServer) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{state_dir / 'perdure.db'}",
+        database_url=database_url,
         temporal_address="",
         temporal_namespace="default",
         task_queue=f"perdure-test-{uuid.uuid4().hex[:8]}",

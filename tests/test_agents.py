@@ -13,6 +13,8 @@ from perdure.store import tools as tool_store
 from perdure.store.db import Database
 from perdure.store.errors import InvalidRequestError
 
+pytestmark = pytest.mark.both_stores
+
 
 def test_a_tools_default_approval_flag_becomes_a_rule(db: Database) -> None:
     """Letta turns `default_requires_approval` into a requires_approval rule when the tool is

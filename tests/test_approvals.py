@@ -49,6 +49,8 @@ from tests.conftest import AgentFactory, eventually
 from tests.helpers import block_value, in_context, text, types_of
 from perdure.names import workflow_id
 
+pytestmark = pytest.mark.both_stores
+
 # Letta's texts (reference §2.4, §2.5, §2.6, §2.7), verbatim.
 NO_PENDING = (
     "Cannot process approval response: No tool call is currently awaiting approval. "
@@ -721,7 +723,7 @@ async def test_invalid_answer_update_is_refused_and_leaves_no_trace(
     """The `answer` update's validator refuses with the reason, before anything is recorded: the
     run stays paused exactly as it was, history and store unchanged, and correct answers still work."""
     agent = await pause_with_three_held_calls(client, llm, model_name, make_agent)
-    if request.node.callspec.id == "already-answered":
+    if answers == INVALID_ANSWERS["already-answered"][0]:
         await client.signal(agent.id, "approve", {"tool_call_id": "call_a"})
         await wait_for_state(client, agent.id, answered("call_a"))
     before_state = await client.state(agent.id)

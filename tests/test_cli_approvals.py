@@ -133,12 +133,12 @@ async def test_approve_after_the_approval_timeout_resumes_in_a_new_run(
     llm.script(model_name, [ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]), ScriptedReply(content="Saved at last.")])
     paused = json.loads((await perdure(cli_env, "send", agent_id, "remember Ada", "--approval-timeout", "0.5", "--json")).stdout)
     assert paused["stop_reason"]["stop_reason"] == "requires_approval"
+    handle = client.temporal.get_workflow_handle(agent_id)
     for _ in range(100):
-        description = await client.temporal.get_workflow_handle(agent_id).describe()
-        if description.status is WorkflowExecutionStatus.COMPLETED:
+        if (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED:
             break
         await asyncio.sleep(0.1)
-    assert description.status is WorkflowExecutionStatus.COMPLETED, "the run ended at its approval timeout"
+    assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED, "the run ended at its approval timeout"
     waiting = json.loads((await perdure(cli_env, "status", agent_id, "--json")).stdout)
     assert waiting["stop_reason"] == "requires_approval" and waiting["pending_approval"]["calls"][0]["tool_call_id"] == "call_1"
     refused = await perdure(cli_env, "send", agent_id, "hello?")

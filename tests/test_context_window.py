@@ -6,6 +6,8 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+
 from perdure.schemas.agent import AgentState
 from perdure.schemas.messages import Message
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
@@ -14,6 +16,8 @@ from perdure.store.db import Database
 from starter.client import PerdureClient
 from tests.conftest import AgentFactory
 from tests.helpers import in_context, text
+
+pytestmark = pytest.mark.both_stores
 
 
 async def test_a_huge_tool_return_is_capped_in_the_request_and_stored_whole(

@@ -18,6 +18,7 @@ import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
+from perdure.store.schema import head_revision
 from starter.dev import WorkerStoppedError, beside_worker
 from starter.devserver import DevServerError, dev_server_command, stop_dev_server
 from starter.temporal import connect_when_serving
@@ -63,6 +64,7 @@ def run_dev(tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProce
     assert f"web UI at http://localhost:{ui_port}" in result.stdout
     assert (tmp_path / "home" / "temporal.db").exists(), "the dev server keeps its state in a file"
     assert (tmp_path / "home" / "perdure.db").exists()
+    assert f"perdure.db (schema upgraded from nothing to {head_revision()})" in result.stdout, "dev migrates its own database"
     return result, ui_port
 
 

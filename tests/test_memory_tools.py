@@ -36,6 +36,8 @@ from starter.client import PerdureClient
 from tests.conftest import AgentFactory
 from tests.helpers import call, tool_returns
 
+pytestmark = pytest.mark.both_stores
+
 EDITED = "The core memory block with label `{label}` has been successfully edited."
 READ_ONLY = "ValueError: Error This block is read-only and cannot be edited."
 LINE_NUMBER_REFUSAL = (

@@ -18,6 +18,8 @@ from tests.conftest import AgentFactory, eventually
 from tests.helpers import call, text, types_of
 from perdure.names import workflow_id
 
+pytestmark = pytest.mark.both_stores
+
 
 async def test_loop_runs_tools_until_end_turn(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database

@@ -13,7 +13,7 @@ from perdure.prompt import compile_system_prompt
 from perdure.schemas.agent import AgentState, Block, BlockCreate, LLMConfig, ToolRule
 from perdure.schemas.messages import Message, TextContent
 from perdure.store.errors import NotFoundError
-from perdure.store.messages import insert_messages, load_message, replace_message
+from perdure.store.messages import insert_messages, load_message, lock_agent, replace_message
 from perdure.tool_rules import ToolRulesSolver
 from perdure.store.tables import AgentRow, BlockRow, MessageRow, PassageRow, RunRow, StepRow
 from pydantic import TypeAdapter
@@ -105,6 +105,7 @@ def get_blocks(session: Session, agent_id: str) -> list[Block]:
 
 def set_block_value(session: Session, agent_id: str, label: str, value: str) -> None:
     """Change a block and recompile the stored system message in the same transaction."""
+    lock_agent(session, agent_id)
     row = session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id, BlockRow.label == label)).one()
     row.value = value
     session.flush()
@@ -112,6 +113,7 @@ def set_block_value(session: Session, agent_id: str, label: str, value: str) -> 
 
 
 def add_block(session: Session, agent_id: str, block: BlockCreate) -> None:
+    lock_agent(session, agent_id)
     position = len(get_blocks(session, agent_id))
     session.add(
         BlockRow(

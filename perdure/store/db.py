@@ -1,4 +1,8 @@
-"""Engine and sessions. The schema is created on first use: no migration step for a new user."""
+"""Engine and sessions, for SQLite (the embedded default) and PostgreSQL (production).
+
+The schema is made and changed by the migrations in `perdure.store.schema`: `get_database`,
+which every entry point uses, refuses a database they have not brought up to date.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,29 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from perdure.store.tables import Base
+from perdure.store.schema import check_schema, upgrade_schema
+
+
+def driver_url(url: str) -> str:
+    """Use psycopg 3 for a plain `postgresql://` URL (SQLAlchemy would pick psycopg2, not installed)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
 
 
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
-        if self.engine.dialect.name == "sqlite":
+        if url.startswith("sqlite"):
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url)
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
-        Base.metadata.create_all(self.engine)
+        else:
+            # Enough connections for every activity thread of a worker (16) plus its client.
+            self.engine = create_engine(driver_url(url), pool_pre_ping=True, pool_size=5, max_overflow=20)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = sessionmaker(self.engine.execution_options(perdure_read_only=True), expire_on_commit=False)
 
@@ -35,10 +49,13 @@ class Database:
         with (self._readers if read_only else self._sessions).begin() as session:
             yield session
 
-    def insert_ignore(self, table: Any) -> Any:
-        """`INSERT ... ON CONFLICT DO NOTHING` for idempotent writes of rows with workflow-made ids."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing()
+
+def upsert_statement(session: Session, table: Any) -> Any:
+    """The dialect's INSERT, which has `ON CONFLICT`: a write that two workers (or a retried
+    activity and the attempt it replaces) make at once lands once, on either database.
+    Checking first and inserting after would let both see nothing and one fail on PostgreSQL."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -69,4 +86,18 @@ def _sqlite_begin(connection: Any) -> None:
 
 @lru_cache(maxsize=8)
 def get_database(url: str) -> Database:
-    return Database(url)
+    """The process's database for `url`, once its schema is known to be current: a worker, the
+    CLI or a server started against an out-of-date database says so instead of failing later."""
+    database = Database(url)
+    check_schema(database.engine)
+    return database
+
+
+def upgrade_database(url: str, target: str = "head") -> tuple[str | None, str]:
+    """Bring the database at `url` to this release's schema, or to `target`, made from nothing
+    if need be; return the revision before and after."""
+    database = Database(url)
+    try:
+        return upgrade_schema(database.engine, target)
+    finally:
+        database.engine.dispose()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from perdure.schemas.messages import Message
+from perdure.store.db import upsert_statement
 from perdure.store.errors import NotFoundError
 from perdure.store.tables import AgentRow, MessageRow, utcnow
 
@@ -22,31 +24,32 @@ def searchable_text(message: Message) -> str:
 
 
 def insert_messages(session: Session, messages: Sequence[Message]) -> None:
-    """Insert messages whose ids are not stored yet; a retried write adds nothing."""
+    """Insert messages whose ids are not stored yet; a retried or concurrent write adds nothing."""
     if not messages:
         return
-    ids = [m.id for m in messages]
-    existing = set(session.scalars(select(MessageRow.id).where(MessageRow.id.in_(ids))).all())
     now = utcnow()
+    rows: list[dict[str, Any]] = []
+    ids: set[str] = set()
     for message in messages:
-        if message.id in existing:
+        if message.id in ids:
             continue
+        ids.add(message.id)
         created = message.created_at or now
         stored = message.model_copy(update={"created_at": created})
-        session.add(
-            MessageRow(
-                id=message.id,
-                agent_id=message.agent_id,
-                run_id=message.run_id,
-                step_id=message.step_id,
-                role=message.role,
-                text=searchable_text(message),
-                data=stored.model_dump(mode="json"),
-                created_at=created,
-            )
+        rows.append(
+            {
+                "id": message.id,
+                "agent_id": message.agent_id,
+                "run_id": message.run_id,
+                "step_id": message.step_id,
+                "role": message.role,
+                "text": searchable_text(message),
+                "data": stored.model_dump(mode="json"),
+                "created_at": created,
+            }
         )
-        existing.add(message.id)
-    session.flush()
+    statement = upsert_statement(session, MessageRow).values(rows)
+    session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
 
 def replace_message(session: Session, message: Message) -> None:
@@ -62,11 +65,29 @@ def load_message(session: Session, message_id: str) -> Message:
     return Message.model_validate(row.data)
 
 
-def append_in_context(session: Session, agent_id: str, message_ids: Sequence[str]) -> list[str]:
-    """Append ids to the agent's in-context list, skipping ids already there (idempotent)."""
-    agent = session.get(AgentRow, agent_id, with_for_update=True)
+def lock_agent(session: Session, agent_id: str) -> AgentRow:
+    agent = try_lock_agent(session, agent_id)
     if agent is None:
         raise NotFoundError(f"agent '{agent_id}' not found")
+    return agent
+
+
+def try_lock_agent(session: Session, agent_id: str) -> AgentRow | None:
+    """The agent's row (None if there is none), locked until the transaction ends, freshly read.
+
+    Every write to an agent's state (its in-context list, its blocks, a tool's recorded effect)
+    takes this lock first. SQLite runs one writer at a time anyway; PostgreSQL, at its default
+    READ COMMITTED, would let two writers read the same list and the later commit drop the
+    earlier one's ids. `FOR NO KEY UPDATE` still lets other transactions insert rows that
+    reference the agent.
+    """
+    statement = select(AgentRow).where(AgentRow.id == agent_id).with_for_update(key_share=True)
+    return session.scalars(statement.execution_options(populate_existing=True)).one_or_none()
+
+
+def append_in_context(session: Session, agent_id: str, message_ids: Sequence[str]) -> list[str]:
+    """Append ids to the agent's in-context list, skipping ids already there (idempotent)."""
+    agent = lock_agent(session, agent_id)
     current = list(agent.message_ids)
     present = set(current)
     added = [mid for mid in message_ids if mid not in present]
@@ -147,9 +168,7 @@ def search_messages(
 def swap_in_context(session: Session, agent_id: str, expected: Sequence[str], new_ids: Sequence[str]) -> bool:
     """Replace the in-context list only if it is still `expected` (compare-and-set): a
     compaction that raced another write must start again rather than lose that write."""
-    agent = session.get(AgentRow, agent_id, with_for_update=True)
-    if agent is None:
-        raise NotFoundError(f"agent '{agent_id}' not found")
+    agent = lock_agent(session, agent_id)
     if list(agent.message_ids) != list(expected):
         return False
     agent.message_ids = list(new_ids)

@@ -9,7 +9,8 @@ from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonTyp
 from perdure.schemas.run import SendMessageRequest, StepRecord, TokenUsage
 from perdure.schemas.messages import Message, ToolReturn
 from perdure.store.errors import NotFoundError
-from perdure.store.messages import append_in_context, insert_messages
+from perdure.store.db import upsert_statement
+from perdure.store.messages import append_in_context, insert_messages, lock_agent
 from perdure.store.tables import AgentRow, RunRow, StepRow, ToolExecutionRow, utcnow
 from pydantic import BaseModel
 from datetime import datetime
@@ -33,23 +34,24 @@ class StepInfo(StepRecord):
 
 
 def create_run(session: Session, *, run_id: str, agent_id: str, workflow_id: str, request: SendMessageRequest) -> None:
-    """Record the run and its request (so an input that never reaches the context is not lost)."""
-    if session.get(RunRow, run_id) is not None:
-        return
-    session.add(
-        RunRow(
-            id=run_id,
-            agent_id=agent_id,
-            workflow_id=workflow_id,
-            status=RunStatus.running.value,
-            request=request.model_dump(mode="json"),
-        )
+    """Record the run and its request (so an input that never reaches the context is not lost);
+    a retried activity whose first attempt did commit records nothing more."""
+    statement = upsert_statement(session, RunRow).values(
+        id=run_id,
+        agent_id=agent_id,
+        workflow_id=workflow_id,
+        status=RunStatus.running.value,
+        request=request.model_dump(mode="json"),
+        created_at=utcnow(),
     )
+    session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
 
 def checkpoint_step(session: Session, agent_id: str, messages: list[Message], step: StepRecord) -> None:
     """Commit a step. Tool returns the workflow holds as previews are replaced by the full
-    returns the tool activity recorded, so the step's payloads stay small."""
+    returns the tool activity recorded, so the step's payloads stay small. The agent is locked
+    first, so a checkpoint and any other write to the agent take turns, on any database."""
+    lock_agent(session, agent_id)
     messages = [_with_recorded_returns(session, m) for m in messages]
     insert_messages(session, messages)
     append_in_context(session, agent_id, [m.id for m in messages])
@@ -79,7 +81,7 @@ def _with_recorded_returns(session: Session, message: Message) -> Message:
 
 
 def upsert_step(session: Session, step: StepRecord) -> None:
-    row = session.get(StepRow, step.id)
+    """Insert or update the step's row in one statement (a retried checkpoint, a failed step)."""
     values = {
         "run_id": step.run_id,
         "agent_id": step.agent_id,
@@ -96,11 +98,8 @@ def upsert_step(session: Session, step: StepRecord) -> None:
         "error_type": step.error_type,
         "error": step.error,
     }
-    if row is None:
-        session.add(StepRow(id=step.id, **values))
-    else:
-        for key, value in values.items():
-            setattr(row, key, value)
+    statement = upsert_statement(session, StepRow).values(id=step.id, created_at=utcnow(), **values)
+    session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
 
 
 def finish_run(

@@ -93,7 +93,7 @@ class StepRow(Base):
     __tablename__ = "steps"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
-    agent_id: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
     step_number: Mapped[int] = mapped_column(Integer)
     model: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from perdure.schemas.tools import ToolDef
+from perdure.store.db import upsert_statement
 from perdure.store.tables import ToolRow
 
 
@@ -17,9 +17,9 @@ def upsert_tools(session: Session, definitions: Iterable[ToolDef]) -> None:
     rows = [{"name": d.name, "definition": d.model_dump(mode="json")} for d in definitions]
     if not rows:
         return
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(ToolRow).values(rows)
-    session.execute(statement.on_conflict_do_update(index_elements=["name"], set_={"definition": statement.excluded.definition}))
+    statement = upsert_statement(session, ToolRow).values(rows)
+    update = {"definition": statement.excluded.definition}
+    session.execute(statement.on_conflict_do_update(index_elements=["name"], set_=update))
 
 
 def tool_names(session: Session) -> set[str]:
