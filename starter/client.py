@@ -128,13 +128,13 @@ class PerdureClient:
     async def pending_calls(self, agent_id: str) -> list[PendingCall]:
         """What the agent waits for: the live run's pending calls, else a request an ended run
         left unanswered in the context."""
-        if await self._has_live_run(agent_id):
+        if await self.has_live_run(agent_id):
             state = await self.state(agent_id)
             return state.pending_approval.calls if state and state.pending_approval else []
         stored = self._stored_pending(agent_id)
         return stored.pending if stored else []
 
-    async def _has_live_run(self, agent_id: str) -> bool:
+    async def has_live_run(self, agent_id: str) -> bool:
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         try:
             description = await handle.describe()
@@ -195,7 +195,7 @@ class PerdureClient:
             refusal = pending_message(stored.pending)
         elif stored is None and approval is not None and not replayed:
             refusal = NO_PENDING
-        if refusal is not None and not await self._has_live_run(agent_id):
+        if refusal is not None and not await self.has_live_run(agent_id):
             raise RunRejectedError(refusal)
         for _ in range(FINISHING_RETRIES):
             operation = self._start_operation(agent_id, agent.name, _summary(request))
@@ -213,28 +213,39 @@ class PerdureClient:
 
     async def stream_message(self, agent_id: str, request: SendMessageRequest) -> AsyncIterator[StreamItem]:
         """Start a run and yield its stream until it stops or pauses (`perdure send --stream`)."""
+        async for item in await self.open_stream(agent_id, request):
+            yield item
+
+    async def open_stream(self, agent_id: str, request: SendMessageRequest) -> AsyncIterator[StreamItem]:
+        """Start a run now, so a refusal raises here, and return its stream to read (the HTTP
+        API answers a refusal with an error status before any event is sent)."""
         handle = await self._start_update(agent_id, request, WorkflowUpdateStage.ACCEPTED)
-        async for item in until_outcome(read_stream(self.temporal, agent_id, run_id=handle.workflow_run_id)):
+        return self._outcome_stream(agent_id, handle, 0)
+
+    async def _outcome_stream(self, agent_id: str, handle: WorkflowUpdateHandle[RunResult], offset: int) -> AsyncIterator[StreamItem]:
+        async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=handle.workflow_run_id)):
             yield item
         await _outcome(handle)  # a request the begin activity refused ends the stream empty
 
     async def stream_answer(self, agent_id: str, answers: list[Answer]) -> AsyncIterator[StreamItem]:
-        """Answer pending calls and yield the continuation's stream (`perdure approve --stream`).
-        When the run has ended meanwhile (its approval timeout), the answers resume the pending
-        request in a new run, as `answer` does."""
+        """Answer pending calls and yield the continuation's stream (`perdure approve --stream`)."""
+        async for item in await self.open_answer_stream(agent_id, answers):
+            yield item
+
+    async def open_answer_stream(self, agent_id: str, answers: list[Answer], stream_tokens: bool = True) -> AsyncIterator[StreamItem]:
+        """Deliver the answers now (a bad answer raises here) and return the continuation's
+        stream. When the run has ended meanwhile (its approval timeout), the answers resume the
+        pending request in a new run, as `answer` does."""
         self._require_agent(agent_id)
-        update = None
+        update, offset = None, 0
         with contextlib.suppress(NoRunError):  # never ran: the resume path says why
             offset = await current_offset(self.temporal, agent_id)
-            update = await self._deliver_answers(agent_id, AnswerRequest(approvals=answers, stream_tokens=True), WorkflowUpdateStage.ACCEPTED)
+            request = AnswerRequest(approvals=answers, stream_tokens=stream_tokens)
+            update = await self._deliver_answers(agent_id, request, WorkflowUpdateStage.ACCEPTED)
         if update is None:
-            resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)
-            async for item in self.stream_message(agent_id, resume):
-                yield item
-            return
-        async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=update.workflow_run_id)):
-            yield item
-        await _outcome(update)
+            resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=stream_tokens)
+            return await self.open_stream(agent_id, resume)
+        return self._outcome_stream(agent_id, update, offset)
 
     async def follow(self, agent_id: str, from_offset: int = 0, run_id: str | None = None) -> AsyncIterator[StreamItem]:
         """A run's stream (the latest run, or `run_id`) from `from_offset`: what happened so far,
@@ -287,7 +298,7 @@ class PerdureClient:
         """The latest run's state; when no run is live but the agent's context holds a request
         an ended run left unanswered (its approval timeout), that request is what is pending."""
         state = await self.state(agent_id)
-        if state is None or state.pending_approval is not None or await self._has_live_run(agent_id):
+        if state is None or state.pending_approval is not None or await self.has_live_run(agent_id):
             return state
         stored = self._stored_pending(agent_id)
         if stored is None:

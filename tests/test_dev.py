@@ -52,8 +52,9 @@ def clean_env(tmp_path: Path, **extra_env: str) -> dict[str, str]:
     return env
 
 
-def dev_args(port: int, ui_port: int) -> list[str]:
-    return ["dev", "--port", str(port), "--ui-port", str(ui_port), "--demo", "--exit-after-demo"]
+def dev_args(port: int, ui_port: int, api_port: int | None = None) -> list[str]:
+    api = str(api_port or free_port())
+    return ["dev", "--port", str(port), "--ui-port", str(ui_port), "--api-port", api, "--demo", "--exit-after-demo"]
 
 
 def run_dev(tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProcess[str], int]:

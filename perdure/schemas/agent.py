@@ -19,6 +19,8 @@ LOCAL_MODEL = "local/SmolLM2-135M-Instruct"
 LOCAL_CONTEXT_WINDOW = 8_192
 """SmolLM2 was trained at 8,192 tokens; the local server's `n_ctx` is the same."""
 BASE_TOOLS: tuple[str, ...] = ("conversation_search", "memory_replace", "memory_insert")
+NOT_OPENAI_COMPATIBLE = frozenset({"anthropic", "google_ai", "google_vertex", "bedrock", "azure", "moonshot_coding"})
+"""Letta endpoint types whose wire protocol is not OpenAI's chat completions."""
 
 
 class BlockCreate(BaseModel):
@@ -129,6 +131,35 @@ class LLMConfig(BaseModel):
     """How the model calls tools: `native` (OpenAI's `tools`), or `json_schema` for models
     without tool calling whose server constrains answers to a schema (llama.cpp, vLLM, Ollama).
     None: `json_schema` for the bundled local model, else `native`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _letta_form(cls, data: Any) -> Any:
+        """Take Letta's form too: `model` a bare name with `model_endpoint_type`, `model_endpoint`
+        and an optional `handle`. The request goes to `model_endpoint`, always, under the name
+        `model`; the handle's provider (else the endpoint type) names the provider."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        endpoint = data.pop("model_endpoint", None)
+        if endpoint is not None:
+            if data.get("endpoint") not in (None, endpoint):
+                raise ValueError(f"endpoint {data['endpoint']!r} and model_endpoint {endpoint!r} disagree; give one")
+            data["endpoint"] = endpoint
+        endpoint_type = data.pop("model_endpoint_type", None)
+        handle = data.pop("handle", None)
+        model = data.get("model")
+        if endpoint_type in NOT_OPENAI_COMPATIBLE:
+            raise ValueError(
+                f"model_endpoint_type {endpoint_type!r} is not supported: Perdure speaks OpenAI-compatible chat completions"
+            )
+        letta_form = endpoint_type is not None or (handle is not None and "/" not in str(model))
+        if isinstance(model, str) and letta_form:
+            provider = handle.partition("/")[0] if isinstance(handle, str) and "/" in handle else endpoint_type
+            data["model"] = f"{provider}/{model}"
+        elif model is None and isinstance(handle, str):
+            data["model"] = handle
+        return data
 
     @field_validator("model")
     @classmethod
