@@ -88,7 +88,9 @@ class PerdureClient:
         pending request in a new run (Letta's resume path; the begin activity checks them)."""
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         try:
-            return await handle.start_update(AgentRunWorkflow.answer, request, wait_for_stage=stage)
+            update = await handle.start_update(AgentRunWorkflow.answer, request, wait_for_stage=stage)
+            await _raise_if_rejected(update)
+            return update
         except RPCError:
             return None  # no live run
         except WorkflowUpdateFailedError as err:
@@ -200,9 +202,11 @@ class PerdureClient:
         for _ in range(FINISHING_RETRIES):
             operation = self._start_operation(agent_id, agent.name, _summary(request))
             try:
-                return await self.temporal.start_update_with_start_workflow(
+                update = await self.temporal.start_update_with_start_workflow(
                     AgentRunWorkflow.send_message, request, start_workflow_operation=operation, wait_for_stage=stage
                 )
+                await _raise_if_rejected(update)
+                return update
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
                 if isinstance(cause, ApplicationError) and cause.type == "RunFinishing":
@@ -335,6 +339,15 @@ def _summary(request: SendMessageRequest) -> str:
     if request.approval is not None:
         return f"answers {len(request.approval.approvals)} pending call(s)"
     return request.user_messages[0].content[:120]
+
+
+async def _raise_if_rejected(handle: WorkflowUpdateHandle[Any]) -> None:
+    """Waiting only for the ACCEPTED stage, the SDK hands back a rejected update as a handle
+    rather than raising: the server sent the rejection with its answer. Reading that known
+    outcome raises it here, before anyone reads a stream (the SDK has no public way to ask
+    whether the outcome is known)."""
+    if handle._known_outcome is not None:  # pyright: ignore[reportPrivateUsage]
+        await handle.result()
 
 
 async def _outcome(handle: WorkflowUpdateHandle[RunResult]) -> RunResult:

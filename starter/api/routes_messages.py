@@ -18,7 +18,7 @@ from perdure.convert import to_letta_messages
 from perdure.schemas.approvals import Answer, ApprovalCreate
 from perdure.schemas.letta import LettaResponse
 from perdure.schemas.run import SendMessageRequest
-from perdure.store import agents, messages
+from perdure.store import agents, messages, runs
 from perdure.store.errors import InvalidRequestError
 from starter.api.context import ApiContext, context
 from starter.api.errors import ApiError, refusals
@@ -35,7 +35,9 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 @router.post("", response_model=None)
 async def send(ctx: Context, agent_id: str, body: Annotated[LettaRequest, Body()]) -> dict[str, Any] | StreamingResponse:
-    """Letta's `send_message`: the whole response, or with `streaming: true` the stream."""
+    """Letta's `send_message`: the whole response, or with `streaming: true` the stream. A run
+    that failed is still a response (its stop reason says so), with Letta's error message as
+    `error`."""
     if body.streaming:
         return await _stream(ctx, agent_id, body)
     client = ctx.client
@@ -45,7 +47,10 @@ async def send(ctx: Context, agent_id: str, body: Annotated[LettaRequest, Body()
             response = await client.answer(agent_id, answers)
         else:
             response = client.response(await client.start_run(agent_id, _run_request(body, answers)))
-    return _shown(response, body)
+    shaped = _shown(response, body)
+    with client.db.transaction(read_only=True) as session:
+        error = runs.run_error(session, response.run_id)
+    return shaped if error is None else {**shaped, "error": error.model_dump(mode="json", exclude_none=True)}
 
 
 @router.post("/stream", response_model=None)
