@@ -172,7 +172,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     return asyncio.run(
-        run_dev(port=args.port, ui_port=args.ui_port, api_port=args.api_port, demo=args.demo, exit_after_demo=args.exit_after_demo)
+        run_dev(
+            port=args.port,
+            ui_port=args.ui_port,
+            api_port=args.api_port,
+            demo=args.demo,
+            exit_after_demo=args.exit_after_demo,
+        )
     )
 
 

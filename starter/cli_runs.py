@@ -151,7 +151,8 @@ def _print_response(args: argparse.Namespace, client: PerdureClient, response: L
         text = runs.get_run(session, response.run_id).error
         error = runs.run_error(session, response.run_id)
     if args.json and error is not None:
-        return print_json({**response.model_dump(mode="json", exclude_none=True), "error": error.model_dump(mode="json", exclude_none=True)})
+        shaped = response.model_dump(mode="json", exclude_none=True)
+        return print_json({**shaped, "error": error.model_dump(mode="json", exclude_none=True)})
     return out(args, response, response_text(response, text))
 
 

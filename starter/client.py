@@ -226,7 +226,9 @@ class PerdureClient:
         handle = await self._start_update(agent_id, request, WorkflowUpdateStage.ACCEPTED)
         return self._outcome_stream(agent_id, handle, 0)
 
-    async def _outcome_stream(self, agent_id: str, handle: WorkflowUpdateHandle[RunResult], offset: int) -> AsyncIterator[StreamItem]:
+    async def _outcome_stream(
+        self, agent_id: str, handle: WorkflowUpdateHandle[RunResult], offset: int
+    ) -> AsyncIterator[StreamItem]:
         async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=handle.workflow_run_id)):
             yield item
         await _outcome(handle)  # a request the begin activity refused ends the stream empty
@@ -236,7 +238,9 @@ class PerdureClient:
         async for item in await self.open_answer_stream(agent_id, answers):
             yield item
 
-    async def open_answer_stream(self, agent_id: str, answers: list[Answer], stream_tokens: bool = True) -> AsyncIterator[StreamItem]:
+    async def open_answer_stream(
+        self, agent_id: str, answers: list[Answer], stream_tokens: bool = True
+    ) -> AsyncIterator[StreamItem]:
         """Deliver the answers now (a bad answer raises here) and return the continuation's
         stream. When the run has ended meanwhile (its approval timeout), the answers resume the
         pending request in a new run, as `answer` does."""

@@ -55,7 +55,9 @@ async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool,
 
         try:
             temporal = await connect_when_serving(settings, within=SERVING_WITHIN_SECONDS, abandon=abandon)
-            return await _serve(settings, temporal, ui_url, stop, api_port=api_port, demo=demo, exit_after_demo=exit_after_demo)
+            return await _serve(
+                settings, temporal, ui_url, stop, api_port=api_port, demo=demo, exit_after_demo=exit_after_demo
+            )
         except _Stopped:
             return stop.exit_code
 
@@ -77,7 +79,14 @@ async def _start_local_model(stack: AsyncExitStack, home: Path) -> None:
 
 
 async def _serve(
-    settings: Settings, temporal: Client, ui_url: str, stop: _StopSignal, *, api_port: int, demo: bool, exit_after_demo: bool
+    settings: Settings,
+    temporal: Client,
+    ui_url: str,
+    stop: _StopSignal,
+    *,
+    api_port: int,
+    demo: bool,
+    exit_after_demo: bool,
 ) -> int:
     """Serve until a stop signal (exit 0: a server asked to stop, stopping cleanly); a stop
     during the demo interrupts it and exits like an interrupted command (130, 143)."""

@@ -168,6 +168,7 @@ async def serving_api(client: PerdureClient, ping_interval: float = DEFAULT_PING
 
 
 @pytest.fixture
-def letta(api_url: str) -> AsyncLetta:
+async def letta(api_url: str) -> AsyncIterator[AsyncLetta]:
     """The official letta-client, pointed at Perdure."""
-    return AsyncLetta(base_url=api_url, api_key=API_KEY)
+    async with AsyncLetta(base_url=api_url, api_key=API_KEY) as client:
+        yield client

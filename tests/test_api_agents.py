@@ -17,6 +17,7 @@ from letta_client import AsyncLetta
 from perdure.scripted.server import ScriptedLLMServer
 from tests.conftest import API_KEY, eventually
 from tests.helpers import PERDURE, call, text
+from tests.letta_helpers import body, parts
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -28,7 +29,12 @@ def letta_payload(llm: ScriptedLLMServer, model_name: str, **fields: Any) -> dic
         "name": "letta-shaped",
         "memory_blocks": [{"label": "human", "value": "", "limit": 500}, {"label": "persona", "value": "I am terse."}],
         "tools": ["core_memory_append"],
-        "llm_config": {"model": model_name, "model_endpoint_type": "openai", "model_endpoint": llm.base_url, "context_window": 16_000},
+        "llm_config": {
+            "model": model_name,
+            "model_endpoint_type": "openai",
+            "model_endpoint": llm.base_url,
+            "context_window": 16_000,
+        },
         "embedding": "openai/text-embedding-3-small",
         "tags": ["test"],
         "metadata": {"team": "perdure"},
@@ -36,13 +42,15 @@ def letta_payload(llm: ScriptedLLMServer, model_name: str, **fields: Any) -> dic
     }
 
 
-async def test_create_a_letta_shaped_agent_and_talk_to_it(letta: AsyncLetta, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_create_a_letta_shaped_agent_and_talk_to_it(
+    letta: AsyncLetta, llm: ScriptedLLMServer, model_name: str
+) -> None:
     raw = await letta.agents.with_raw_response.create(**letta_payload(llm, model_name))
     agent = await raw.parse()
     assert "embedding" in raw.headers["warning"] and "tags" in raw.headers["warning"], "ignored fields are named"
     assert agent.id.startswith("agent-")
     assert agent.llm_config.model == model_name
-    assert agent.llm_config.model_endpoint == llm.base_url, "model_endpoint is honoured, never dropped"
+    assert agent.llm_config.api_model_endpoint == llm.base_url, "model_endpoint is honoured, never dropped"
     assert agent.llm_config.context_window == 16_000
     assert agent.model == f"openai/{model_name}"
     assert [b.label for b in agent.blocks] == ["human", "persona"] and agent.blocks[1].value == "I am terse."
@@ -51,8 +59,12 @@ async def test_create_a_letta_shaped_agent_and_talk_to_it(letta: AsyncLetta, llm
     llm.script(model_name, [call("core_memory_append", label="human", content="Name: Ada"), text("Hello Ada.")])
     response = await letta.agents.messages.create(agent.id, input="I am Ada.")
     assert response.stop_reason.stop_reason == "end_turn"
-    assert [m.message_type for m in response.messages] == ["tool_call_message", "tool_return_message", "assistant_message"]
-    assert response.messages[-1].content == "Hello Ada."
+    assert [m.message_type for m in response.messages] == [
+        "tool_call_message",
+        "tool_return_message",
+        "assistant_message",
+    ]
+    assert parts(response)[-1].content == "Hello Ada."
     assert response.usage.step_count == 2
     for message in response.messages:
         assert message.date is not None and message.run_id and message.step_id and message.otid
@@ -73,16 +85,26 @@ async def test_list_get_and_delete_agents(letta: AsyncLetta, llm: ScriptedLLMSer
         await letta.agents.delete(agent.id)
 
 
-async def test_fields_that_would_change_behaviour_are_refused(letta: AsyncLetta, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_fields_that_would_change_behaviour_are_refused(
+    letta: AsyncLetta, llm: ScriptedLLMServer, model_name: str
+) -> None:
     with pytest.raises(letta_client.UnprocessableEntityError) as refused:
         await letta.agents.create(**letta_payload(llm, model_name, tool_ids=["tool-123"]))
-    assert "tool_ids" in refused.value.body["detail"]
+    assert "tool_ids" in body(refused.value)["detail"]
     with pytest.raises(letta_client.UnprocessableEntityError) as anthropic:
-        await letta.agents.create(**letta_payload(llm, model_name, llm_config={"model": "claude", "model_endpoint_type": "anthropic", "context_window": 9000}))
-    assert "anthropic" in anthropic.value.body["detail"]
+        await letta.agents.create(
+            **letta_payload(
+                llm,
+                model_name,
+                llm_config={"model": "claude", "model_endpoint_type": "anthropic", "context_window": 9000},
+            )
+        )
+    assert "anthropic" in body(anthropic.value)["detail"]
     with pytest.raises(letta_client.UnprocessableEntityError) as bad_block:
-        await letta.agents.create(**letta_payload(llm, model_name, memory_blocks=[{"label": "no spaces allowed", "value": ""}]))
-    assert bad_block.value.body["detail"].startswith("invalid memory_blocks.0.label")
+        await letta.agents.create(
+            **letta_payload(llm, model_name, memory_blocks=[{"label": "no spaces allowed", "value": ""}])
+        )
+    assert body(bad_block.value)["detail"].startswith("invalid memory_blocks.0.label")
     with pytest.raises(letta_client.UnprocessableEntityError, match="unknown tool"):
         await letta.agents.create(**letta_payload(llm, model_name, tools=["no_such_tool"]))
 
@@ -94,18 +116,23 @@ async def test_wrong_or_missing_api_key_is_401(api_url: str) -> None:
             answer = await http.get("/v1/agents/")
         assert answer.status_code == 401
         assert "PERDURE_API_KEY" in answer.json()["detail"]
-    with pytest.raises(letta_client.AuthenticationError):
-        await AsyncLetta(base_url=api_url, api_key="wrong-key").agents.retrieve("agent-x")
+    async with AsyncLetta(base_url=api_url, api_key="wrong-key") as wrong:
+        with pytest.raises(letta_client.AuthenticationError):
+            await wrong.agents.retrieve("agent-x")
 
 
-async def test_reading_and_changing_a_block(letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_reading_and_changing_a_block(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": "unknown", "limit": 40}])
     block = await letta.agents.blocks.update("human", agent_id=agent.id, value="Name: Grace")
     assert block.value == "Name: Grace"
     assert (await letta.agents.blocks.retrieve("human", agent_id=agent.id)).value == "Name: Grace"
     llm.script(model_name, [text("Hi Grace.")])
     await letta.agents.messages.create(agent.id, input="Who am I?")
-    assert "Name: Grace" in llm.requests(model_name)[-1]["messages"][0]["content"], "the next request sees the new value"
+    assert "Name: Grace" in llm.requests(model_name)[-1]["messages"][0]["content"], (
+        "the next request sees the new value"
+    )
 
     with pytest.raises(letta_client.NotFoundError, match="no block 'persona'"):
         await letta.agents.blocks.retrieve("persona", agent_id=agent.id)
@@ -115,7 +142,9 @@ async def test_reading_and_changing_a_block(letta: AsyncLetta, make_agent: Any, 
         await letta.agents.blocks.update("human", agent_id=agent.id, limit=100)
 
 
-async def test_a_block_change_while_a_run_waits_is_refused(letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_a_block_change_while_a_run_waits_is_refused(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent(
         memory_blocks=[{"label": "human", "value": "before"}],
         tools=["core_memory_append"],
@@ -136,15 +165,25 @@ def free_port() -> int:
 
 
 def test_serve_refuses_a_network_bind_without_a_key(cli_env: dict[str, str]) -> None:
-    result = subprocess.run([str(PERDURE), "serve", "--host", "0.0.0.0", "--port", str(free_port())], env=cli_env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(PERDURE), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["perdure: error: refusing to serve on 0.0.0.0 without PERDURE_API_KEY: set it, or bind 127.0.0.1"]
+    assert result.stderr.strip().splitlines() == [
+        "perdure: error: refusing to serve on 0.0.0.0 without PERDURE_API_KEY: set it, or bind 127.0.0.1"
+    ]
 
 
 async def test_perdure_serve_with_a_key(cli_env: dict[str, str]) -> None:
     port = free_port()
     env = {**cli_env, "PERDURE_API_KEY": API_KEY}
-    process = subprocess.Popen([str(PERDURE), "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(PERDURE), "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         base = f"http://127.0.0.1:{port}"
 
@@ -157,7 +196,8 @@ async def test_perdure_serve_with_a_key(cli_env: dict[str, str]) -> None:
                 return False
 
         await eventually(serving, timeout=60)
-        page = await AsyncLetta(base_url=base, api_key=API_KEY).agents.list()
+        async with AsyncLetta(base_url=base, api_key=API_KEY) as letta:
+            page = await letta.agents.list()
         assert isinstance(page.items, list)
     finally:
         process.send_signal(signal.SIGINT)

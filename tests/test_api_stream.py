@@ -15,6 +15,7 @@ from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from starter.client import PerdureClient
 from tests.conftest import API_KEY, serving_api
 from tests.helpers import call, text
+from tests.letta_helpers import approve, body, extra
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -34,13 +35,25 @@ def kinds(chunks: list[Any]) -> list[str]:
     return out
 
 
-@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK prefers `streaming=True`; Letta programs still call /stream
-async def test_stream_tokens_then_the_finish(letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+@pytest.mark.filterwarnings(
+    "ignore:deprecated:DeprecationWarning"
+)  # the SDK prefers `streaming=True`; Letta programs still call /stream
+async def test_stream_tokens_then_the_finish(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
     llm.script(model_name, [call("memory_insert", label="human", new_str="a story"), text(STORY, chunk_delay_s=0.02)])
-    chunks = await collect(await letta.agents.messages.stream(agent.id, input="Tell me a story.", stream_tokens=True, include_pings=False))
+    chunks = await collect(
+        await letta.agents.messages.stream(agent.id, input="Tell me a story.", stream_tokens=True, include_pings=False)
+    )
 
-    assert kinds(chunks) == ["tool_call_message", "tool_return_message", "assistant_message", "stop_reason", "usage_statistics"]
+    assert kinds(chunks) == [
+        "tool_call_message",
+        "tool_return_message",
+        "assistant_message",
+        "stop_reason",
+        "usage_statistics",
+    ]
     answer = [c for c in chunks if c.message_type == "assistant_message"]
     assert "".join(c.content for c in answer) == STORY
     assert len({c.id for c in answer}) == 1, "token chunks share their message's id"
@@ -50,17 +63,25 @@ async def test_stream_tokens_then_the_finish(letta: AsyncLetta, make_agent: Any,
     assert seq_ids == sorted(seq_ids) and seq_ids[0] >= 1
     assert chunks[-2].stop_reason == "end_turn" and chunks[-1].step_count == 2
     stored = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
-    assert stored[-1].id == answer[0].id and stored[-1].otid == answer[0].otid, "a streamed part matches its stored self"
+    assert stored[-1].id == answer[0].id and stored[-1].otid == answer[0].otid, (
+        "a streamed part matches its stored self"
+    )
 
 
-async def test_streaming_true_on_messages_streams_too(letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_streaming_true_on_messages_streams_too(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent()
     llm.script(model_name, [text("Hello.")])
-    chunks = await collect(await letta.agents.messages.create(agent.id, input="Hi", streaming=True, include_pings=False))
+    chunks = await collect(
+        await letta.agents.messages.create(agent.id, input="Hi", streaming=True, include_pings=False)
+    )
     assert kinds(chunks) == ["assistant_message", "stop_reason", "usage_statistics"]
 
 
-async def test_raw_sse_framing_ends_with_done(api_url: str, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_raw_sse_framing_ends_with_done(
+    api_url: str, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent()
     llm.script(model_name, [text("Hello.")])
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
@@ -71,27 +92,35 @@ async def test_raw_sse_framing_ends_with_done(api_url: str, make_agent: Any, llm
     assert all(e.startswith("data: {") for e in events[:-2])
 
 
-async def test_a_pause_and_its_answer_stream(letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_a_pause_and_its_answer_stream(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent(tools=["core_memory_append"], memory_blocks=[{"label": "human", "value": ""}],
                        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}])  # fmt: skip
     llm.script(model_name, [call("core_memory_append", label="human", content="tea")])
-    paused = await collect(await letta.agents.messages.create(agent.id, streaming=True, input="I like tea", include_pings=False))
+    paused = await collect(
+        await letta.agents.messages.create(agent.id, streaming=True, input="I like tea", include_pings=False)
+    )
     assert kinds(paused) == ["approval_request_message", "stop_reason", "usage_statistics"]
     assert paused[1].stop_reason == "requires_approval"
 
     with pytest.raises(letta_client.ConflictError) as refused:
         await letta.agents.messages.create(agent.id, streaming=True, input="hello?")
-    assert refused.value.body["detail"]["code"] == "PENDING_APPROVAL", "a refusal is a status, before anything streams"
+    assert body(refused.value)["detail"]["code"] == "PENDING_APPROVAL", "a refusal is a status, before anything streams"
 
     llm.script(model_name, [text("Noted.")])
     call_id = paused[0].tool_call.tool_call_id
-    approval = {"type": "approval", "approvals": [{"type": "approval", "tool_call_id": call_id, "approve": True}]}
-    resumed = await collect(await letta.agents.messages.create(agent.id, streaming=True, messages=[approval], include_pings=False))
+    approval = approve(call_id)
+    resumed = await collect(
+        await letta.agents.messages.create(agent.id, streaming=True, messages=[approval], include_pings=False)
+    )
     assert kinds(resumed) == ["tool_return_message", "assistant_message", "stop_reason", "usage_statistics"]
     assert resumed[0].tool_call_id == call_id
 
 
-async def test_a_failed_run_streams_an_error_event(letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_a_failed_run_streams_an_error_event(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent()
     llm.script(model_name, [ScriptedReply(status=401, error={"error": {"message": "Incorrect API key provided"}})])
     stream = await letta.agents.messages.create(agent.id, streaming=True, input="Hi", include_pings=False)
@@ -100,31 +129,40 @@ async def test_a_failed_run_streams_an_error_event(letta: AsyncLetta, make_agent
         async for chunk in stream:
             seen.append(chunk)
     assert [c.message_type for c in seen] == ["stop_reason"] and seen[0].stop_reason == "llm_api_error"
-    assert failed.value.body["message_type"] == "error_message"
-    assert failed.value.body["error_type"] == "llm_authentication"
-    assert "Incorrect API key provided" in failed.value.body["detail"]
+    assert body(failed.value)["message_type"] == "error_message"
+    assert body(failed.value)["error_type"] == "llm_authentication"
+    assert "Incorrect API key provided" in body(failed.value)["detail"]
 
     llm.script(model_name, [ScriptedReply(status=401, error={"error": {"message": "Incorrect API key provided"}})])
     whole = await letta.agents.messages.create(agent.id, input="Hi again")
     assert whole.stop_reason.stop_reason == "llm_api_error"
-    assert whole.model_extra["error"]["error_type"] == "llm_authentication"
+    assert extra(whole, "error")["error_type"] == "llm_authentication"
 
 
-async def test_pings_keep_a_quiet_stream_alive(client: PerdureClient, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_pings_keep_a_quiet_stream_alive(
+    client: PerdureClient, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent()
-    async with serving_api(client, ping_interval=0.05) as url:
-        letta = AsyncLetta(base_url=url, api_key=API_KEY)
+    async with serving_api(client, ping_interval=0.05) as url, AsyncLetta(base_url=url, api_key=API_KEY) as letta:
         llm.script(model_name, [ScriptedReply(content="Slow hello.", delay_s=1.0)])
         pinged = await collect(await letta.agents.messages.create(agent.id, streaming=True, input="Hi"))
         llm.script(model_name, [ScriptedReply(content="Slow again.", delay_s=1.0)])
-        quiet = await collect(await letta.agents.messages.create(agent.id, streaming=True, input="Hi", include_pings=False))
+        quiet = await collect(
+            await letta.agents.messages.create(agent.id, streaming=True, input="Hi", include_pings=False)
+        )
     pings = [c for c in pinged if c.message_type == "ping"]
     assert pings and all(p.id.startswith("ping-") for p in pings)
-    assert [c.message_type for c in pinged if c.message_type != "ping"] == ["assistant_message", "stop_reason", "usage_statistics"]
+    assert [c.message_type for c in pinged if c.message_type != "ping"] == [
+        "assistant_message",
+        "stop_reason",
+        "usage_statistics",
+    ]
     assert "ping" not in [c.message_type for c in quiet]
 
 
-async def test_a_run_and_its_stream_again_from_a_seq_id(letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str) -> None:
+async def test_a_run_and_its_stream_again_from_a_seq_id(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
     llm.script(model_name, [call("memory_insert", label="human", new_str="x"), text("Done.")])
     first = await collect(await letta.agents.messages.create(agent.id, streaming=True, input="go", include_pings=False))

@@ -151,7 +151,8 @@ class LLMConfig(BaseModel):
         model = data.get("model")
         if endpoint_type in NOT_OPENAI_COMPATIBLE:
             raise ValueError(
-                f"model_endpoint_type {endpoint_type!r} is not supported: Perdure speaks OpenAI-compatible chat completions"
+                f"model_endpoint_type {endpoint_type!r} is not supported: "
+                "Perdure speaks OpenAI-compatible chat completions"
             )
         letta_form = endpoint_type is not None or (handle is not None and "/" not in str(model))
         if isinstance(model, str) and letta_form:

@@ -30,7 +30,11 @@ REFUSED_WHEN_SET: dict[str, str] = {
 }
 """Fields that change behaviour when set: refused with the reason, never dropped."""
 LETTA_LLM_CONFIG_KEYS = frozenset({"model_endpoint", "model_endpoint_type", "handle"})
-MODEL_SETTINGS_MAP = {"temperature": "temperature", "max_output_tokens": "max_tokens", "parallel_tool_calls": "parallel_tool_calls"}
+MODEL_SETTINGS_MAP = {
+    "temperature": "temperature",
+    "max_output_tokens": "max_tokens",
+    "parallel_tool_calls": "parallel_tool_calls",
+}
 """The part of Letta's `model_settings` that has an `llm_config` counterpart here."""
 MAPPED = frozenset({"max_tokens", "model_settings"})
 """Top-level fields folded into `llm_config`."""
@@ -68,14 +72,20 @@ def parse_create_agent(payload: dict[str, Any]) -> ParsedCreateAgent:
         for source, target in MODEL_SETTINGS_MAP.items():
             if settings.get(source) is not None:
                 llm.setdefault(target, settings[source])
-        ignored += sorted(f"model_settings.{key}" for key, value in settings.items() if key not in MODEL_SETTINGS_MAP and _given(value))
+        ignored += sorted(
+            f"model_settings.{key}"
+            for key, value in settings.items()
+            if key not in MODEL_SETTINGS_MAP and _given(value)
+        )
     if llm:
         usable = set(LLMConfig.model_fields) | LETTA_LLM_CONFIG_KEYS
         ignored += sorted(f"llm_config.{key}" for key, value in llm.items() if key not in usable and _given(value))
         fields["llm_config"] = {key: value for key, value in llm.items() if key in usable and value is not None}
     compaction = payload.get("compaction_settings")
     if isinstance(compaction, dict):
-        ignored += sorted(f"compaction_settings.{key}" for key, value in compaction.items() if key != "model" and _given(value))
+        ignored += sorted(
+            f"compaction_settings.{key}" for key, value in compaction.items() if key != "model" and _given(value)
+        )
         fields["compaction_settings"] = {"model": compaction.get("model")}
     return ParsedCreateAgent(request=AgentCreate.model_validate(fields), ignored=ignored)
 

@@ -172,13 +172,15 @@ def page_messages(
     query = select(MessageRow).where(MessageRow.agent_id == agent_id, MessageRow.role != "system")
     for cursor, later in ((after, ascending), (before, not ascending)):
         if cursor is not None:
-            seq = session.scalars(select(MessageRow.seq).where(MessageRow.id == cursor, MessageRow.agent_id == agent_id)).one_or_none()
+            where = select(MessageRow.seq).where(MessageRow.id == cursor, MessageRow.agent_id == agent_id)
+            seq = session.scalars(where).one_or_none()
             if seq is None:
                 raise NotFoundError(f"message '{cursor}' not found for agent '{agent_id}'")
             query = query.where(MessageRow.seq > seq if later else MessageRow.seq < seq)
     nearest_before = before is not None and after is None  # the messages right before the cursor
     forward = ascending != nearest_before
-    rows = list(session.scalars(query.order_by(MessageRow.seq.asc() if forward else MessageRow.seq.desc()).limit(limit)).all())
+    order = MessageRow.seq.asc() if forward else MessageRow.seq.desc()
+    rows = list(session.scalars(query.order_by(order).limit(limit)).all())
     if nearest_before:
         rows.reverse()
     return [Message.model_validate(row.data) for row in rows]

@@ -192,4 +192,17 @@ def _run_info(run: RunRow) -> RunInfo:
     )
 
 
-__all__ = ["RunInfo", "StepInfo", "create_run", "checkpoint_step", "finish_run", "get_run", "list_runs", "list_steps", "run_error", "run_exists", "upsert_step", "utcnow"]
+__all__ = [
+    "RunInfo",
+    "StepInfo",
+    "create_run",
+    "checkpoint_step",
+    "finish_run",
+    "get_run",
+    "list_runs",
+    "list_steps",
+    "run_error",
+    "run_exists",
+    "upsert_step",
+    "utcnow",
+]

@@ -39,7 +39,9 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def create_app(client: PerdureClient, *, api_key: str | None, ping_interval: float | None = DEFAULT_PING_INTERVAL) -> FastAPI:
+def create_app(
+    client: PerdureClient, *, api_key: str | None, ping_interval: float | None = DEFAULT_PING_INTERVAL
+) -> FastAPI:
     """The HTTP API over `client`: it keeps no run state, so any number may serve side by side."""
     app = FastAPI(title="Perdure", description="Letta-compatible API for durable agents on Temporal")
     app.state.perdure = ApiContext(client=client, ping_interval=ping_interval)

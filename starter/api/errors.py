@@ -47,7 +47,11 @@ def refusals(db: Database, agent_id: str) -> Iterator[None]:
 
 def refusal(db: Database, agent_id: str, reason: str) -> ApiError:
     if reason.startswith(PENDING_APPROVAL):
-        detail = {"code": "PENDING_APPROVAL", "message": reason, "pending_request_id": _pending_request_id(db, agent_id)}
+        detail = {
+            "code": "PENDING_APPROVAL",
+            "message": reason,
+            "pending_request_id": _pending_request_id(db, agent_id),
+        }
         return ApiError(409, detail)
     if reason.startswith(_ANSWER_PROBLEMS):
         return ApiError(400, reason)

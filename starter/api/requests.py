@@ -85,7 +85,10 @@ class LettaApprovalCreate(_Lenient):
 
     def answers(self, pending: list[PendingCall]) -> list[Answer]:
         if self.approvals:
-            return [a.to_answer() if isinstance(a, LettaToolReturn) else ApprovalAnswer(**a.model_dump()) for a in self.approvals]
+            return [
+                a.to_answer() if isinstance(a, LettaToolReturn) else ApprovalAnswer(**a.model_dump())
+                for a in self.approvals
+            ]
         if self.approve is None:
             raise InvalidRequestError("an approval message needs `approvals` (or the deprecated `approve`)")
         waiting = [call for call in pending if call.answer is None and call.kind == "approval"]
@@ -154,10 +157,14 @@ class LettaRequest(_Lenient):
         if self.messages is not None and not self.messages:
             raise ValueError("`messages` must not be empty")
         if self.background:
-            raise ValueError("background runs are not supported; every stream resumes with POST /v1/runs/{run_id}/stream")
+            raise ValueError(
+                "background runs are not supported; every stream resumes with POST /v1/runs/{run_id}/stream"
+            )
         for name in ("override_model", "override_system"):
             if getattr(self, name) is not None:
-                raise ValueError(f"{name} is not supported: requests always use the agent's own model and system prompt")
+                raise ValueError(
+                    f"{name} is not supported: requests always use the agent's own model and system prompt"
+                )
         return self
 
     @property

@@ -36,7 +36,9 @@ def create(ctx: Context, response: Response, payload: Annotated[dict[str, Any], 
 
 
 @router.get("/")
-def list_agents(ctx: Context, name: str | None = None, limit: Annotated[int, Query(ge=1)] = 50, after: str | None = None) -> list[LettaAgentState]:
+def list_agents(
+    ctx: Context, name: str | None = None, limit: Annotated[int, Query(ge=1)] = 50, after: str | None = None
+) -> list[LettaAgentState]:
     with ctx.client.db.transaction(read_only=True) as session:
         found = agents.list_agents(session)
     if name is not None:

@@ -31,15 +31,23 @@ def get(ctx: Context, agent_id: str, block_label: str) -> LettaBlock:
 @router.patch("/{block_label}")
 async def update(ctx: Context, agent_id: str, block_label: str, body: Annotated[BlockUpdate, Body()]) -> LettaBlock:
     block = _block(ctx, agent_id, block_label)
-    changed = [name for name in ("label", "limit", "description", "read_only") if getattr(body, name) not in (None, getattr(block, name))]
+    changed = [
+        name
+        for name in ("label", "limit", "description", "read_only")
+        if getattr(body, name) not in (None, getattr(block, name))
+    ]
     if changed:
         raise InvalidRequestError(f"only a block's value can be changed here, not {', '.join(changed)}")
     if body.value is None:
         return letta_block(block)
     if len(body.value) > block.limit:
-        raise InvalidRequestError(f"value has {len(body.value)} characters, over block '{block_label}''s limit of {block.limit}")
+        raise InvalidRequestError(
+            f"value has {len(body.value)} characters, over block '{block_label}''s limit of {block.limit}"
+        )
     if await ctx.client.has_live_run(agent_id):
-        raise ApiError(409, f"agent {agent_id} has a live run; change block '{block_label}' once it has stopped (or cancel it)")
+        raise ApiError(
+            409, f"agent {agent_id} has a live run; change block '{block_label}' once it has stopped (or cancel it)"
+        )
     with ctx.client.db.transaction() as session:
         agents.set_block_value(session, agent_id, block_label, body.value)
     return letta_block(block.model_copy(update={"value": body.value}))

@@ -34,7 +34,9 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @router.post("", response_model=None)
-async def send(ctx: Context, agent_id: str, body: Annotated[LettaRequest, Body()]) -> dict[str, Any] | StreamingResponse:
+async def send(
+    ctx: Context, agent_id: str, body: Annotated[LettaRequest, Body()]
+) -> dict[str, Any] | StreamingResponse:
     """Letta's `send_message`: the whole response, or with `streaming: true` the stream. A run
     that failed is still a response (its stop reason says so), with Letta's error message as
     `error`."""
@@ -81,11 +83,14 @@ async def _answers(client: PerdureClient, agent_id: str, body: LettaRequest) -> 
     pending = await client.pending_calls(agent_id) if opening.type == "approval" and not opening.approvals else []
     answers = opening.answers(pending)
     if not answers:
-        raise RunRejectedError("Cannot process approval response: No tool call is currently awaiting approval. "
-                               "Please send a regular message to interact with the agent.")
+        raise RunRejectedError(
+            "Cannot process approval response: No tool call is currently awaiting approval. "
+            "Please send a regular message to interact with the agent."
+        )
     if body.user_messages() and await client.has_live_run(agent_id):
         raise InvalidRequestError(
-            "messages after the answers are taken only when no run waits live for them; send them once the run has stopped"
+            "messages after the answers are taken only when no run waits live for them; "
+            "send them once the run has stopped"
         )
     return answers
 
@@ -121,7 +126,9 @@ def history(
     """Stored history, newest first by default; `after`/`before` are message ids."""
     with ctx.client.db.transaction(read_only=True) as session:
         agents.get_agent(session, agent_id)
-        page = messages.page_messages(session, agent_id, after=after, before=before, limit=limit, ascending=order == "asc")
+        page = messages.page_messages(
+            session, agent_id, after=after, before=before, limit=limit, ascending=order == "asc"
+        )
     ordered = page if order == "asc" else list(reversed(page))
     shaped = finish_messages([m.model_dump(mode="json", exclude_none=True) for m in to_letta_messages(ordered)])
     if include_return_message_types is not None:

@@ -25,7 +25,9 @@ def get(ctx: Context, run_id: str) -> LettaRun:
 
 
 @router.post("/{run_id}/stream")
-async def stream(ctx: Context, run_id: str, body: Annotated[RunStreamRequest | None, Body()] = None) -> StreamingResponse:
+async def stream(
+    ctx: Context, run_id: str, body: Annotated[RunStreamRequest | None, Body()] = None
+) -> StreamingResponse:
     """The run's events after `starting_after` (a `seq_id`; 0: from the start), live until
     it stops or waits for a person with nothing more to show. An unknown run is a 404."""
     options = body or RunStreamRequest()

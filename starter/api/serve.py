@@ -91,6 +91,9 @@ async def run_serve(host: str, port: int) -> int:
     listening = bind(host, port)
     client = await connect_client()
     server = api_server(client, host, port, key)
-    print(f"Perdure API at {url(host, port)} (letta-client base_url){'' if key else '; no API key: loopback only'}", flush=True)
+    print(
+        f"Perdure API at {url(host, port)} (letta-client base_url){'' if key else '; no API key: loopback only'}",
+        flush=True,
+    )
     await server.serve(sockets=[listening])
     return 0

@@ -138,7 +138,9 @@ def letta_run(run: RunInfo) -> LettaRun:
     )
 
 
-def finish_message(message: dict[str, Any], *, request_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+def finish_message(
+    message: dict[str, Any], *, request_id: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Fill what Letta's messages carry and Perdure's records leave out: each part's otid
     (derived from the message id, as Letta derives it), the deprecated single-approval fields
     of an approval response, and a date for a token chunk (when it was relayed)."""

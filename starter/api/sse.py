@@ -52,7 +52,9 @@ async def letta_events(items: AsyncIterator[StreamItem], options: StreamOptions)
     try:
         async for item in _with_pings(items, options.ping_interval):
             if item is None:
-                yield data({"message_type": "ping", "id": f"ping-{uuid.uuid4()}", "date": _now().isoformat(), "run_id": run_id})
+                yield data(
+                    {"message_type": "ping", "id": f"ping-{uuid.uuid4()}", "date": _now().isoformat(), "run_id": run_id}
+                )
                 continue
             event = item.event.model_dump(mode="json", exclude_none=True)
             run_id = event.get("run_id", run_id)
@@ -73,7 +75,13 @@ async def letta_events(items: AsyncIterator[StreamItem], options: StreamOptions)
 
 
 def _error_event(run_id: str | None, detail: str) -> dict[str, Any]:
-    return {"message_type": "error_message", "run_id": run_id or "", "error_type": "internal_error", "message": ERROR_MESSAGE, "detail": detail}
+    return {
+        "message_type": "error_message",
+        "run_id": run_id or "",
+        "error_type": "internal_error",
+        "message": ERROR_MESSAGE,
+        "detail": detail,
+    }
 
 
 async def _with_pings(items: AsyncIterator[StreamItem], interval: float | None) -> AsyncIterator[StreamItem | None]:
