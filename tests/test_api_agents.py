@@ -155,6 +155,10 @@ async def test_a_block_change_while_a_run_waits_is_refused(
     assert paused.stop_reason.stop_reason == "requires_approval"
     with pytest.raises(letta_client.ConflictError, match="has a live run"):
         await letta.agents.blocks.update("human", agent_id=agent.id, value="after")
+    waiting = await letta.agents.retrieve(agent.id, include=["agent.pending_approval"])
+    assert waiting.pending_approval is not None and waiting.pending_approval.id == parts(paused)[0].id
+    assert waiting.last_stop_reason == "requires_approval"
+    assert (await letta.agents.retrieve(agent.id)).pending_approval is None, "only when asked for"
     assert (await letta.agents.blocks.retrieve("human", agent_id=agent.id)).value == "before", "nothing changed"
 
 

@@ -83,6 +83,12 @@ async def test_deny_with_the_deprecated_single_approval_form(
 ) -> None:
     agent = guarded(make_agent)
     request = await pause(letta, llm, model_name, agent.id)
+    follow_up: Any = [{"type": "approval", "approve": True}, {"role": "user", "content": "and then?"}]
+    with pytest.raises(letta_client.UnprocessableEntityError, match="messages after the answers are taken only when"):
+        await letta.agents.messages.create(agent.id, messages=follow_up)
+    stale: Any = {"type": "approval", "approve": True, "approval_request_id": "message-stale"}
+    with pytest.raises(letta_client.BadRequestError, match="Invalid approval request ID"):
+        await letta.agents.messages.create(agent.id, messages=[stale])
     llm.script(model_name, [text("Fine, I will not.")])
     denial: Any = {"type": "approval", "approve": False, "approval_request_id": request.id, "reason": "not now"}
     done = await letta.agents.messages.create(agent.id, messages=[denial])

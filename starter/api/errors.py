@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from perdure.approvals import NO_PENDING, PENDING_APPROVAL
+from perdure.schemas.messages import Message
 from perdure.store import messages
 from perdure.store.db import Database
 from perdure.store.errors import InvalidRequestError, NotFoundError
@@ -25,7 +26,7 @@ from starter.client import RunRejectedError
 from starter.stream import NoRunError
 
 NO_RETRY = {"x-should-retry": "false"}
-_ANSWER_PROBLEMS = (NO_PENDING, "Invalid tool call IDs", "Tool call '")
+_ANSWER_PROBLEMS = (NO_PENDING, "Invalid tool call IDs", "Tool call '", "Invalid approval request ID")
 """The starts of the texts that say an answer does not fit what is pending (Letta: 400)."""
 
 
@@ -50,7 +51,7 @@ def refusal(db: Database, agent_id: str, reason: str) -> ApiError:
         detail = {
             "code": "PENDING_APPROVAL",
             "message": reason,
-            "pending_request_id": _pending_request_id(db, agent_id),
+            "pending_request_id": pending_request_id(db, agent_id),
         }
         return ApiError(409, detail)
     if reason.startswith(_ANSWER_PROBLEMS):
@@ -58,11 +59,17 @@ def refusal(db: Database, agent_id: str, reason: str) -> ApiError:
     return ApiError(409, reason)
 
 
-def _pending_request_id(db: Database, agent_id: str) -> str | None:
-    """The approval request message waiting for answers: the last one in the context."""
+def pending_request_id(db: Database, agent_id: str) -> str | None:
+    """The id of the approval request waiting for answers."""
+    request = pending_request(db, agent_id)
+    return request.id if request else None
+
+
+def pending_request(db: Database, agent_id: str) -> Message | None:
+    """The approval request waiting for answers: the last message of the context, when it is one."""
     with db.transaction(read_only=True) as session:
-        tail = messages.load_context_tail(session, agent_id, 2)
-    return next((m.id for m in reversed(tail) if m.role == "approval" and m.tool_calls), None)
+        tail = messages.load_context_tail(session, agent_id, 1)
+    return tail[-1] if tail and tail[-1].role == "approval" and tail[-1].tool_calls else None
 
 
 def validation_text(err: ValidationError | RequestValidationError) -> str:

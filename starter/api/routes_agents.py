@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Response
 
 from perdure.agents import create_agent
+from perdure.convert import to_letta_messages
 from perdure.schemas.agent import AgentState
 from perdure.schemas.letta_create import parse_create_agent
 from perdure.settings import default_model
@@ -15,7 +16,8 @@ from perdure.store import agents
 from perdure.store.db import Database
 from perdure.tools.registry import get_tool_defs
 from starter.api.context import ApiContext, context
-from starter.api.shapes import LettaAgentState, letta_agent
+from starter.api.errors import pending_request
+from starter.api.shapes import LettaAgentState, finish_messages, letta_agent
 
 router = APIRouter(prefix="/v1/agents")
 log = logging.getLogger("perdure.api")
@@ -50,10 +52,16 @@ def list_agents(
 
 
 @router.get("/{agent_id}")
-def get(ctx: Context, agent_id: str) -> LettaAgentState:
+def get(ctx: Context, agent_id: str, include: Annotated[list[str] | None, Query()] = None) -> LettaAgentState:
+    """The agent; with `include=agent.pending_approval`, the approval request it waits on."""
     with ctx.client.db.transaction(read_only=True) as session:
         agent = agents.get_agent(session, agent_id)
-    return _shape(ctx.client.db, agent)
+    shaped = _shape(ctx.client.db, agent)
+    request = pending_request(ctx.client.db, agent_id) if "agent.pending_approval" in (include or []) else None
+    if request is None:
+        return shaped
+    pending = finish_messages([m.model_dump(mode="json", exclude_none=True) for m in to_letta_messages([request])])
+    return shaped.model_copy(update={"pending_approval": pending[0]})
 
 
 @router.delete("/{agent_id}")

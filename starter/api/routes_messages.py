@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import StreamingResponse
 
+from perdure.approvals import NO_PENDING
 from perdure.convert import to_letta_messages
 from perdure.schemas.approvals import Answer, ApprovalCreate
 from perdure.schemas.letta import LettaResponse
@@ -21,8 +22,8 @@ from perdure.schemas.run import SendMessageRequest
 from perdure.store import agents, messages, runs
 from perdure.store.errors import InvalidRequestError
 from starter.api.context import ApiContext, context
-from starter.api.errors import ApiError, refusals
-from starter.api.requests import CancelRequest, LettaRequest, MessageType
+from starter.api.errors import ApiError, pending_request_id, refusals
+from starter.api.requests import CancelRequest, LettaApprovalCreate, LettaRequest, MessageType
 from starter.api.shapes import finish_messages
 from starter.api.sse import StreamOptions, letta_events
 from starter.client import PerdureClient, RunRejectedError
@@ -80,13 +81,14 @@ async def _answers(client: PerdureClient, agent_id: str, body: LettaRequest) -> 
     opening = body.answer_message
     if opening is None:
         return None
-    pending = await client.pending_calls(agent_id) if opening.type == "approval" and not opening.approvals else []
+    deprecated_form = isinstance(opening, LettaApprovalCreate) and not opening.approvals
+    pending = await client.pending_calls(agent_id) if deprecated_form else []
     answers = opening.answers(pending)
     if not answers:
-        raise RunRejectedError(
-            "Cannot process approval response: No tool call is currently awaiting approval. "
-            "Please send a regular message to interact with the agent."
-        )
+        raise RunRejectedError(NO_PENDING)
+    named = opening.approval_request_id if isinstance(opening, LettaApprovalCreate) else None
+    if named is not None and named != (expected := pending_request_id(client.db, agent_id)):
+        raise RunRejectedError(f"Invalid approval request ID. Expected '{expected}', but received '{named}'.")
     if body.user_messages() and await client.has_live_run(agent_id):
         raise InvalidRequestError(
             "messages after the answers are taken only when no run waits live for them; "

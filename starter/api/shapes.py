@@ -75,6 +75,8 @@ class LettaAgentState(BaseModel):
     message_ids: list[str]
     created_at: datetime
     last_stop_reason: str | None
+    pending_approval: dict[str, Any] | None = None
+    """With `include=agent.pending_approval`: the approval request message the agent waits on."""
     sources: list[Any] = []
     tags: list[str] = []
 
