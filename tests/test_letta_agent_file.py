@@ -79,7 +79,8 @@ async def test_agent_create_takes_a_letta_agent_file(cli_env: dict[str, str], tm
     agent_file.write_text(json.dumps(fields))
     result = await perdure(cli_env, "agent", "create", "--file", str(agent_file), "--json")
     assert result.returncode == 0, result.stderr
-    expected = "perdure: warning: ignored fields Perdure does not use: embedding, tags, llm_config.put_inner_thoughts_in_kwargs"
+    ignored = "embedding, tags, llm_config.put_inner_thoughts_in_kwargs"
+    expected = f"perdure: warning: ignored fields Perdure does not use: {ignored}"
     assert result.stderr.strip() == expected
     config = json.loads(result.stdout)["llm_config"]
     assert (config["model"], config["endpoint"]) == ("openai/gpt-4o-mini", "http://127.0.0.1:9/v1")
