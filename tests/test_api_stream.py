@@ -71,12 +71,14 @@ async def test_stream_tokens_then_the_finish(
 async def test_streaming_true_on_messages_streams_too(
     letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
 ) -> None:
-    agent = make_agent()
-    llm.script(model_name, [text("Hello.")])
-    chunks = await collect(
-        await letta.agents.messages.create(agent.id, input="Hi", streaming=True, include_pings=False)
+    agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
+    llm.script(model_name, [call("memory_insert", label="human", new_str="x"), text("Hello.")])
+    only = ["assistant_message"]
+    stream = await letta.agents.messages.create(
+        agent.id, input="Hi", streaming=True, include_pings=False, include_return_message_types=only
     )
-    assert kinds(chunks) == ["assistant_message", "stop_reason", "usage_statistics"]
+    chunks = await collect(stream)
+    assert kinds(chunks) == ["assistant_message", "stop_reason", "usage_statistics"], "the types asked for, and the end"
 
 
 async def test_raw_sse_framing_ends_with_done(
@@ -180,3 +182,29 @@ async def test_a_run_and_its_stream_again_from_a_seq_id(
         await letta.runs.retrieve("run-missing")
     with pytest.raises(letta_client.NotFoundError):
         await letta.runs.messages.stream("run-missing")
+
+
+async def test_a_dropped_stream_resumes_on_another_server(
+    client: PerdureClient, letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
+    """A client that drops does not stop the run, and any server (they hold no run state)
+    serves the rest of its stream from the last `seq_id` seen, each event once."""
+    agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
+    llm.script(
+        model_name,
+        [call("memory_insert", label="human", new_str="x"), ScriptedReply(content="Finally done.", delay_s=1.0)],
+    )
+    stream = await letta.agents.messages.create(agent.id, streaming=True, input="go", include_pings=False)
+    first = await anext(aiter(stream))
+    await stream.close()
+    async with serving_api(client) as url, AsyncLetta(base_url=url, api_key=API_KEY) as other:
+        rest = await collect(await other.runs.messages.stream(first.run_id, starting_after=first.seq_id))
+    assert [c.seq_id for c in rest] == list(range(first.seq_id + 1, first.seq_id + 1 + len(rest)))
+    assert kinds([first, *rest]) == [
+        "tool_call_message",
+        "tool_return_message",
+        "assistant_message",
+        "stop_reason",
+        "usage_statistics",
+    ]
+    assert (await letta.runs.retrieve(first.run_id)).status == "completed"
