@@ -73,7 +73,7 @@ async def test_streaming_true_on_messages_streams_too(
 ) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
     llm.script(model_name, [call("memory_insert", label="human", new_str="x"), text("Hello.")])
-    only = ["assistant_message"]
+    only: Any = ["assistant_message"]
     stream = await letta.agents.messages.create(
         agent.id, input="Hi", streaming=True, include_pings=False, include_return_message_types=only
     )
@@ -195,7 +195,7 @@ async def test_a_dropped_stream_resumes_on_another_server(
         [call("memory_insert", label="human", new_str="x"), ScriptedReply(content="Finally done.", delay_s=1.0)],
     )
     stream = await letta.agents.messages.create(agent.id, streaming=True, input="go", include_pings=False)
-    first = await anext(aiter(stream))
+    first: Any = await anext(aiter(stream))
     await stream.close()
     async with serving_api(client) as url, AsyncLetta(base_url=url, api_key=API_KEY) as other:
         rest = await collect(await other.runs.messages.stream(first.run_id, starting_after=first.seq_id))
