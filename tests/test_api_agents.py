@@ -160,6 +160,10 @@ async def test_a_block_change_while_a_run_waits_is_refused(
     assert waiting.last_stop_reason == "requires_approval"
     assert (await letta.agents.retrieve(agent.id)).pending_approval is None, "only when asked for"
     assert (await letta.agents.blocks.retrieve("human", agent_id=agent.id)).value == "before", "nothing changed"
+    with pytest.raises(letta_client.ConflictError, match="cancel it first"):
+        await letta.agents.delete(agent.id)
+    await letta.agents.messages.cancel(agent.id)
+    await letta.agents.delete(agent.id)
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from perdure.store import agents
 from perdure.store.db import Database
 from perdure.tools.registry import get_tool_defs
 from starter.api.context import ApiContext, context
-from starter.api.errors import pending_request
+from starter.api.errors import ApiError, pending_request
 from starter.api.shapes import LettaAgentState, finish_messages, letta_agent
 
 router = APIRouter(prefix="/v1/agents")
@@ -65,7 +65,15 @@ def get(ctx: Context, agent_id: str, include: Annotated[list[str] | None, Query(
 
 
 @router.delete("/{agent_id}")
-def delete(ctx: Context, agent_id: str) -> dict[str, Any]:
+async def delete(ctx: Context, agent_id: str) -> dict[str, Any]:
+    """Delete an agent and its history; refused (409) while it has a live run, which would
+    otherwise go on working, or waiting for an approval, for an agent that is gone."""
+    with ctx.client.db.transaction(read_only=True) as session:
+        agents.get_agent(session, agent_id)
+    if await ctx.client.has_live_run(agent_id):
+        raise ApiError(
+            409, f"agent {agent_id} has a live run; cancel it first (POST /v1/agents/{agent_id}/messages/cancel)"
+        )
     with ctx.client.db.transaction() as session:
         agents.delete_agent(session, agent_id)
     return {"id": agent_id, "deleted": True}

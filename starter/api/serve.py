@@ -22,6 +22,9 @@ from starter.client import PerdureClient
 API_KEY_ENV = "PERDURE_API_KEY"
 DEFAULT_PORT = 8283
 """Letta's port, so Letta programs find Perdure where they found Letta."""
+SHUTDOWN_GRACE_S = 5
+"""How long a stopping server lets open streams run on. A stream may follow a run that waits
+days for an approval; its client resumes from its last `seq_id` on any server."""
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -62,7 +65,9 @@ def api_server(
     ping_interval: float = DEFAULT_PING_INTERVAL,
 ) -> uvicorn.Server:
     app = create_app(client, api_key=key, ping_interval=ping_interval)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+    )
     return EmbeddedServer(config) if embedded else uvicorn.Server(config)
 
 
