@@ -109,6 +109,10 @@ async def test_fields_that_would_change_behaviour_are_refused(
         await letta.agents.create(**letta_payload(llm, model_name, tools=["no_such_tool"]))
 
 
+async def test_health(letta: AsyncLetta) -> None:
+    assert (await letta.health()).status == "ok"
+
+
 async def test_wrong_or_missing_api_key_is_401(api_url: str) -> None:
     for key in ("wrong-key", None):
         headers = {"Authorization": f"Bearer {key}"} if key else {}

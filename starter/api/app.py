@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -50,4 +51,10 @@ def create_app(
     install_handlers(app)
     for module in (routes_agents, routes_messages, routes_blocks, routes_runs):
         app.include_router(module.router)
+    app.add_api_route("/v1/health/", health, methods=["GET"])
     return app
+
+
+async def health() -> dict[str, str]:
+    """Letta's health check (`client.health()`): the server answers; it says nothing of Temporal."""
+    return {"status": "ok", "version": version("perdure")}
