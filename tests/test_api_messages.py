@@ -208,6 +208,7 @@ async def test_paging_through_history(
         "answer 0",
         "question 0",
     ]
+    assert all(m.otid and m.date and m.run_id for m in newest_first), "every message carries its otid, date and run"
     page = await letta.agents.messages.list(agent.id, limit=2)
     assert [content(m) for m in page.items] == ["answer 2", "question 2"]
     paged = [m async for m in letta.agents.messages.list(agent.id, limit=2)]

@@ -21,7 +21,7 @@ ENDPOINT_TYPE = "openai"
 _PART_INDEX = {"reasoning_message": 0, "assistant_message": 1, "tool_call_message": 2}
 """Which part of a stored message a Letta message is, for its otid: the same in the stream
 and in the history, so a client can match a streamed part to the stored one."""
-_OTID_TYPES = {*_PART_INDEX, "approval_request_message", "tool_return_message", "approval_response_message"}
+_NOT_MESSAGES = frozenset({"stop_reason", "usage_statistics", "error_message", "ping", "attempt_started"})
 
 
 class LettaBlock(BaseModel):
@@ -147,7 +147,7 @@ def finish_message(
     (derived from the message id, as Letta derives it), the deprecated single-approval fields
     of an approval response, and a date for a token chunk (when it was relayed)."""
     kind = message.get("message_type", "")
-    if not message.get("otid") and kind in _OTID_TYPES:
+    if not message.get("otid") and kind not in _NOT_MESSAGES and "id" in message:
         message["otid"] = part_otid(message["id"], _PART_INDEX.get(kind, 0))
     if kind == "approval_response_message":
         first = next((a for a in message.get("approvals", []) if a.get("type") == "approval"), None)
