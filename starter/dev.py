@@ -1,4 +1,4 @@
-"""`perdure dev`: the embedded default, a Temporal dev server with its UI plus a worker.
+"""`perdure dev`: the embedded default, a Temporal dev server with its UI, a worker and the HTTP API.
 
 The server keeps its state in a file under PERDURE_HOME, so paused runs survive a restart.
 """
