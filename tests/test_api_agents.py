@@ -45,9 +45,10 @@ def letta_payload(llm: ScriptedLLMServer, model_name: str, **fields: Any) -> dic
 async def test_create_a_letta_shaped_agent_and_talk_to_it(
     letta: AsyncLetta, llm: ScriptedLLMServer, model_name: str
 ) -> None:
-    raw = await letta.agents.with_raw_response.create(**letta_payload(llm, model_name))
+    raw = await letta.agents.with_raw_response.create(**letta_payload(llm, model_name), extra_body={"名前": 1})
     agent = await raw.parse()
-    assert "embedding" in raw.headers["warning"] and "tags" in raw.headers["warning"], "ignored fields are named"
+    warning = raw.headers["warning"]
+    assert "embedding" in warning and "tags" in warning and "\\u540d\\u524d" in warning, "ignored fields are named"
     assert agent.id.startswith("agent-")
     assert agent.llm_config.model == model_name
     assert agent.llm_config.api_model_endpoint == llm.base_url, "model_endpoint is honoured, never dropped"

@@ -33,7 +33,8 @@ def create(ctx: Context, response: Response, payload: Annotated[dict[str, Any], 
     warning = parsed.warning()
     if warning:
         log.warning("create agent: %s", warning)
-        response.headers["warning"] = f'199 perdure "{warning}"'
+        shown = warning.encode("ascii", "backslashreplace").decode()  # a header holds ASCII; field names may not
+        response.headers["warning"] = f'199 perdure "{shown}"'
     return _shape(ctx.client.db, create_agent(ctx.client.db, parsed.request))
 
 
