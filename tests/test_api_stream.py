@@ -4,6 +4,7 @@ pings, and a run's stream again from any `seq_id`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ from letta_client import AsyncLetta
 
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from starter.client import PerdureClient
-from tests.conftest import API_KEY, serving_api
+from tests.conftest import API_KEY, eventually, serving_api
 from tests.helpers import call, text
 from tests.letta_helpers import approve, body, extra
 
@@ -208,3 +209,17 @@ async def test_a_dropped_stream_resumes_on_another_server(
         "usage_statistics",
     ]
     assert (await letta.runs.retrieve(first.run_id)).status == "completed"
+
+
+async def test_cancel_ends_a_stream_with_stop_reason_cancelled(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
+    agent = make_agent()
+    llm.script(model_name, [ScriptedReply(content="too late", delay_s=30)])
+    stream = await letta.agents.messages.create(agent.id, streaming=True, input="a slow question", include_pings=False)
+    reading = asyncio.create_task(collect(stream))
+    await eventually(lambda: llm.in_flight(model_name) == 1, timeout=30)
+    await letta.agents.messages.cancel(agent.id)
+    chunks = await asyncio.wait_for(reading, timeout=30)
+    assert kinds(chunks) == ["stop_reason", "usage_statistics"]
+    assert chunks[0].stop_reason == "cancelled"
