@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -46,6 +47,7 @@ from activities.tools import ToolActivities
 from perdure.names import SEARCH_ATTRIBUTES
 from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings
 from perdure.store.db import Database, get_database
+from perdure.store.schema import SchemaOutOfDateError
 from perdure.tools.registry import ensure_builtin_tools
 from workflows.run_workflow import AgentRunWorkflow
 from workflows.sandbox import workflow_runner
@@ -175,9 +177,20 @@ def _signal_event() -> asyncio.Event:
     return event
 
 
-def main() -> None:
+def serve() -> None:
+    """Run one worker in this process until SIGINT/SIGTERM, logging to stderr."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(run_worker())
+
+
+def main() -> None:
+    """`python worker.py`: settings the user must fix (an out-of-date database, unusable Temporal
+    connection settings) are one line and exit 2, as with `perdure worker`."""
+    try:
+        serve()
+    except (SchemaOutOfDateError, TemporalConfigError) as err:
+        print(f"worker: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

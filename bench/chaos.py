@@ -50,7 +50,7 @@ from perdure.schemas.letta import RunStatus, StopReasonType  # noqa: E402
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
 from perdure.store import agents, messages, runs  # noqa: E402
-from perdure.store.db import Database, get_database  # noqa: E402
+from perdure.store.db import Database, get_database, upgrade_database  # noqa: E402
 from perdure.store.tables import MessageRow  # noqa: E402
 from starter.client import PerdureClient, message_request  # noqa: E402
 from starter.devserver import dev_server_command  # noqa: E402
@@ -290,26 +290,33 @@ class Cluster:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not port_open(self.port):
             if self.server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the dev server did not start; see {self.workdir / 'server.log'}")
+                raise RuntimeError(f"the dev server did not start; its log ends:\n{_tail(self.workdir / 'server.log')}")
             await asyncio.sleep(0.1)
         await connect_when_serving(self.settings, within=START_TIMEOUT_S)
 
     async def start_worker(self) -> None:
         """`python worker.py`, returning once it polls; a start that met a busy server is tried again."""
+        failed: list[Path] = []
         for _ in range(3):
             self.worker_starts += 1
             log_path = self.workdir / f"worker-{self.worker_starts}.log"
-            with log_path.open("ab") as log:
-                self.worker = subprocess.Popen(
-                    [sys.executable, "worker.py"], cwd=REPO, env=self._worker_env(), stdout=log, stderr=subprocess.STDOUT
-                )
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while self.worker.poll() is None and time.monotonic() < deadline:
-                if WORKER_READY in log_path.read_text(errors="replace"):
-                    return
-                await asyncio.sleep(0.1)
-            kill(self.worker)
-        raise RuntimeError(f"the worker did not start; see {self.workdir}/worker-*.log")
+            if await self._worker_ready(log_path):
+                return
+            failed.append(log_path)
+        raise RuntimeError(f"the worker did not start; its log ends:\n{_tail(failed[-1])}")
+
+    async def _worker_ready(self, log_path: Path) -> bool:
+        with log_path.open("ab") as log:
+            self.worker = subprocess.Popen(
+                [sys.executable, "worker.py"], cwd=REPO, env=self._worker_env(), stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self.worker.poll() is None and time.monotonic() < deadline:
+            if WORKER_READY in log_path.read_text(errors="replace"):
+                return True
+            await asyncio.sleep(0.1)
+        kill(self.worker)
+        return False
 
     def _worker_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
@@ -339,6 +346,11 @@ class Cluster:
                 stop(process)
 
 
+def _tail(log: Path, lines: int = 30) -> str:
+    """The end of a log in the work directory, which goes when the bench ends."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 @asynccontextmanager
 async def cluster_running(workdir: Path, settings: Settings, port: int) -> AsyncIterator[Cluster]:
     cluster = Cluster(workdir, settings, port)
@@ -357,7 +369,8 @@ def make_agents(db: Database, count: int, calls: int, base_url: str) -> list[str
     llm_config = {"model": f"scripted/{MODEL_PREFIX}{calls}", "endpoint": base_url}
     made = []
     for number in range(count):
-        fields = {"name": f"chaos-{number}", "memory_blocks": [{"label": "human", "value": ""}], "llm_config": llm_config}
+        blocks = [{"label": "human", "value": ""}]
+        fields = {"name": f"chaos-{number}", "memory_blocks": blocks, "llm_config": llm_config}
         made.append(create_agent(db, AgentCreate.model_validate(fields)).id)
     return made
 
@@ -379,7 +392,11 @@ async def send(client: PerdureClient, agent_id: str, stream_tokens: bool) -> Sen
 
 def tool_returns_stored(db: Database, agent_ids: list[str]) -> int:
     """Progress: how many tool messages the agents have stored so far."""
-    query = select(func.count()).select_from(MessageRow).where(MessageRow.role == "tool", MessageRow.agent_id.in_(agent_ids))
+    query = (
+        select(func.count())
+        .select_from(MessageRow)
+        .where(MessageRow.role == "tool", MessageRow.agent_id.in_(agent_ids))
+    )
     with db.transaction(read_only=True) as session:
         return int(session.execute(query).scalar_one())
 
@@ -394,7 +411,11 @@ def kill_plan(options: ChaosOptions, rng: random.Random) -> list[tuple[int, str]
 
 
 async def cause_chaos(
-    cluster: Cluster, db: Database, agent_ids: list[str], plan: list[tuple[int, str]], sends: asyncio.Future[Any],
+    cluster: Cluster,
+    db: Database,
+    agent_ids: list[str],
+    plan: list[tuple[int, str]],
+    sends: asyncio.Future[Any],
     rng: random.Random,
 ) -> Counter[str]:
     done: Counter[str] = Counter()
@@ -446,7 +467,9 @@ def check_agent(db: Database, agent_id: str, calls: int, outcome: SendOutcome, r
     }
     counts |= {f"returns of {c.id}": (returns[c.id], 1) for c in tool_calls}
     counts |= {f"line {fact_line(n, calls)!r}": (lines.count(fact_line(n, calls)), 1) for n in range(1, calls + 1)}
-    problems = [f"{what}: {found} (expected {expected})" for what, (found, expected) in counts.items() if found != expected]
+    problems = [
+        f"{what}: {found} (expected {expected})" for what, (found, expected) in counts.items() if found != expected
+    ]
     stray = set(returns) - {c.id for c in tool_calls}
     problems += [f"a return for unknown call {call_id}" for call_id in sorted(stray)]
     if lines != [fact_line(n, calls) for n in range(1, calls + 1)]:
@@ -484,14 +507,18 @@ async def run_chaos(options: ChaosOptions) -> ChaosReport:
                 openai_base_url=None,
                 scripted_base_url=model.base_url,
             )
+            upgrade_database(settings.database_url)
             async with cluster_running(workdir, settings, port) as cluster:
                 report = await _run(cluster, settings, options, model.base_url, rng)
         finally:
             counts = model.stop()
-    return report.model_copy(update={"faults_injected": counts.get("faults", {}), "model_requests": counts.get("requests", 0)})
+    model_counts = {"faults_injected": counts.get("faults", {}), "model_requests": counts.get("requests", 0)}
+    return report.model_copy(update=model_counts)
 
 
-async def _run(cluster: Cluster, settings: Settings, options: ChaosOptions, base_url: str, rng: random.Random) -> ChaosReport:
+async def _run(
+    cluster: Cluster, settings: Settings, options: ChaosOptions, base_url: str, rng: random.Random
+) -> ChaosReport:
     db = get_database(settings.database_url)
     temporal = await connect_when_serving(settings, within=START_TIMEOUT_S)
     await ensure_search_attributes(temporal)
@@ -500,7 +527,12 @@ async def _run(cluster: Cluster, settings: Settings, options: ChaosOptions, base
     streaming = {agent_id for number, agent_id in enumerate(agent_ids) if number % 2}
     started = time.monotonic()
     sends = asyncio.gather(*(send(client, agent_id, agent_id in streaming) for agent_id in agent_ids))
-    kills = await cause_chaos(cluster, db, agent_ids, kill_plan(options, rng), sends, rng)
+    try:
+        kills = await cause_chaos(cluster, db, agent_ids, kill_plan(options, rng), sends, rng)
+    except BaseException:
+        sends.cancel()  # the bench broke (a process would not start): stop waiting for the runs
+        await asyncio.wait([sends], timeout=30)
+        raise
     outcomes = await sends
     wall = time.monotonic() - started
     running = await settle(temporal, agent_ids)

@@ -22,6 +22,7 @@ from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.schema import SchemaOutOfDateError
 from starter import cli_agents, cli_db, cli_runs
 from starter.cli_common import UsageError, first_line
+from starter.api.serve import DEFAULT_PORT, run_serve
 from starter.client import RunRejectedError
 from starter.outages import DEFAULT_TIMEOUT_S
 from worker import TemporalConfigError
@@ -146,9 +147,15 @@ def _parser() -> argparse.ArgumentParser:
     upgrade = db.add_parser("upgrade", help="apply pending schema migrations to PERDURE_DATABASE_URL")
     _json_flag(upgrade).set_defaults(handler=cli_db.upgrade)
 
-    dev = sub.add_parser("dev", help="run the embedded Temporal dev server and a worker")
+    serve = sub.add_parser("serve", help="serve the Letta-compatible HTTP API (auth: PERDURE_API_KEY)")
+    serve.add_argument("--host", default="127.0.0.1", help="without PERDURE_API_KEY, loopback only")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.set_defaults(handler=_serve)
+
+    dev = sub.add_parser("dev", help="run the embedded Temporal dev server, a worker and the HTTP API")
     dev.add_argument("--port", type=int, default=7233)
     dev.add_argument("--ui-port", type=int, default=8233)
+    dev.add_argument("--api-port", type=int, default=DEFAULT_PORT, help="port of the HTTP API on 127.0.0.1")
     dev.add_argument("--demo", action="store_true", help="run the demo conversation once the worker is up")
     dev.add_argument("--exit-after-demo", action="store_true", help="stop after the demo instead of serving")
     dev.set_defaults(handler=_dev)
@@ -186,12 +193,24 @@ def _worker(args: argparse.Namespace) -> int:
         raise UsageError(f"--processes must be at least 1, not {args.processes}")
     if args.processes > 1:
         return run_workers(args.processes)
-    worker.main()
+    worker.serve()
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    return asyncio.run(run_serve(args.host, args.port))
+
+
 def _dev(args: argparse.Namespace) -> int:
-    return asyncio.run(run_dev(port=args.port, ui_port=args.ui_port, demo=args.demo, exit_after_demo=args.exit_after_demo))
+    return asyncio.run(
+        run_dev(
+            port=args.port,
+            ui_port=args.ui_port,
+            api_port=args.api_port,
+            demo=args.demo,
+            exit_after_demo=args.exit_after_demo,
+        )
+    )
 
 
 def _validation_text(err: ValidationError) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from perdure.agents import create_agent
 from perdure.convert import to_letta_messages
-from perdure.schemas.agent import AgentCreate, BlockCreate
+from perdure.schemas.agent import BlockCreate
+from perdure.schemas.letta_create import parse_create_agent
 from perdure.settings import default_model
 from perdure.store import agents, messages
 from starter.cli_common import UsageError, open_db, out, print_json, read_json
@@ -32,10 +34,15 @@ def create(args: argparse.Namespace) -> int:
     if args.tool:
         fields["tools"] = [*fields.get("tools", []), *args.tool]
     if args.endpoint:
-        fields["llm_config"] = {**fields.get("llm_config", {}), "endpoint": args.endpoint}
-    if "model" not in fields and "model" not in fields.get("llm_config", {}):
+        kept = {key: value for key, value in (fields.get("llm_config") or {}).items() if key != "model_endpoint"}
+        fields["llm_config"] = {**kept, "endpoint": args.endpoint}
+    if not fields.get("model") and not (fields.get("llm_config") or {}).get("model"):
         fields["model"] = default_model()
-    agent = create_agent(open_db(), AgentCreate.model_validate(fields))
+    parsed = parse_create_agent(fields)
+    warning = parsed.warning()
+    if warning:
+        print(f"perdure: warning: {warning}", file=sys.stderr)
+    agent = create_agent(open_db(), parsed.request)
     return out(args, agent, agent_text(agent))
 
 

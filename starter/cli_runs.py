@@ -12,7 +12,7 @@ from perdure.approvals import NO_PENDING, approve_all
 from perdure.schemas.approvals import Answer, ApprovalAnswer, ClientTool, ClientToolReturn
 from perdure.schemas.letta import LettaResponse
 from perdure.store import agents, runs
-from starter.cli_common import UsageError, connect_client, out, read_json
+from starter.cli_common import UsageError, connect_client, out, print_json, read_json
 from starter.client import PerdureClient, message_request
 from starter.render import response_text, state_text
 from starter.stream import NoRunError, StreamItem
@@ -146,9 +146,14 @@ def cancel(args: argparse.Namespace) -> int:
 
 
 def _print_response(args: argparse.Namespace, client: PerdureClient, response: LettaResponse) -> int:
+    """The response; a failed run's error too (`--json`: Letta's error message, as `error`)."""
     with client.db.transaction(read_only=True) as session:
-        error = runs.get_run(session, response.run_id).error
-    return out(args, response, response_text(response, error))
+        text = runs.get_run(session, response.run_id).error
+        error = runs.run_error(session, response.run_id)
+    if args.json and error is not None:
+        shaped = response.model_dump(mode="json", exclude_none=True)
+        return print_json({**shaped, "error": error.model_dump(mode="json", exclude_none=True)})
+    return out(args, response, response_text(response, text))
 
 
 def status(args: argparse.Namespace) -> int:

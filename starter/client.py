@@ -110,9 +110,11 @@ class PerdureClient:
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         answers_key = hashlib.sha256(request.model_dump_json(include={"approvals"}).encode()).hexdigest()[:32]
         try:
-            return await handle.start_update(
+            update = await handle.start_update(
                 names.ANSWER, request, id=f"answer-{answers_key}", result_type=RunResult, wait_for_stage=stage
             )
+            await _raise_if_rejected(update)
+            return update
         except RPCError as err:
             if is_transient(err):
                 raise
@@ -155,13 +157,13 @@ class PerdureClient:
     async def pending_calls(self, agent_id: str) -> list[PendingCall]:
         """What the agent waits for: the live run's pending calls, else a request an ended run
         left unanswered in the context."""
-        if await self._has_live_run(agent_id):
+        if await self.has_live_run(agent_id):
             state = await self.state(agent_id)
             return state.pending_approval.calls if state and state.pending_approval else []
         stored = self._unanswered_request(agent_id)
         return stored.waiting if stored else []
 
-    async def _has_live_run(self, agent_id: str) -> bool:
+    async def has_live_run(self, agent_id: str) -> bool:
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         try:
             description = await handle.describe()
@@ -240,12 +242,12 @@ class PerdureClient:
             refusal = pending_message(stored.waiting)
         elif stored is None and approval is not None and not replayed:
             refusal = NO_PENDING
-        if refusal is not None and not await self._has_live_run(agent_id):
+        if refusal is not None and not await self.has_live_run(agent_id):
             raise RunRejectedError(refusal)
         for _ in range(FINISHING_RETRIES):
             operation = self._start_operation(agent_id, agent.name, _summary(request))
             try:
-                return await self.temporal.start_update_with_start_workflow(
+                update = await self.temporal.start_update_with_start_workflow(
                     names.SEND_MESSAGE,
                     request,
                     id=_update_id(request),
@@ -253,6 +255,8 @@ class PerdureClient:
                     start_workflow_operation=operation,
                     wait_for_stage=stage,
                 )
+                await _raise_if_rejected(update)
+                return update
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
                 if isinstance(cause, ApplicationError) and cause.type == "RunFinishing":
@@ -268,17 +272,29 @@ class PerdureClient:
         raise RunRejectedError(f"agent {agent_id} kept finishing its previous run; try again")
 
     async def stream_message(self, agent_id: str, request: SendMessageRequest) -> AsyncIterator[StreamItem]:
-        """Start a run and yield its stream until it stops or pauses (`perdure send --stream`).
-        A request whose turn a run already took (the same `otid`s) yields that run's stream."""
+        """Start a run and yield its stream until it stops or pauses (`perdure send --stream`)."""
+        async for item in await self.open_stream(agent_id, request):
+            yield item
+
+    async def open_stream(self, agent_id: str, request: SendMessageRequest) -> AsyncIterator[StreamItem]:
+        """Start a run now, so a refusal raises here, and return its stream to read (the HTTP
+        API answers a refusal with an error status before any event is sent). A request whose
+        turn a run already took (the same `otid`s) returns that run's stream."""
         turn = request.turn_key
         with self.db.transaction(read_only=True) as session:
             earlier = runs.find_run_for_turn(session, agent_id, turn) if turn else None
         if earlier is not None:
-            async for item in self.follow(agent_id, 0, run_id=earlier.id):
-                yield item
-            return
-        handle = await self._start_update(agent_id, request, WorkflowUpdateStage.ACCEPTED)
-        async for item in until_outcome(read_stream(self.temporal, agent_id, run_id=handle.workflow_run_id)):
+            return self.follow(agent_id, 0, run_id=earlier.id)
+        try:
+            handle = await self._start_update(agent_id, request, WorkflowUpdateStage.ACCEPTED)
+        except _AlreadySentError as sent:
+            return self.follow(agent_id, 0, run_id=sent.run_id)
+        return self._outcome_stream(agent_id, handle, 0)
+
+    async def _outcome_stream(
+        self, agent_id: str, handle: WorkflowUpdateHandle[RunResult], offset: int
+    ) -> AsyncIterator[StreamItem]:
+        async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=handle.workflow_run_id)):
             yield item
         try:
             await _outcome(handle)  # a request the begin activity refused ends the stream empty
@@ -287,22 +303,26 @@ class PerdureClient:
                 yield item
 
     async def stream_answer(self, agent_id: str, answers: list[Answer]) -> AsyncIterator[StreamItem]:
-        """Answer pending calls and yield the continuation's stream (`perdure approve --stream`).
-        When the run has ended meanwhile (its approval timeout), the answers resume the pending
-        request in a new run, as `answer` does."""
+        """Answer pending calls and yield the continuation's stream (`perdure approve --stream`)."""
+        async for item in await self.open_answer_stream(agent_id, answers):
+            yield item
+
+    async def open_answer_stream(
+        self, agent_id: str, answers: list[Answer], stream_tokens: bool = True
+    ) -> AsyncIterator[StreamItem]:
+        """Deliver the answers now (a bad answer raises here) and return the continuation's
+        stream. When the run has ended meanwhile (its approval timeout), the answers resume the
+        pending request in a new run, as `answer` does."""
         self._require_agent(agent_id)
         update, offset = None, 0
         with contextlib.suppress(NoRunError):  # never ran: the resume path says why
             offset = await current_offset(self.temporal, agent_id)
-            update = await self._deliver_answers(agent_id, AnswerRequest(approvals=answers, stream_tokens=True), WorkflowUpdateStage.ACCEPTED)
+            request = AnswerRequest(approvals=answers, stream_tokens=stream_tokens)
+            update = await self._deliver_answers(agent_id, request, WorkflowUpdateStage.ACCEPTED)
         if update is None:
-            resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=True)
-            async for item in self.stream_message(agent_id, resume):
-                yield item
-            return
-        async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=update.workflow_run_id)):
-            yield item
-        await _outcome(update)
+            resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=stream_tokens)
+            return await self.open_stream(agent_id, resume)
+        return self._outcome_stream(agent_id, update, offset)
 
     async def follow(self, agent_id: str, from_offset: int = 0, run_id: str | None = None) -> AsyncIterator[StreamItem]:
         """A run's stream (the latest run, or `run_id`) from `from_offset`: what happened so far,
@@ -355,7 +375,7 @@ class PerdureClient:
         """The latest run's state; when no run is live but the agent's context holds a request
         an ended run left unanswered (its approval timeout), that request is what is pending."""
         state = await self.state(agent_id)
-        if state is None or state.pending_approval is not None or await self._has_live_run(agent_id):
+        if state is None or state.pending_approval is not None or await self.has_live_run(agent_id):
             return state
         stored = self._unanswered_request(agent_id)
         if stored is None:
@@ -393,6 +413,15 @@ def _summary(request: SendMessageRequest) -> str:
     if request.approval is not None:
         return f"answers {len(request.approval.approvals)} pending call(s)"
     return request.user_messages[0].content[:120]
+
+
+async def _raise_if_rejected(handle: WorkflowUpdateHandle[Any]) -> None:
+    """Waiting only for the ACCEPTED stage, the SDK hands back a rejected update as a handle
+    rather than raising: the server sent the rejection with its answer. Reading that known
+    outcome raises it here, before anyone reads a stream (the SDK has no public way to ask
+    whether the outcome is known)."""
+    if handle._known_outcome is not None:  # pyright: ignore[reportPrivateUsage]
+        await handle.result()
 
 
 async def _outcome(handle: WorkflowUpdateHandle[RunResult]) -> RunResult:

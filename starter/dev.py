@@ -1,4 +1,4 @@
-"""`perdure dev`: the embedded default, a Temporal dev server with its UI plus a worker.
+"""`perdure dev`: the embedded default, a Temporal dev server with its UI, a worker and the HTTP API.
 
 The server keeps its state in a file under PERDURE_HOME, so paused runs survive a restart.
 """
@@ -21,6 +21,7 @@ from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
 from perdure.scripted.server import ScriptedLLMServer
 from perdure.settings import LOCAL_MODEL_URL_ENV, SCRIPTED_MODEL_URL_ENV, Settings, default_model, home_dir
 from perdure.store.db import upgrade_database
+from starter.api.serve import DEFAULT_PORT, api_key, api_server, bind, url
 from starter.client import PerdureClient
 from starter.demo import run_demo
 from starter.devserver import ensure_running, start_dev_server, stop_dev_server
@@ -30,13 +31,14 @@ from worker import run_worker
 
 T = TypeVar("T")
 SERVING_WITHIN_SECONDS = 60.0
+API_HOST = "127.0.0.1"
 
 
 class WorkerStoppedError(RuntimeError):
     """The worker ended while a job that needs it (the demo) was still waiting on it."""
 
 
-async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool) -> int:
+async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool, api_port: int = DEFAULT_PORT) -> int:
     home = home_dir()
     log_file = home / "temporal.log"
     server = start_dev_server(port=port, ui_port=ui_port, db_file=home / "temporal.db", log_file=log_file)
@@ -59,7 +61,9 @@ async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool)
 
         try:
             temporal = await connect_when_serving(settings, within=SERVING_WITHIN_SECONDS, abandon=abandon)
-            return await _serve(settings, temporal, ui_url, stop, demo=demo, exit_after_demo=exit_after_demo)
+            return await _serve(
+                settings, temporal, ui_url, stop, api_port=api_port, demo=demo, exit_after_demo=exit_after_demo
+            )
         except _Stopped:
             return stop.exit_code
 
@@ -89,10 +93,23 @@ def _start_scripted_model(stack: AsyncExitStack) -> None:
     os.environ[SCRIPTED_MODEL_URL_ENV] = scripted.base_url
 
 
-async def _serve(settings: Settings, temporal: Client, ui_url: str, stop: _StopSignal, *, demo: bool, exit_after_demo: bool) -> int:
+async def _serve(
+    settings: Settings,
+    temporal: Client,
+    ui_url: str,
+    stop: _StopSignal,
+    *,
+    api_port: int,
+    demo: bool,
+    exit_after_demo: bool,
+) -> int:
     """Serve until a stop signal (exit 0: a server asked to stop, stopping cleanly); a stop
     during the demo interrupts it and exits like an interrupted command (130, 143)."""
+    listening = bind(API_HOST, api_port)
     worker_task = asyncio.create_task(run_worker(settings, stop=stop.event, client=temporal), name="worker")
+    api = api_server(PerdureClient.using(temporal, settings), API_HOST, api_port, api_key(), embedded=True)
+    api_task = asyncio.create_task(api.serve(sockets=[listening]), name="api")
+    print(f"HTTP API (Letta-compatible) at {url(API_HOST, api_port)}", flush=True)
     try:
         if demo:
             try:
@@ -109,7 +126,8 @@ async def _serve(settings: Settings, temporal: Client, ui_url: str, stop: _StopS
         await worker_task
     finally:
         stop.event.set()
-        await asyncio.gather(worker_task, return_exceptions=True)
+        api.should_exit = True
+        await asyncio.gather(worker_task, api_task, return_exceptions=True)
     return 0
 
 

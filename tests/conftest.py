@@ -12,6 +12,7 @@ tests are skipped, unless `CI=true`, where a missing PostgreSQL fails them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from letta_client import AsyncLetta
 from temporalio.testing import WorkflowEnvironment
 
 from perdure.agents import create_agent
@@ -26,6 +28,8 @@ from perdure.schemas.agent import AgentCreate, AgentState
 from perdure.scripted.server import ScriptedLLMServer
 from perdure.settings import Settings
 from perdure.store.db import Database, get_database, upgrade_database
+from starter.api.app import DEFAULT_PING_INTERVAL
+from starter.api.serve import api_server, bind, url
 from starter.client import PerdureClient
 from starter.devserver import dev_server_args, temporal_binary
 from starter.local_model import LocalModelServer
@@ -182,3 +186,35 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.05)
+
+
+API_KEY = "perdure-test-key"
+
+
+@pytest.fixture(scope="session")
+async def api_url(client: PerdureClient) -> AsyncIterator[str]:
+    """The HTTP API as `perdure serve` runs it (uvicorn, the API key set), on a free loopback
+    port in this event loop, sharing the session's Temporal server, worker and database."""
+    async with serving_api(client) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serving_api(client: PerdureClient, ping_interval: float = DEFAULT_PING_INTERVAL) -> AsyncIterator[str]:
+    listening = bind("127.0.0.1", 0)
+    port = listening.getsockname()[1]
+    server = api_server(client, "127.0.0.1", port, API_KEY, embedded=True, ping_interval=ping_interval)
+    task = asyncio.create_task(server.serve(sockets=[listening]))
+    await eventually(lambda: server.started or task.done())
+    try:
+        yield url("127.0.0.1", port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def letta(api_url: str) -> AsyncIterator[AsyncLetta]:
+    """The official letta-client, pointed at Perdure."""
+    async with AsyncLetta(base_url=api_url, api_key=API_KEY) as client:
+        yield client

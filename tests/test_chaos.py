@@ -20,7 +20,7 @@ from bench.chaos import (
 )
 from perdure.schemas.letta import StopReasonType
 from perdure.store import agents
-from perdure.store.db import get_database
+from perdure.store.db import get_database, upgrade_database
 
 
 async def test_nothing_lost_doubled_or_stuck_through_worker_and_server_kills() -> None:
@@ -64,10 +64,13 @@ def test_the_stand_in_model_answers_from_the_request_alone() -> None:
 def test_the_check_finds_a_lost_turn_and_a_doubled_effect(tmp_path: Path) -> None:
     """The check itself can fail: an agent that never ran has lost its turn, and a memory line
     written twice is doubled."""
-    db = get_database(f"sqlite:///{tmp_path / 'perdure.db'}")
+    url = f"sqlite:///{tmp_path / 'perdure.db'}"
+    upgrade_database(url)
+    db = get_database(url)
     never_ran, doubled = make_agents(db, 2, 2, "http://127.0.0.1:9/v1")
     with db.transaction() as session:
-        agents.set_block_value(session, doubled, "human", "\n".join([fact_line(1, 2), fact_line(1, 2), fact_line(2, 2)]))
+        twice_written = [fact_line(1, 2), fact_line(1, 2), fact_line(2, 2)]
+        agents.set_block_value(session, doubled, "human", "\n".join(twice_written))
     ended = SendOutcome(stop_reason=StopReasonType.end_turn, errors=[])
 
     lost = check_agent(db, never_ran, 2, ended, running=False)

@@ -194,6 +194,13 @@ async def test_failed_run_says_why_and_still_exits_zero(
     assert "stop_reason=llm_api_error" in result.stdout
     assert "-- error: 401 from" in result.stdout and "Incorrect API key provided" in result.stdout
 
+    llm.script(model_name, [ScriptedReply(status=401, error={"error": {"message": "Incorrect API key provided"}})])
+    as_json = await perdure(cli_env, "send", scripted_agent["id"], "hello", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    error = json.loads(as_json.stdout)["error"]
+    assert (error["message_type"], error["error_type"]) == ("error_message", "llm_authentication")
+    assert "401 from" in error["detail"] and "Incorrect API key provided" in error["detail"]
+
 
 async def test_workflow_id_is_the_agent_id(cli_env: dict[str, str], temporal_address: str, llm: ScriptedLLMServer, model_name: str, scripted_agent: dict, client: PerdureClient) -> None:
     """`temporal workflow ... -w AGENT_ID` must find the agent's run with the id the CLI prints."""

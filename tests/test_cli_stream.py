@@ -85,6 +85,13 @@ async def test_stream_shows_a_pending_approval_and_exits_like_send(
     assert 'approval   > send_email({"to": "ada@example.com"}) needs an answer  [call_needs_yes]' in paused.stdout
     assert "stop_reason=requires_approval" in paused.stdout
 
+    refused = await perdure(cli_env, "send", agent["id"], "Anything else?", "--stream")
+    assert refused.returncode == 2 and refused.stdout == "", "refused before anything streams, not the last run's events"
+    assert refused.stderr.startswith("perdure: error: Cannot send a new message: The agent is waiting for approval")
+    wrong = await perdure(cli_env, "tool-return", agent["id"], "call_wrong", "--return", "x", "--stream")
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr.startswith("perdure: error: Invalid tool call IDs.")
+
     answered = await perdure(cli_env, "tool-return", agent["id"], "call_needs_yes", "--return", "sent", "--stream")
 
     assert answered.returncode == 0, answered.stderr

@@ -53,8 +53,9 @@ def clean_env(tmp_path: Path, **extra_env: str) -> dict[str, str]:
     return env
 
 
-def dev_args(port: int, ui_port: int) -> list[str]:
-    return ["dev", "--port", str(port), "--ui-port", str(ui_port), "--demo", "--exit-after-demo"]
+def dev_args(port: int, ui_port: int, api_port: int | None = None) -> list[str]:
+    api = str(api_port or free_port())
+    return ["dev", "--port", str(port), "--ui-port", str(ui_port), "--api-port", api, "--demo", "--exit-after-demo"]
 
 
 def run_dev(tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProcess[str], int]:
@@ -195,9 +196,9 @@ def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Pat
     code says which signal interrupted it, as a shell's does."""
     with ScriptedLLMServer() as llm:
         llm.script("slow", [ScriptedReply(content="too late", delay_s=120)])
-        port = free_port()
+        port, api_port = free_port(), free_port()
         env = clean_env(tmp_path, PERDURE_SCRIPTED_BASE_URL=llm.base_url, PERDURE_DEFAULT_MODEL="scripted/slow")
-        command = [str(PERDURE), *dev_args(port, free_port())]
+        command = [str(PERDURE), *dev_args(port, free_port(), api_port)]
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             deadline = time.monotonic() + 120
@@ -205,6 +206,8 @@ def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Pat
                 assert process.poll() is None, process.communicate()
                 assert time.monotonic() < deadline, "the demo never asked the model"
                 time.sleep(0.1)
+            served = httpx.get(f"http://127.0.0.1:{api_port}/v1/agents/").json()
+            assert [a["name"] for a in served] == ["demo"], "the HTTP API serves beside the worker"
             os.killpg(process.pid, stop)
             out, err = process.communicate(timeout=60)
         finally:
@@ -214,5 +217,8 @@ def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Pat
     assert process.returncode == code, out + err
     assert "Traceback" not in err, err
     assert "memory after the conversation" not in out, "the demo did not finish: it was interrupted"
+    assert f"HTTP API (Letta-compatible) at http://127.0.0.1:{api_port}" in out
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, "the dev server stopped too"
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", api_port)) != 0, "the HTTP API stopped too"

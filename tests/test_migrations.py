@@ -5,6 +5,7 @@ current with one line saying to run `perdure db upgrade`."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,17 @@ def test_the_cli_and_the_worker_refuse_an_unmigrated_database(
     ]
     with opened(empty_url).engine.connect() as connection:
         assert inspect(connection).get_table_names() == [], "a refused command creates nothing"
+
+
+def test_python_worker_py_refuses_an_unmigrated_database_in_one_line(cli_env: dict[str, str], empty_url: str) -> None:
+    env = {**cli_env, "PERDURE_DATABASE_URL": empty_url}
+    command = [sys.executable, "worker.py"]
+    refused = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"worker: error: the database {redacted(empty_url)} has no Perdure schema yet: run `perdure db upgrade`"
+    )
 
 
 def test_db_upgrade_migrates_and_then_the_cli_works(cli_env: dict[str, str], empty_url: str) -> None:

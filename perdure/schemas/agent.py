@@ -141,18 +141,28 @@ class LLMConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _letta_shape(cls, data: Any) -> Any:
-        """Letta's own `llm_config` names the model bare, with `model_endpoint_type`, `handle`
-        and `model_endpoint` beside it: make the handle and the endpoint from those."""
-        if not isinstance(data, dict) or "/" in str(data.get("model", "/")):
+    def _letta_form(cls, data: Any) -> Any:
+        """Take Letta's form too: `model` a bare name with `model_endpoint_type`, `model_endpoint`
+        and an optional `handle`. The request goes to `model_endpoint`, always (next to a handle
+        too), under the name `model`; the handle's provider, else the endpoint type, names the
+        provider."""
+        if not isinstance(data, dict):
             return data
         shaped = dict(data)
-        if isinstance(data.get("handle"), str) and "/" in data["handle"]:
-            shaped["model"] = data["handle"]
-        elif data.get("model_endpoint_type"):
-            shaped["model"] = f"{data['model_endpoint_type']}/{data['model']}"
-        if data.get("model_endpoint") and not data.get("endpoint"):
-            shaped["endpoint"] = data["model_endpoint"]
+        endpoint = shaped.pop("model_endpoint", None)
+        if endpoint is not None:
+            if shaped.get("endpoint") not in (None, endpoint):
+                raise ValueError(f"endpoint {shaped['endpoint']!r} and model_endpoint {endpoint!r} disagree; give one")
+            shaped["endpoint"] = endpoint
+        handle = shaped.pop("handle", None)
+        model = shaped.get("model")
+        if isinstance(model, str) and "/" not in model:
+            named = handle.partition("/")[0] if isinstance(handle, str) and "/" in handle else None
+            provider = named or shaped.get("model_endpoint_type")
+            if provider:
+                shaped["model"] = f"{provider}/{model}"
+        elif model is None and isinstance(handle, str):
+            shaped["model"] = handle
         return shaped
 
     @field_validator("model")

@@ -112,6 +112,7 @@ class _LettaMessage(BaseModel):
     date: datetime | None = None
     name: str | None = None
     otid: str | None = None
+    sender_id: str | None = None
     step_id: str | None = None
     run_id: str | None = None
 
@@ -178,6 +179,12 @@ class ApprovalReturn(BaseModel):
 class ApprovalResponseMessage(_LettaMessage):
     message_type: Literal["approval_response_message"] = "approval_response_message"
     approvals: list[Annotated[ApprovalReturn | LettaToolReturn, Field(discriminator="type")]]
+    approve: bool | None = None
+    """Deprecated in Letta, kept for its older clients: the first approval's verdict."""
+    approval_request_id: str | None = None
+    """Deprecated in Letta: the approval request message these answers answer, when known."""
+    reason: str | None = None
+    """Deprecated in Letta: the first approval's reason."""
 
 
 class SummaryMessage(_LettaMessage):

@@ -174,3 +174,32 @@ def swap_in_context(session: Session, agent_id: str, expected: Sequence[str], ne
     agent.message_ids = list(new_ids)
     agent.context_version += 1
     return True
+
+
+def page_messages(
+    session: Session,
+    agent_id: str,
+    *,
+    after: str | None = None,
+    before: str | None = None,
+    limit: int = 100,
+    ascending: bool = False,
+) -> list[Message]:
+    """One page of stored history without the system message, in the order asked (Letta's
+    `GET /messages`): `after` and `before` are message ids and count in that order, so with
+    newest first, `after` pages toward older messages."""
+    query = select(MessageRow).where(MessageRow.agent_id == agent_id, MessageRow.role != "system")
+    for cursor, later in ((after, ascending), (before, not ascending)):
+        if cursor is not None:
+            where = select(MessageRow.seq).where(MessageRow.id == cursor, MessageRow.agent_id == agent_id)
+            seq = session.scalars(where).one_or_none()
+            if seq is None:
+                raise NotFoundError(f"message '{cursor}' not found for agent '{agent_id}'")
+            query = query.where(MessageRow.seq > seq if later else MessageRow.seq < seq)
+    nearest_before = before is not None and after is None  # the messages right before the cursor
+    forward = ascending != nearest_before
+    order = MessageRow.seq.asc() if forward else MessageRow.seq.desc()
+    rows = list(session.scalars(query.order_by(order).limit(limit)).all())
+    if nearest_before:
+        rows.reverse()
+    return [Message.model_validate(row.data) for row in rows]

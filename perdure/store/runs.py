@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
 from perdure.schemas.run import SendMessageRequest, StepRecord, TokenUsage
 from perdure.schemas.messages import Message, ToolReturn
+from perdure.schemas.stream import LettaErrorMessage, error_event
 from perdure.store.errors import NotFoundError
 from perdure.store.db import upsert_statement
 from perdure.store.messages import append_in_context, insert_messages, lock_agent
@@ -178,6 +179,17 @@ def list_steps(session: Session, run_id: str) -> list[StepInfo]:
     ]
 
 
+def run_error(session: Session, run_id: str) -> LettaErrorMessage | None:
+    """What made a failed run fail, as Letta's error message (the `event: error` of its
+    stream): the error type from its failed step, Letta's message, and the run's error text."""
+    run = get_run(session, run_id)
+    if run.error is None or run.status is not RunStatus.failed:
+        return None
+    failed = [step for step in list_steps(session, run_id) if step.error_type]
+    overflow = run.stop_reason is StopReasonType.context_window_overflow_in_system_prompt
+    return error_event(run_id, failed[-1].error_type if failed else None, run.error, overflow)
+
+
 def _run_info(run: RunRow) -> RunInfo:
     return RunInfo(
         id=run.id,
@@ -193,4 +205,17 @@ def _run_info(run: RunRow) -> RunInfo:
     )
 
 
-__all__ = ["RunInfo", "StepInfo", "create_run", "checkpoint_step", "finish_run", "get_run", "list_runs", "list_steps", "run_exists", "upsert_step", "utcnow"]
+__all__ = [
+    "RunInfo",
+    "StepInfo",
+    "create_run",
+    "checkpoint_step",
+    "finish_run",
+    "get_run",
+    "list_runs",
+    "list_steps",
+    "run_error",
+    "run_exists",
+    "upsert_step",
+    "utcnow",
+]
