@@ -41,7 +41,6 @@ from perdure.tools.schemas import constrained_memory_arguments
 from perdure import names
 
 
-
 class LLMActivities:
     def __init__(self, db: Database, settings: Settings, http: httpx.AsyncClient) -> None:
         self._db = db
@@ -66,16 +65,22 @@ class LLMActivities:
         # Counting the whole request takes milliseconds on a long context; it is only needed
         # when the provider did not say how long the prompt was (in a thread: the event loop
         # also runs workflows).
-        request_tokens = 0 if output.usage.prompt_tokens > 0 else await asyncio.to_thread(count_request, request.messages, request.tools)
+        request_tokens = (
+            0
+            if output.usage.prompt_tokens > 0
+            else await asyncio.to_thread(count_request, request.messages, request.tools)
+        )
         return output.model_copy(update={"request_tokens": request_tokens, "response_tokens": _answer_tokens(output)})
 
     def provider(self, config: LLMConfig) -> ChatProvider:
         """The agent's model over HTTP, on the protocol its provider speaks; for a model without
         native tool calls, wrapped so tools go by schema-constrained answers."""
         spec = provider_of(config)
-        if spec.api == "anthropic":
-            return AnthropicProvider(self.base_url(config), self.api_key(config), client=self._http)
-        provider = OpenAICompatibleProvider(self.base_url(config), self.api_key(config), client=self._http)
+        provider: ChatProvider = (
+            AnthropicProvider(self.base_url(config), self.api_key(config), client=self._http)
+            if spec.api == "anthropic"
+            else OpenAICompatibleProvider(self.base_url(config), self.api_key(config), client=self._http)
+        )
         return StructuredToolCalling(provider) if config.tool_call_mode == "json_schema" else provider
 
     def base_url(self, config: LLMConfig) -> str:
@@ -131,7 +136,9 @@ class LLMActivities:
         schemas = offered_tool_schemas([tools[name] for name in offered if name in tools], input.client_tools)
         if config.tool_call_mode == "json_schema":
             context, schemas = for_schema_answers(agent, context, schemas)
-        wire_messages = to_anthropic_messages if provider_of(config).api == "anthropic" else to_openai_messages
+        # json_schema answers rewrite the chat-completions shape into plain turns every protocol reads
+        native_anthropic = provider_of(config).api == "anthropic" and config.tool_call_mode == "native"
+        wire_messages = to_anthropic_messages if native_anthropic else to_openai_messages
         cap = tool_return_cap(config.context_window)
         request = ChatRequest(
             model=config.model_name,
@@ -157,7 +164,9 @@ def provider_of(config: LLMConfig) -> ProviderSpec:
     return spec
 
 
-def for_schema_answers(agent: AgentState, context: list[Message], schemas: list[dict[str, Any]]) -> tuple[list[Message], list[dict[str, Any]]]:
+def for_schema_answers(
+    agent: AgentState, context: list[Message], schemas: list[dict[str, Any]]
+) -> tuple[list[Message], list[dict[str, Any]]]:
     """What a model without native tool calling reads best: memory as plain lines instead of
     Letta's XML layout (which it copies from), and memory tools held to the agent's writable
     blocks and their limits by the answer's grammar."""
@@ -165,7 +174,9 @@ def for_schema_answers(agent: AgentState, context: list[Message], schemas: list[
         plain = compile_plain_system_prompt(agent.system, agent.blocks)
         context = [context[0].model_copy(update={"content": [TextContent(text=plain)]}), *context[1:]]
     writable = [b for b in agent.blocks if not b.read_only]
-    return context, constrained_memory_arguments(schemas, [b.label for b in writable], max((b.limit for b in writable), default=0))
+    return context, constrained_memory_arguments(
+        schemas, [b.label for b in writable], max((b.limit for b in writable), default=0)
+    )
 
 
 def tool_choice(schemas: list[dict[str, Any]], force: bool) -> str | dict[str, Any]:
@@ -185,7 +196,10 @@ def offered_tool_schemas(server_tools: list[ToolDef], client_tools: list[ClientT
 
 
 def _answer_tokens(output: LLMStepOutput) -> int:
-    calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in output.tool_calls]
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in output.tool_calls
+    ]
     return count_message({"role": "assistant", "content": output.content, "tool_calls": calls})
 
 

@@ -39,6 +39,7 @@ from perdure.schemas.messages import (
     ToolCall,
     ToolReturn,
 )
+from perdure.providers.schema_tools import response_format_for
 from perdure.scripted.anthropic_replies import SIGNATURE, anthropic_error
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from tests.test_provider import WEATHER_TOOL, http, refused_url
@@ -169,6 +170,51 @@ def test_thinking_budget_drops_temperature_and_raises_max_tokens_but_not_for_a_f
     assert "temperature" not in thinking and thinking["max_tokens"] > 2048
     forced = request_body(chat_request("m", tools=[WEATHER_TOOL], tool_choice="required", reasoning_budget=2048))
     assert "thinking" not in forced
+
+
+def test_a_response_format_becomes_one_forced_tool_whose_input_schema_is_one_object() -> None:
+    """Anthropic's structured output: the answer is a forced tool's input, and the API refuses an
+    input schema with alternatives at its top, so the branches merge into one object."""
+    response_format = response_format_for([WEATHER_TOOL], "auto")
+    body = request_body(chat_request("m", response_format=response_format, reasoning_budget=2048))
+
+    [tool] = body["tools"]
+    assert tool["name"] == "answer" and body["tool_choice"] == {
+        "type": "tool",
+        "name": "answer",
+        "disable_parallel_tool_use": True,
+    }
+    [call, response] = response_format["json_schema"]["schema"]["anyOf"]  # type: ignore[index]
+    assert tool["input_schema"] == {
+        "type": "object",
+        "properties": {"tool_call": call["properties"]["tool_call"], "response": {"type": "string"}},
+        "required": [],
+        "additionalProperties": False,
+    }
+    assert "thinking" not in body and "response_format" not in body
+    named = response_format_for([WEATHER_TOOL], {"type": "function", "function": {"name": "get_weather"}})
+    single = request_body(chat_request("m", response_format=named))["tools"][0]["input_schema"]
+    assert single == named["json_schema"]["schema"], "one object already: sent as it is"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"response_format": response_format_for([WEATHER_TOOL], "auto"), "tools": [WEATHER_TOOL]},
+        {"response_format": {"type": "json_object"}},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "a", "schema": {"anyOf": [{"type": "string"}]}},
+            }
+        },
+    ],
+    ids=["with-tools", "json-object", "not-objects"],
+)
+def test_a_response_format_the_messages_api_cannot_express_is_a_bad_request(fields: dict[str, Any]) -> None:
+    with pytest.raises(LLMBadRequestError) as raised:
+        request_body(chat_request("m", **fields))
+    assert not raised.value.retryable
 
 
 @pytest.mark.parametrize(

@@ -118,14 +118,16 @@ def test_lettas_own_llm_config_shape_is_read() -> None:
     assert handled.model == "openai/gpt-4o-mini"
 
 
-def test_the_local_model_keeps_json_schema_and_anthropic_refuses_it(activities: LLMActivities) -> None:
+def test_json_schema_mode_wraps_either_protocol(activities: LLMActivities) -> None:
     assert isinstance(
         activities.provider(LLMConfig(model="ollama/qwen", tool_calling="json_schema")), StructuredToolCalling
     )
-    with pytest.raises(ValueError, match="tool_calling 'json_schema' is for OpenAI-compatible servers"):
-        AgentCreate.model_validate(
-            {"model": "anthropic/claude-sonnet-4-5", "llm_config": {"tool_calling": "json_schema"}}
-        )
+    config = AgentCreate.model_validate(
+        {"model": "anthropic/claude-sonnet-4-5", "llm_config": {"tool_calling": "json_schema"}}
+    ).resolved_llm_config()
+    assert config.provider_problem() is None and config.tool_call_mode == "json_schema"
+    assert isinstance(activities.provider(config), StructuredToolCalling)
+    assert not isinstance(activities.provider(LLMConfig(model="anthropic/claude-sonnet-4-5")), StructuredToolCalling)
 
 
 def test_an_unknown_provider_is_refused_with_the_known_ones() -> None:
@@ -158,11 +160,11 @@ def test_cli_refuses_an_unknown_provider_in_one_line(cli_env: dict[str, str], tm
         "unknown model provider 'acme'" in result.stderr and "anthropic" in result.stderr and "ollama" in result.stderr
     )
     path = tmp_path / "agent.json"
-    path.write_text(json.dumps({"model": "anthropic/claude-sonnet-4-5", "llm_config": {"tool_calling": "json_schema"}}))
+    path.write_text(json.dumps({"llm_config": {"model": "m", "model_endpoint_type": "acme"}}))
     refused = subprocess.run(
         [str(PERDURE), "agent", "create", "--file", str(path)], cwd=REPO, env=cli_env, capture_output=True, text=True
     )
-    assert refused.returncode == 2 and "json_schema" in refused.stderr and refused.stderr.count("\n") == 1
+    assert refused.returncode == 2 and "'acme'" in refused.stderr and refused.stderr.count("\n") == 1
 
 
 async def test_an_anthropic_agent_without_endpoint_goes_to_anthropic_base_url_with_its_key(

@@ -264,6 +264,57 @@ async def test_tokens_stream_and_match_the_stored_answer(
     assert all(r["stream"] is True for r in llm.requests(model_name))
 
 
+def plain_turns(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """A request's conversation as (role, text): json_schema mode sends only text turns."""
+    return [
+        (m["role"], m["content"] if isinstance(m["content"], str) else "".join(b["text"] for b in m["content"]))
+        for m in body["messages"]
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_json_schema_mode_calls_tools_by_structured_answers(
+    client: PerdureClient,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    make_agent: AgentFactory,
+    db: Database,
+    wire: Wire,
+    stream: bool,
+) -> None:
+    """Anthropic gives the answer as a forced tool's input, an OpenAI-compatible server as its
+    text; the same scripts make the same run either way."""
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": ""}],
+        tools=["core_memory_append"],
+        llm_config={"tool_calling": "json_schema"},
+    )
+    structured_call = {"tool_call": {"name": "core_memory_append", "arguments": {"label": "human", "content": "Ada"}}}
+    llm.script(model_name, [text(json.dumps(structured_call)), text(json.dumps({"response": "Hi Ada."}))])
+
+    if stream:
+        items = await collect(client.stream_message(agent.id, message_request("I'm Ada.", stream_tokens=True)))
+        chunks = [i.event for i in items if isinstance(i.event, ToolCallMessage)]
+        assert "".join(c.tool_call.arguments for c in chunks) == '{"label": "human", "content": "Ada"}'
+        answer = "".join(i.event.content for i in items if isinstance(i.event, AssistantMessage))
+        assert answer == "Hi Ada." == stored_answer(db, agent.id).text
+    else:
+        response = await client.send_message(agent.id, "I'm Ada.")
+        assert response.stop_reason.stop_reason is StopReasonType.end_turn
+        assert types_of(response) == ["user_message", "tool_call_message", "tool_return_message", "assistant_message"]
+        assert response.messages[-1].content == "Hi Ada."  # type: ignore[union-attr]
+    assert block_value(db, agent.id) == "Ada"
+    first, second = llm.requests(model_name)
+    for body in (first, second):
+        if wire.anthropic:
+            assert body["tool_choice"]["name"] == "answer" and "response_format" not in body
+        else:
+            assert "response_format" in body and "tool_choice" not in body
+    assert plain_turns(second)[-2] == ("assistant", json.dumps(structured_call)), "the call in the answer's shape"
+    role, result = plain_turns(second)[-1]
+    assert role == "user" and result.startswith("Tool result (core_memory_append)")
+
+
 # --------------------------------------------------------------------------- Anthropic only
 
 

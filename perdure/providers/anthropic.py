@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 
 from perdure.providers.anthropic_format import (
+    answer_tool,
+    answer_tool_name,
     anthropic_tool_choice,
     anthropic_tools,
     forces_tool,
@@ -26,6 +28,7 @@ from perdure.providers.anthropic_stream import ERROR_STATUS, AnthropicStreamAsse
 from perdure.providers.base import (
     ChatRequest,
     ChatResponse,
+    LLMBadRequestError,
     LLMConnectionError,
     LLMError,
     LLMInvalidResponseError,
@@ -49,8 +52,9 @@ class AnthropicProvider:
         self._client = client
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        body = request_body(request)
         try:
-            response = await self._client.post(self._url, json=request_body(request), headers=self._headers)
+            response = await self._client.post(self._url, json=body, headers=self._headers)
         except httpx.TimeoutException as err:
             raise LLMTimeoutError(f"request to {self._url} timed out: {err!r}") from err
         except httpx.TransportError as err:
@@ -63,7 +67,7 @@ class AnthropicProvider:
             # A 2xx whose body is not JSON was cut or mangled on the way: ask again.
             raise LLMConnectionError(f"the answer from {self._url} is not JSON: {_clip(response.content)}") from err
         try:
-            return read_message(data)
+            return read_message(data, answer_tool_name(request.response_format))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
             # never an unknown error: Temporal would retry it and the run would end as `error`
             body = _clip(response.content)
@@ -73,7 +77,7 @@ class AnthropicProvider:
         """Ask with `stream: true` and hand each piece to `on_piece`. A stream that ends before
         `message_stop` is a retryable connection error: the answer so far is incomplete."""
         body = {**request_body(request), "stream": True}
-        assembler = AnthropicStreamAssembler()
+        assembler = AnthropicStreamAssembler(answer_tool_name(request.response_format))
         try:
             async with self._client.stream("POST", self._url, json=body, headers=self._headers) as response:
                 if response.status_code >= 400:
@@ -110,10 +114,17 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     """The Messages API body. Extended thinking cannot be combined with a forced tool (the API
     refuses it), so a step the rules force is asked without thinking, and so is the step after
     it, whose tool results answer a turn without thinking; with thinking, the API wants no
-    temperature and more `max_tokens` than the budget."""
+    temperature and more `max_tokens` than the budget. A `response_format` (a structured answer)
+    is asked for through a forced tool of its own (`answer_tool`), so it excludes other tools."""
     system, turns = system_and_turns(request.messages)
-    tools = anthropic_tools(request.tools)
-    choice = anthropic_tool_choice(request.tool_choice, request.parallel_tool_calls) if tools else None
+    answer = answer_tool(request.response_format)
+    if answer is not None and request.tools:
+        raise LLMBadRequestError("a structured answer (response_format) cannot be asked for together with tools")
+    tools = [answer] if answer is not None else anthropic_tools(request.tools)
+    if answer is not None:
+        choice: dict[str, Any] | None = {"type": "tool", "name": answer["name"], "disable_parallel_tool_use": True}
+    else:
+        choice = anthropic_tool_choice(request.tool_choice, request.parallel_tool_calls) if tools else None
     body: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from perdure.providers.base import LLMBadRequestError
 from perdure.schemas.messages import HiddenReasoningContent, Message, ReasoningContent, TextContent
 from perdure.tools.returns import REQUEST_CLIP_SLACK, clip_tool_return
 
@@ -20,6 +21,8 @@ CONTINUATION = "(the conversation continues)"
 """Opens a conversation whose first kept turn is the model's: the API wants a user turn first."""
 Block = dict[str, Any]
 Turn = dict[str, Any]
+ANSWER_TOOL = "answer"
+"""The structured answer's tool when its `response_format` names no schema."""
 
 
 def to_anthropic_messages(messages: Iterable[Message], *, tool_return_chars: int | None = None) -> list[Turn]:
@@ -170,6 +173,48 @@ def anthropic_tool_choice(choice: str | dict[str, Any] | None, parallel: bool | 
     if parallel is False:
         anthropic["disable_parallel_tool_use"] = True
     return anthropic
+
+
+def answer_tool_name(response_format: dict[str, Any] | None) -> str | None:
+    """The tool a structured answer is given through (named after its schema), or None."""
+    if response_format is None:
+        return None
+    return str((response_format.get("json_schema") or {}).get("name") or ANSWER_TOOL)
+
+
+def answer_tool(response_format: dict[str, Any] | None) -> Block | None:
+    """A `json_schema` response format as Anthropic does structured output: one tool, which the
+    request forces, whose input is the answer. The API wants an input schema to be one object
+    and refuses `anyOf` at its top, so alternative objects merge into one with the properties of
+    each, required where all require them; the reader of the answer checks it is one of them."""
+    name = answer_tool_name(response_format)
+    if response_format is None or name is None:
+        return None
+    if response_format.get("type") != "json_schema":
+        raise LLMBadRequestError(
+            f"response_format {response_format.get('type')!r} has no Messages API form: only json_schema has"
+        )
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    description = "Give your whole answer as this tool's input."
+    return {"name": name, "description": description, "input_schema": _one_object(schema)}
+
+
+def _one_object(schema: dict[str, Any]) -> dict[str, Any]:
+    branches = schema.get("anyOf")
+    if branches is None and schema.get("type") == "object":
+        return schema
+    if not branches or any(not isinstance(b, dict) or b.get("type") != "object" for b in branches):
+        raise LLMBadRequestError(f"a structured answer must be an object or a choice of objects: {schema}")
+    alternatives: dict[str, list[Any]] = {}
+    for branch in branches:
+        for key, value in (branch.get("properties") or {}).items():
+            alternatives.setdefault(key, []).append(value)
+    return {
+        "type": "object",
+        "properties": {key: v[0] if len(v) == 1 else {"anyOf": v} for key, v in alternatives.items()},
+        "required": [key for key in alternatives if all(key in (b.get("required") or ()) for b in branches)],
+        "additionalProperties": False,
+    }
 
 
 def forces_tool(choice: Block | None) -> bool:

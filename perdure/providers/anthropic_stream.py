@@ -5,6 +5,10 @@ use), each opened by `content_block_start`, filled by `content_block_delta`s and
 `content_block_stop`; `message_start` and `message_delta` carry the usage and the stop reason,
 and only `message_stop` says the answer is complete. Both paths end in `_answer`, so a script
 means the same streamed or not.
+
+A structured answer (a request with `response_format`) comes as the input of a forced tool; it
+is read back as the answer's text, as an OpenAI-compatible server returns it, and any text
+block beside it is an aside that is neither streamed nor kept.
 """
 
 from __future__ import annotations
@@ -52,26 +56,30 @@ class _Block(BaseModel):
     call_index: int = 0
 
 
-def read_message(data: Any) -> ChatResponse:
-    """A whole (non-streamed) message body; raises on a wrong shape (the caller types it)."""
+def read_message(data: Any, answer_tool: str | None = None) -> ChatResponse:
+    """A whole (non-streamed) message body; raises on a wrong shape (the caller types it).
+    `answer_tool`: the forced tool whose input is a structured answer."""
     blocks: list[_Block] = []
     for block in data["content"]:
         kind = block["type"]
-        if kind == "text":
-            blocks.append(_Block(type=kind, text=block["text"]))
+        if kind == "tool_use" and answer_tool is not None and block["name"] == answer_tool:
+            blocks.append(_Block(type="answer", text=_input_text(block.get("input"))))
+        elif kind == "text":
+            blocks.append(_Block(type="aside" if answer_tool else kind, text=block["text"]))
         elif kind == "thinking":
             blocks.append(_Block(type=kind, text=block["thinking"], signature=block.get("signature")))
         elif kind == "redacted_thinking":
             blocks.append(_Block(type=kind, data=block["data"]))
         elif kind == "tool_use":
             blocks.append(_Block(type=kind, id=block["id"], name=block["name"], text=_input_text(block.get("input"))))
-    return _answer(blocks, data.get("stop_reason"), read_usage(data.get("usage")), data.get("model"))
+    return _answer(blocks, data.get("stop_reason"), read_usage(data.get("usage")), data.get("model"), answer_tool)
 
 
 class AnthropicStreamAssembler:
     """Builds the answer from decoded stream events and returns the pieces worth forwarding."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer_tool: str | None = None) -> None:
+        self._answer_tool = answer_tool
         self._blocks: dict[int, _Block] = {}
         self._stop_reason: str | None = None
         self._usage: dict[str, Any] = {}
@@ -101,6 +109,11 @@ class AnthropicStreamAssembler:
 
     def _start(self, index: int, block: dict[str, Any]) -> list[StreamPiece]:
         kind = block["type"]
+        if kind == "tool_use" and self._answer_tool is not None and block["name"] == self._answer_tool:
+            self._blocks[index] = _Block(type="answer")
+            return []
+        if kind == "text" and self._answer_tool is not None:
+            kind = "aside"
         if kind == "tool_use":
             call_index = sum(1 for b in self._blocks.values() if b.type == "tool_use")
             opened = self._blocks[index] = _Block(type=kind, id=block["id"], name=block["name"], call_index=call_index)
@@ -123,36 +136,54 @@ class AnthropicStreamAssembler:
         if text is None or not delta.get(text):
             return []
         block.text += delta[text]
-        if kind == "input_json_delta":
+        if block.type == "tool_use":
             return [
                 StreamPiece(
                     kind="tool_call", text=delta[text], index=block.call_index, tool_call_id=block.id, name=block.name
                 )
             ]
-        return [StreamPiece(kind="content" if kind == "text_delta" else "reasoning", text=delta[text])]
+        if block.type in ("text", "answer", "thinking"):
+            return [StreamPiece(kind="reasoning" if block.type == "thinking" else "content", text=delta[text])]
+        return []
 
     def finish(self) -> ChatResponse:
         blocks = [block for _, block in sorted(self._blocks.items())]
-        return _answer(blocks, self._stop_reason, read_usage(self._usage), self._model)
+        return _answer(blocks, self._stop_reason, read_usage(self._usage), self._model, self._answer_tool)
 
 
-def _answer(blocks: list[_Block], stop_reason: str | None, usage: TokenUsage | None, model: str | None) -> ChatResponse:
+def _answer(
+    blocks: list[_Block],
+    stop_reason: str | None,
+    usage: TokenUsage | None,
+    model: str | None,
+    answer_tool: str | None = None,
+) -> ChatResponse:
+    """A structured answer given through its tool ends the model's turn: it reads as `stop`."""
     parts: list[ReasoningPart] = []
     for block in blocks:
         if block.type == "thinking":
             parts.append(ReasoningContent(reasoning=block.text, signature=block.signature))
         elif block.type == "redacted_thinking":
             parts.append(HiddenReasoningContent(data=block.data))
+    answered = any(block.type == "answer" for block in blocks)
+    finish_reason = (
+        "stop" if answered and stop_reason == "tool_use" else FINISH_REASONS.get(stop_reason or "", stop_reason)
+    )
     calls = [ToolCall(id=b.id, name=b.name, arguments=b.text or "{}") for b in blocks if b.type == "tool_use"]
     response = ChatResponse(
-        content="".join(b.text for b in blocks if b.type == "text") or None,
+        content="".join(b.text for b in blocks if b.type in ("text", "answer")) or None,
         reasoning="".join(b.text for b in blocks if b.type == "thinking") or None,
         reasoning_parts=parts,
         tool_calls=calls,
-        finish_reason=FINISH_REASONS.get(stop_reason or "", stop_reason),
+        finish_reason=finish_reason,
         usage=usage,
         model=model,
     )
+    if answer_tool is not None and not answered:
+        raise LLMInvalidResponseError(
+            f"the model did not give its structured answer through its {answer_tool!r} tool "
+            f"(stop reason {stop_reason!r})"
+        )
     if not response.content and not response.tool_calls:
         raise LLMInvalidResponseError(f"the model answered neither text nor a tool call (stop reason {stop_reason!r})")
     return response

@@ -1,11 +1,13 @@
-"""Schema-constrained tool calling, for OpenAI-compatible servers whose model cannot call tools.
+"""Schema-constrained tool calling, for models that cannot call tools, on either protocol.
 
 Small local models (SmolLM2 on llama.cpp, many models on vLLM or Ollama) ignore `tools` and
 `tool_choice`, but their servers can constrain decoding to a JSON schema. The request then
 asks for exactly one JSON object: `{"tool_call": {"name": ..., "arguments": {...}}}` naming one
 of the allowed tools, or `{"response": "..."}` to answer. The grammar makes every answer
 parseable and every call's arguments fit its tool's schema; which branch the model picks is
-still the model's choice.
+still the model's choice. The answer is asked for with `response_format`, which each provider
+sends its own way: OpenAI-compatible servers as it is, Anthropic as a forced tool whose input is
+the answer (`anthropic_format.answer_tool`).
 
 The history is rewritten into the same shape, so the model sees its earlier calls as it is
 asked to write them, and tool results come back as user turns: a plain chat template renders
@@ -29,7 +31,9 @@ from what the user says."""
 # --------------------------------------------------------------------------- request
 
 
-def response_format_for(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> dict[str, Any] | None:
+def response_format_for(
+    tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None
+) -> dict[str, Any] | None:
     """The `response_format` that constrains the answer to the allowed branches, or None when no
     tools are offered (the model then answers in plain text). `tool_choice` follows OpenAI:
     "auto" or None (any tool or an answer), "required" (any tool), "none" (an answer only), or
@@ -68,7 +72,9 @@ def _functions(tools: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _tool_branch(function: Mapping[str, Any]) -> dict[str, Any]:
-    call = _closed_object({"name": {"const": function["name"]}, "arguments": _arguments_schema(function.get("parameters"))})
+    call = _closed_object(
+        {"name": {"const": function["name"]}, "arguments": _arguments_schema(function.get("parameters"))}
+    )
     return _closed_object({TOOL_CALL_KEY: call})
 
 
@@ -104,14 +110,19 @@ def tool_instructions(tools: list[dict[str, Any]], tool_choice: str | dict[str, 
     call = f'{{"{TOOL_CALL_KEY}": {{"name": ..., "arguments": {{...}}}}}} to call one of these tools:'
     if not names:
         return f"Answer with one JSON object and nothing else: {reply}."
-    lines = ["Answer with one JSON object and nothing else: " + (f"either {reply}, or {call}" if answer_allowed(tool_choice) else call)]
+    lines = [
+        "Answer with one JSON object and nothing else: "
+        + (f"either {reply}, or {call}" if answer_allowed(tool_choice) else call)
+    ]
     lines += [_describe(function) for function in _functions(tools) if function["name"] in names]
     then = (
         f'reply to the user with "{RESPONSE_KEY}" unless you need another tool'
         if answer_allowed(tool_choice)
         else "call the next tool you need"
     )
-    lines.append(f'A tool\'s result comes back in a user message starting with "{TOOL_RESULT_PREFIX}". After it, {then}.')
+    lines.append(
+        f'A tool\'s result comes back in a user message starting with "{TOOL_RESULT_PREFIX}". After it, {then}.'
+    )
     return "\n".join(lines)
 
 
@@ -119,7 +130,8 @@ def _describe(function: Mapping[str, Any]) -> str:
     parameters = function.get("parameters") or {}
     required = set(parameters.get("required") or ())
     arguments = [
-        f"{name}{'' if name in required else ' (optional)'}" + (f": {_sentence(spec['description'])}" if spec.get("description") else "")
+        f"{name}{'' if name in required else ' (optional)'}"
+        + (f": {_sentence(spec['description'])}" if spec.get("description") else "")
         for name, spec in (parameters.get("properties") or {}).items()
     ]
     description = _sentence(function.get("description") or "")

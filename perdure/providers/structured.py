@@ -3,14 +3,22 @@ schema (see `schema_tools`) and turned back into ordinary tool calls here, strea
 
 The loop never knows the difference: it gets the same `ChatResponse` and the same stream
 pieces as from a model that calls tools itself, and the allowed tools and forced choice of the
-step are what the schema admits.
+step are what the schema admits. It wraps either protocol: the answer's schema goes out as
+`response_format`, which each provider asks for its own way, and comes back as the answer's text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse, LLMInvalidResponseError, StreamPiece, new_call_id
+from perdure.providers.base import (
+    ChatProvider,
+    ChatRequest,
+    ChatResponse,
+    LLMInvalidResponseError,
+    StreamPiece,
+    new_call_id,
+)
 from perdure.providers.schema_answers import StructuredAnswer, StructuredStreamDecoder, decode_structured
 from perdure.providers.schema_tools import allowed_tool_names, response_format_for, structured_messages
 from perdure.schemas.messages import ToolCall
@@ -63,7 +71,13 @@ def plain(request: ChatRequest) -> ChatRequest:
     """No tool to offer (a rule allows none): the answer is plain text, but the history still
     shows earlier calls in the JSON shape and their results as user turns, which is what such
     a model can read."""
-    return request.model_copy(update={"messages": structured_messages(request.messages, [], None), "tool_choice": None, "parallel_tool_calls": None})
+    return request.model_copy(
+        update={
+            "messages": structured_messages(request.messages, [], None),
+            "tool_choice": None,
+            "parallel_tool_calls": None,
+        }
+    )
 
 
 def _allowed(request: ChatRequest) -> list[str]:

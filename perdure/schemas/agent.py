@@ -196,11 +196,6 @@ class LLMConfig(BaseModel):
                 f"unknown model provider {self.provider_type!r} (model {self.model!r}); "
                 f"known providers: {', '.join(known_providers())}"
             )
-        if spec.api == "anthropic" and self.tool_call_mode == "json_schema":
-            return (
-                "tool_calling 'json_schema' is for OpenAI-compatible servers whose models cannot call tools; "
-                f"{spec.name} models call tools natively, so leave tool_calling unset or 'native'"
-            )
         return None
 
     @property
@@ -268,7 +263,9 @@ class AgentCreate(BaseModel):
             updates["parallel_tool_calls"] = self.parallel_tool_calls
         if self.compaction_settings is not None and self.compaction_settings.model is not None:
             updates["compaction_model"] = self.compaction_settings.model
-        window_given = self.context_window_limit is not None or (self.llm_config is not None and "context_window" in self.llm_config.model_fields_set)
+        window_given = self.context_window_limit is not None or (
+            self.llm_config is not None and "context_window" in self.llm_config.model_fields_set
+        )
         if (updates.get("model") or config.model).startswith(f"{LOCAL_PROVIDER}/") and not window_given:
             updates["context_window"] = LOCAL_CONTEXT_WINDOW
         return LLMConfig.model_validate({**config.model_dump(), **updates})

@@ -3,6 +3,9 @@
 A script means the same thing on either protocol: reasoning becomes a signed `thinking` block,
 `hidden_reasoning` a `redacted_thinking` block, tool calls `tool_use` blocks, an error status
 Anthropic's error body, and the `*_after_chunks` counts refer to `content_block_delta` events.
+Under a forced tool (`tool_choice` of type `tool`), content that is a JSON object becomes that
+tool's input, as a model so forced answers: Anthropic's structured output, so one script serves
+json_schema mode on either protocol.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def anthropic_body(reply: ScriptedReply, model: str, request: dict[str, Any]) ->
         return reply.raw_body.encode()
     if reply.status >= 400:
         return json.dumps(reply.error or anthropic_error(reply.status, f"scripted error {reply.status}")).encode()
-    message = {**_message(model, reply, request), "content": _blocks(reply)}
+    message = {**_message(model, reply, request), "content": _blocks(reply, request)}
     return json.dumps(message).encode()
 
 
@@ -48,10 +51,11 @@ def anthropic_stream(reply: ScriptedReply, model: str, request: dict[str, Any]) 
     with the stop reason and usage, `message_stop`; cut or failed after the scripted delta."""
     if reply.raw_body is not None:
         return ScriptedStream([reply.raw_body.encode()] if reply.raw_body else [], dropped=False)
-    start = {**_message(model, reply, request), "content": [], "stop_reason": None}
+    message = _message(model, reply, request)
+    start = {**message, "content": [], "stop_reason": None}
     events: list[tuple[bytes, bool]] = [(_event({"type": "message_start", "message": start}), False)]
     events.append((_event({"type": "ping"}), False))
-    for index, block in enumerate(_blocks(reply)):
+    for index, block in enumerate(_blocks(reply, request)):
         events += _block_events(index, block)
     deltas = sum(1 for _, is_delta in events if is_delta)
     drop_at = within(reply.drop_after_chunks, deltas)
@@ -63,7 +67,7 @@ def anthropic_stream(reply: ScriptedReply, model: str, request: dict[str, Any]) 
     usage = {"output_tokens": start["usage"]["output_tokens"]}
     ending = {
         "type": "message_delta",
-        "delta": {"stop_reason": start_reason(reply), "stop_sequence": None},
+        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
         "usage": usage,
     }
     return ScriptedStream(
@@ -77,31 +81,56 @@ def start_reason(reply: ScriptedReply) -> str:
     return STOP_REASONS.get(reason, reason)
 
 
+def _stop_reason(reply: ScriptedReply, request: dict[str, Any]) -> str:
+    """A scripted finish reason wins; an answer given through a forced tool stops for `tool_use`."""
+    if reply.finish_reason is None and _forced_input(reply, request) is not None:
+        return "tool_use"
+    return start_reason(reply)
+
+
 def _message(model: str, reply: ScriptedReply, request: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
         "model": model,
-        "stop_reason": start_reason(reply),
+        "stop_reason": _stop_reason(reply, request),
         "stop_sequence": None,
         "usage": _usage(reply, request),
     }
 
 
-def _blocks(reply: ScriptedReply) -> list[dict[str, Any]]:
+def _blocks(reply: ScriptedReply, request: dict[str, Any]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if reply.reasoning:
         blocks.append({"type": "thinking", "thinking": reply.reasoning, "signature": SIGNATURE})
     if reply.hidden_reasoning:
         blocks.append({"type": "redacted_thinking", "data": reply.hidden_reasoning})
-    if reply.content:
+    forced = _forced_input(reply, request)
+    if forced is not None:
+        name, value = forced
+        blocks.append({"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name, "input": value})
+    elif reply.content:
         blocks.append({"type": "text", "text": reply.content})
     for call in reply.tool_calls:
         arguments = call.arguments if isinstance(call.arguments, dict) else json.loads(call.arguments or "{}")
         call_id = call.id or f"toolu_{uuid.uuid4().hex[:24]}"
         blocks.append({"type": "tool_use", "id": call_id, "name": call.name, "input": arguments})
     return blocks
+
+
+def _forced_input(reply: ScriptedReply, request: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The forced tool and the input a content-only reply gives it; None when the request forces
+    no tool, the reply calls tools itself, or its content is not a JSON object (a model that
+    disobeys, which a script may play too)."""
+    choice = request.get("tool_choice")
+    if not isinstance(choice, dict) or choice.get("type") != "tool" or reply.tool_calls or not reply.content:
+        return None
+    try:
+        value = json.loads(reply.content)
+    except ValueError:
+        return None
+    return (str(choice.get("name")), value) if isinstance(value, dict) else None
 
 
 def _block_events(index: int, block: dict[str, Any]) -> list[tuple[bytes, bool]]:
