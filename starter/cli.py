@@ -30,7 +30,14 @@ from starter.dev import run_dev
 from starter.workers import run_workers
 
 EXIT_BAD_INPUT = 2
-BAD_INPUT = (UsageError, NotFoundError, InvalidRequestError, RunRejectedError, SchemaOutOfDateError, TemporalConfigError)
+BAD_INPUT = (
+    UsageError,
+    NotFoundError,
+    InvalidRequestError,
+    RunRejectedError,
+    SchemaOutOfDateError,
+    TemporalConfigError,
+)
 """What the user can fix: one line, exit 2 (an out-of-date database and unusable Temporal settings included)."""
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141
@@ -70,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perdure", description="Durable, stateful LLM agents on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    agent = sub.add_parser("agent", help="create, list, show and delete agents").add_subparsers(dest="action", required=True)
+    agent = sub.add_parser("agent", help="create, list, show and delete agents").add_subparsers(
+        dest="action", required=True
+    )
     create = agent.add_parser("create", help="create an agent from flags or a Letta-style JSON file")
     create.add_argument("--file", type=Path, help="agent.json with Letta's create-agent fields")
     create.add_argument("--name")
@@ -81,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--block", action="append", default=[], metavar="LABEL=VALUE")
     create.add_argument("--tool", action="append", default=[], metavar="NAME")
     create.add_argument("--parallel-tool-calls", action="store_true", default=None)
-    create.add_argument("--approval-timeout", type=float, metavar="SECONDS", help="default for this agent's pauses (wait forever without)")
+    create.add_argument(
+        "--approval-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="default for this agent's pauses (wait forever without)",
+    )
     _json_flag(create).set_defaults(handler=cli_agents.create)
     _json_flag(agent.add_parser("list", help="list agents")).set_defaults(handler=cli_agents.list_agents)
     show = agent.add_parser("show", help="an agent with its memory blocks")
@@ -95,16 +109,36 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("agent_id")
     send.add_argument("text")
     send.add_argument("--max-steps", type=int)
-    send.add_argument("--client-tools", type=Path, metavar="FILE", help="JSON list of {name, description, parameters} the client runs itself")
-    send.add_argument("--approval-timeout", type=float, metavar="SECONDS", help="end the run requires_approval if no answer comes in time")
+    send.add_argument(
+        "--client-tools",
+        type=Path,
+        metavar="FILE",
+        help="JSON list of {name, description, parameters} the client runs itself",
+    )
+    send.add_argument(
+        "--approval-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="end the run requires_approval if no answer comes in time",
+    )
     _stream_flag(send)
     _timeout_flag(send)
     _json_flag(send).set_defaults(handler=cli_runs.send)
 
     follow = sub.add_parser("follow", help="print the latest run's stream from an offset, live until it stops or waits")
     follow.add_argument("agent_id")
-    follow.add_argument("--from", dest="from_offset", type=int, default=0, metavar="OFFSET", help="resume at this offset (the last seq_id seen + 1)")
-    follow.add_argument("--run", dest="run_id", metavar="RUN_ID", help="one of the agent's runs (run-…) rather than the latest")
+    follow.add_argument(
+        "--from",
+        dest="from_offset",
+        type=int,
+        default=0,
+        metavar="OFFSET",
+        help="resume at this offset (the last seq_id seen + 1)",
+    )
+    follow.add_argument(
+        "--run", dest="run_id", metavar="RUN_ID", help="one of the agent's runs (run-…) rather than the latest"
+    )
+    _timeout_flag(follow)
     _json_flag(follow).set_defaults(handler=cli_runs.follow)
 
     approve = sub.add_parser("approve", help="approve a pending tool call (all pending approvals without an id)")
@@ -180,7 +214,9 @@ def _timeout_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _stream_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stream", action="store_true", help="print tokens as they arrive and each step as it completes")
+    parser.add_argument(
+        "--stream", action="store_true", help="print tokens as they arrive and each step as it completes"
+    )
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -27,7 +27,11 @@ def send(args: argparse.Namespace) -> int:
         client = await connect_client(args.timeout)
         if args.stream:
             request = message_request(
-                args.text, max_steps=args.max_steps, client_tools=client_tools, approval_timeout_seconds=args.approval_timeout, stream_tokens=True
+                args.text,
+                max_steps=args.max_steps,
+                client_tools=client_tools,
+                approval_timeout_seconds=args.approval_timeout,
+                stream_tokens=True,
             )
             return await _print_stream(args, client.stream_message(args.agent_id, request))
         response = await client.send_message(
@@ -87,7 +91,9 @@ def _deliver(args: argparse.Namespace, signal: str, build: Callable[[PerdureClie
         if not args.no_wait:
             return _print_response(args, client, await client.answer(args.agent_id, answers))
         for answer in answers:
-            await client.signal(args.agent_id, signal, answer.model_dump(mode="json", exclude={"type"}, exclude_none=True))
+            await client.signal(
+                args.agent_id, signal, answer.model_dump(mode="json", exclude={"type"}, exclude_none=True)
+            )
         ids = [a.tool_call_id for a in answers]
         return out(args, {"agent_id": args.agent_id, "delivered": ids}, f"delivered {signal} for {', '.join(ids)}")
 
@@ -99,7 +105,7 @@ def follow(args: argparse.Namespace) -> int:
         raise UsageError("--from must be 0 or more")
 
     async def run() -> int:
-        client = await connect_client()
+        client = await connect_client(args.timeout)
         return await _print_stream(args, client.follow(args.agent_id, args.from_offset, args.run_id))
 
     return asyncio.run(run())
@@ -140,7 +146,11 @@ def cancel(args: argparse.Namespace) -> int:
     async def run() -> int:
         client = await connect_client()
         state = await client.cancel(args.agent_id)
-        return out(args, state, f"{args.agent_id}: run {state.run_id} {state.status.value} ({state.stop_reason.value if state.stop_reason else '?'})")
+        return out(
+            args,
+            state,
+            f"{args.agent_id}: run {state.run_id} {state.status.value} ({state.stop_reason.value if state.stop_reason else '?'})",
+        )
 
     return asyncio.run(run())
 

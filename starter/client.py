@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
+from functools import partial
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,11 +29,21 @@ from perdure.convert import to_letta_messages
 from perdure.schemas.approvals import Answer, AnswerRequest, ApprovalCreate, ClientTool, PendingApproval, PendingCall
 from perdure.store.unanswered import already_answered, find_unanswered_request
 from perdure.schemas.letta import LettaResponse, LettaStopReason, StopReasonType
-from perdure.schemas.run import CompactMode, CompactOutput, CompactRequest, MessageCreate, RunResult, RunState, RunWorkflowInput, SendMessageRequest, UnansweredRequest
+from perdure.schemas.run import (
+    CompactMode,
+    CompactOutput,
+    CompactRequest,
+    MessageCreate,
+    RunResult,
+    RunState,
+    RunWorkflowInput,
+    SendMessageRequest,
+    UnansweredRequest,
+)
 from perdure.settings import Settings
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database, get_database
-from starter.outages import DEFAULT_TIMEOUT_S, is_transient, ride_through
+from starter.outages import DEFAULT_TIMEOUT_S, Backoff, is_transient, ride_through
 from starter.turns import ended_run_for, stored_outcome, unfinished_line
 from starter.stream import NoRunError, OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
 from worker import connect
@@ -56,7 +67,9 @@ class _AlreadySentError(Exception):
 
 
 class PerdureClient:
-    def __init__(self, temporal: Client, db: Database, task_queue: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, temporal: Client, db: Database, task_queue: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
         self.temporal = temporal
         self.db = db
         self.task_queue = task_queue
@@ -82,7 +95,9 @@ class PerdureClient:
         client_tools: list[ClientTool] | None = None,
         approval_timeout_seconds: float | None = None,
     ) -> LettaResponse:
-        request = message_request(text, max_steps=max_steps, client_tools=client_tools, approval_timeout_seconds=approval_timeout_seconds)
+        request = message_request(
+            text, max_steps=max_steps, client_tools=client_tools, approval_timeout_seconds=approval_timeout_seconds
+        )
         return self.response(await self.start_run(agent_id, request))
 
     async def answer(self, agent_id: str, answers: list[Answer]) -> LettaResponse:
@@ -95,15 +110,23 @@ class PerdureClient:
         self._require_agent(agent_id)
 
         async def attempt() -> RunResult | None:
-            update = await self._deliver_answers(agent_id, AnswerRequest(approvals=answers), WorkflowUpdateStage.COMPLETED)
+            update = await self._deliver_answers(
+                agent_id, AnswerRequest(approvals=answers), WorkflowUpdateStage.COMPLETED
+            )
             return None if update is None else await _outcome(update)
 
-        result = await ride_through(attempt, timeout_s=self.timeout_s, gave_up=lambda err: unfinished_line(self.db, agent_id, None, self.timeout_s, err))
+        result = await ride_through(
+            attempt,
+            timeout_s=self.timeout_s,
+            gave_up=lambda err: unfinished_line(self.db, agent_id, None, self.timeout_s, err),
+        )
         if result is None:
             result = await self.start_run(agent_id, SendMessageRequest(messages=[ApprovalCreate(approvals=answers)]))
         return self.response(result)
 
-    async def _deliver_answers(self, agent_id: str, request: AnswerRequest, stage: WorkflowUpdateStage) -> WorkflowUpdateHandle[RunResult] | None:
+    async def _deliver_answers(
+        self, agent_id: str, request: AnswerRequest, stage: WorkflowUpdateStage
+    ) -> WorkflowUpdateHandle[RunResult] | None:
         """The `answer` update on the live run, or None when there is no live run to take it
         (it has ended, or is closing at its approval timeout): then the answers resume the
         pending request in a new run (Letta's resume path; the begin activity checks them)."""
@@ -137,7 +160,10 @@ class PerdureClient:
         operation = self._start_operation(agent_id, agent.name, "compact the context")
         try:
             return await self.temporal.execute_update_with_start_workflow(
-                names.COMPACT_UPDATE, CompactRequest(mode=mode), result_type=CompactOutput, start_workflow_operation=operation
+                names.COMPACT_UPDATE,
+                CompactRequest(mode=mode),
+                result_type=CompactOutput,
+                start_workflow_operation=operation,
             )
         except WorkflowUpdateFailedError as err:
             raise RunRejectedError(_reason(err)) from err
@@ -221,11 +247,17 @@ class PerdureClient:
             return await _outcome(await self._start_update(agent_id, request, WorkflowUpdateStage.COMPLETED))
 
         try:
-            return await ride_through(attempt, timeout_s=self.timeout_s, gave_up=lambda err: unfinished_line(self.db, agent_id, turn, self.timeout_s, err))
+            return await ride_through(
+                attempt,
+                timeout_s=self.timeout_s,
+                gave_up=lambda err: unfinished_line(self.db, agent_id, turn, self.timeout_s, err),
+            )
         except _AlreadySentError as sent:
             return stored_outcome(self.db, agent_id, sent.run_id)
 
-    async def _start_update(self, agent_id: str, request: SendMessageRequest, stage: WorkflowUpdateStage) -> WorkflowUpdateHandle[RunResult]:
+    async def _start_update(
+        self, agent_id: str, request: SendMessageRequest, stage: WorkflowUpdateStage
+    ) -> WorkflowUpdateHandle[RunResult]:
         """Start a run by update-with-start; a live run makes the update fail with its reason.
 
         A plain message to an agent whose context holds an unanswered approval request, or
@@ -236,7 +268,11 @@ class PerdureClient:
         with self.db.transaction(read_only=True) as session:
             agent = agents.get_agent(session, agent_id)
             stored = find_unanswered_request(session, agent_id)
-            replayed = approval is not None and stored is None and already_answered(session, agent_id, {a.tool_call_id for a in approval.approvals})
+            replayed = (
+                approval is not None
+                and stored is None
+                and already_answered(session, agent_id, {a.tool_call_id for a in approval.approvals})
+            )
         refusal = None
         if stored is not None and approval is None:
             refusal = pending_message(stored.waiting)
@@ -327,8 +363,20 @@ class PerdureClient:
     async def follow(self, agent_id: str, from_offset: int = 0, run_id: str | None = None) -> AsyncIterator[StreamItem]:
         """A run's stream (the latest run, or `run_id`) from `from_offset`: what happened so far,
         then live events until the run stops, or until it waits for a person with nothing more
-        to show."""
+        to show. A Temporal outage is ridden through: reading resumes after the last event seen,
+        until `timeout_s`."""
         self._require_agent(agent_id)
+        offset, backoff = from_offset, Backoff(self.timeout_s)
+        while True:
+            try:
+                async for item in self._follow_from(agent_id, offset, run_id):
+                    offset = item.offset + 1
+                    yield item
+                return
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+                await backoff.wait(err, partial(_stream_gave_up, self.timeout_s, agent_id, offset))
+
+    async def _follow_from(self, agent_id: str, from_offset: int, run_id: str | None) -> AsyncIterator[StreamItem]:
         execution = await self._execution_of(agent_id, run_id) if run_id else None
         if execution is None and await self._waiting_at(agent_id, from_offset):
             return
@@ -402,7 +450,11 @@ def message_request(
 ) -> SendMessageRequest:
     """A one-message request; options left out take the request's defaults. The message gets a
     fresh `otid` (Letta's field), which makes the request safe to send again."""
-    options: dict[str, Any] = {"client_tools": client_tools or [], "approval_timeout_seconds": approval_timeout_seconds, "stream_tokens": stream_tokens}
+    options: dict[str, Any] = {
+        "client_tools": client_tools or [],
+        "approval_timeout_seconds": approval_timeout_seconds,
+        "stream_tokens": stream_tokens,
+    }
     if max_steps is not None:
         options["max_steps"] = max_steps
     return SendMessageRequest(messages=[MessageCreate(content=text, otid=str(uuid.uuid4()))], **options)
@@ -429,6 +481,10 @@ async def _outcome(handle: WorkflowUpdateHandle[RunResult]) -> RunResult:
         return await handle.result()
     except WorkflowUpdateFailedError as err:
         raise _refusal(err) from err
+
+
+def _stream_gave_up(timeout_s: float, agent_id: str, offset: int, error: BaseException) -> str:
+    return f"Temporal did not answer within {timeout_s:g} s ({error}); resume with `perdure follow {agent_id} --from {offset}`"
 
 
 def _refusal(error: WorkflowUpdateFailedError) -> Exception:

@@ -49,18 +49,33 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, RPCError) and (error.status in TRANSIENT_STATUSES or FAILED_TASK in error.message)
 
 
-async def ride_through(attempt: Callable[[], Awaitable[T]], *, timeout_s: float, gave_up: Callable[[BaseException], str]) -> T:
+class Backoff:
+    """The waits between tries of one request, and the deadline after which it gives up."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._deadline = time.monotonic() + timeout_s
+        self._delay = FIRST_DELAY_S
+
+    async def wait(
+        self, error: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError, gave_up: Callable[[BaseException], str]
+    ) -> None:
+        """Wait before trying again after `error`; a lasting error, or the deadline, ends it."""
+        if not is_transient(error):
+            raise error
+        if time.monotonic() + self._delay > self._deadline:
+            raise RunUnfinishedError(gave_up(error)) from error
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, MAX_DELAY_S)
+
+
+async def ride_through(
+    attempt: Callable[[], Awaitable[T]], *, timeout_s: float, gave_up: Callable[[BaseException], str]
+) -> T:
     """`attempt()` until it succeeds or fails for good; transient errors are retried with
     backoff until `timeout_s` has passed, then `gave_up(last error)` is the error's one line."""
-    deadline = time.monotonic() + timeout_s
-    delay = FIRST_DELAY_S
+    backoff = Backoff(timeout_s)
     while True:
         try:
             return await attempt()
         except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
-            if not is_transient(err):
-                raise
-            if time.monotonic() + delay > deadline:
-                raise RunUnfinishedError(gave_up(err)) from err
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, MAX_DELAY_S)
+            await backoff.wait(err, gave_up)

@@ -21,6 +21,7 @@ from perdure.settings import Settings
 from perdure.store.db import Database
 from starter.client import PerdureClient, message_request
 from starter.outages import RunUnfinishedError
+from starter.stream import StreamItem
 from tests.conftest import AgentFactory, eventually
 from tests.helpers import call
 from tests.test_pause_lifecycle import (
@@ -34,6 +35,11 @@ from tests.test_pause_lifecycle import (
     stored_messages,
     worker_env,
 )
+
+
+OUTAGE_S = 12.0
+"""Longer than the SDK's own retries of an unavailable server (about 10 s), so the client's
+riding through is what carries a request over it."""
 
 
 def user_texts(db: Database, agent_id: str) -> list[str]:
@@ -150,6 +156,7 @@ async def test_a_send_rides_through_a_server_restart_and_runs_once(
         await eventually(lambda: len(llm.requests(model_name)) == 2, timeout=60)
 
         await stop_process(processes[0], signal.SIGKILL)
+        await asyncio.sleep(OUTAGE_S)
         processes.append(await start_dev_server(port, state_file, server_log))
         response = await asyncio.wait_for(send, timeout=120)
     finally:
@@ -160,6 +167,49 @@ async def test_a_send_rides_through_a_server_restart_and_runs_once(
     assert user_texts(db, agent.id) == ["remember that I like tea"]
     assert run_count(db, agent.id) == 1
     assert [m.text for m in stored_messages(db, agent.id) if m.role == "assistant" and m.text].count("Noted.") == 1
+
+
+async def test_a_follower_rides_through_a_server_restart_without_gaps_or_repeats(
+    settings: Settings, db: Database, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    port = free_port()
+    state_file, server_log, worker_log = tmp_path / "temporal.db", tmp_path / "server.log", tmp_path / "worker.log"
+    queue = f"perdure-follow-{uuid.uuid4().hex[:8]}"
+    agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
+    llm.script(
+        model_name,
+        [
+            call("memory_insert", label="human", new_string="Likes tea.").model_copy(update={"delay_s": 1.0}),
+            ScriptedReply(content="Noted.", delay_s=3.0),
+        ],
+    )
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        processes.append(await start_dev_server(port, state_file, server_log))
+        temporal = await connect(port)
+        sender = PerdureClient(temporal, db, queue, timeout_s=120)
+        processes.append(await start_worker(worker_env(f"127.0.0.1:{port}", settings, llm, queue), worker_log))
+        send = asyncio.create_task(sender.send_message(agent.id, "remember that I like tea"))
+        await eventually(lambda: len(llm.requests(model_name)) == 1, timeout=60)
+        follower = PerdureClient(temporal, db, queue, timeout_s=120)
+        followed = asyncio.create_task(_collect(follower, agent.id))
+        await eventually(lambda: len(llm.requests(model_name)) == 2, timeout=60)
+
+        await stop_process(processes[0], signal.SIGKILL)
+        await asyncio.sleep(OUTAGE_S)
+        processes.append(await start_dev_server(port, state_file, server_log))
+        await asyncio.wait_for(send, timeout=120)
+        items = await asyncio.wait_for(followed, timeout=120)
+    finally:
+        for process in reversed(processes):
+            await stop_process(process)
+
+    assert [item.offset for item in items] == list(range(len(items)))
+    assert [item.event.message_type for item in items][-2:] == ["stop_reason", "usage_statistics"]
+
+
+async def _collect(client: PerdureClient, agent_id: str) -> list[StreamItem]:
+    return [item async for item in client.follow(agent_id)]
 
 
 async def test_a_send_gives_up_after_its_timeout_with_one_line(

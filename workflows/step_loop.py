@@ -8,7 +8,7 @@ would fill more than 90% of the window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -17,7 +17,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from perdure.approvals import apply_answers
     from perdure.compaction import estimate_next_request, needs_compaction
-    from perdure.providers.base import ContextWindowExceededError
     from perdure.schemas.approvals import PendingApproval, PendingCall
     from perdure.schemas.letta import RunStatus, StopReasonType
     from perdure.schemas.messages import Message, TextContent, ToolCall
@@ -26,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from perdure.tool_rules import ToolRulesSolver
 
 from workflows import activity_calls
-from workflows.decisions import after_text_answer, after_tool_calls, stop_reason_for_llm_error
+from workflows.decisions import after_text_answer, after_tool_calls
 from workflows.drafts import (
     StepDraft,
     StepMessageIds,
@@ -39,37 +38,14 @@ from workflows.drafts import (
 )
 from workflows.failures import failure_text, reraise_cancellation
 from workflows.run_context import RunContext
+from workflows.step_results import CONTEXT_WINDOW_EXCEEDED, ContextOverflow, StepResult, failed_request
 from workflows.search_attributes import STOP_REASON
 from workflows.stream_events import stream_tokens_now
 from workflows.tool_runner import CallsCancelled, CallsOutcome, ToolRunner
 from workflows.waiting import wait_for
 
-CONTEXT_WINDOW_EXCEEDED = ContextWindowExceededError.error_type
 ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
 MAX_OVERFLOW_COMPACTIONS = 3
-
-
-class ContextOverflow(Exception):
-    """Compaction cannot make room: the run stops with `stop`; `detail` says what to shrink."""
-
-    def __init__(self, stop: StopReasonType, detail: str | None) -> None:
-        super().__init__(stop.value)
-        self.stop = stop
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """How a step (or the run's steps, from `StepLoop.run`) ended: go on when `stop` is None.
-
-    A step that failed brings its record (stored by the run's finish, not its checkpoint) and
-    the error to report; `error_type` is the provider's error type after a failed LLM call.
-    """
-
-    stop: StopReasonType | None
-    failed_step: StepRecord | None = None
-    error: str | None = None
-    error_type: str | None = None
 
 
 class StepLoop:
@@ -98,7 +74,9 @@ class StepLoop:
             # The answers are a step of this run without an LLM call (number 0); the paused step
             # keeps its record in the run whose LLM call made it.
             unanswered = begun.unanswered
-            step = StepRecord(id=f"step-{workflow.uuid4()}", run_id=self._run_id, agent_id=self._ctx.agent_id, step_number=0)
+            step = StepRecord(
+                id=f"step-{workflow.uuid4()}", run_id=self._run_id, agent_id=self._ctx.agent_id, step_number=0
+            )
             # A call was held only if the rules allowed it then; the fresh solver of this run
             # does not know that history, so the held calls join what it allows now.
             allowed = self._solver.allowed_tools()
@@ -124,12 +102,20 @@ class StepLoop:
     async def _step_once(self, number: int, inputs: list[Message]) -> StepResult:
         """One LLM request and its tool calls."""
         ctx, agent = self._ctx, self._agent
-        step = StepRecord(id=f"step-{workflow.uuid4()}", run_id=self._run_id, agent_id=ctx.agent_id, step_number=number, model=agent.llm_config.model)
+        step = StepRecord(
+            id=f"step-{workflow.uuid4()}",
+            run_id=self._run_id,
+            agent_id=ctx.agent_id,
+            step_number=number,
+            model=agent.llm_config.model,
+        )
         ids = self._step_message_ids()
         ctx.tokens_streamed = stream_tokens_now(ctx.stream_tokens, workflow.info().get_current_history_length())
         started = workflow.now()
         allowed = self._solver.allowed_tools()
-        draft = self._draft(StepDraft(step=step, inputs=[m.model_copy(update={"step_id": step.id}) for m in inputs], allowed=allowed))
+        draft = self._draft(
+            StepDraft(step=step, inputs=[m.model_copy(update={"step_id": step.id}) for m in inputs], allowed=allowed)
+        )
         ctx.show(f"llm request, step {number}")
         try:
             llm_input = LLMStepInput(
@@ -151,7 +137,7 @@ class StepLoop:
         except (ActivityError, ContextOverflow) as err:
             reraise_cancellation(err)
             ctx.draft = None
-            return _failed_request(step, err)
+            return failed_request(step, err)
         usage = output.usage
         ctx.usage.add(
             usage.prompt_tokens,
@@ -160,7 +146,9 @@ class StepLoop:
             usage.reasoning_tokens,
             usage.cache_write_tokens,
         )
-        draft = self._draft(replace(draft, step=step.model_copy(update={"usage": usage, "llm_request_ns": output.llm_request_ns})))
+        draft = self._draft(
+            replace(draft, step=step.model_copy(update={"usage": usage, "llm_request_ns": output.llm_request_ns}))
+        )
         try:
             return await self._act(draft, started, output, ids)
         except (ActivityError, ApplicationError) as err:
@@ -168,7 +156,14 @@ class StepLoop:
             # A tool or the checkpoint failed past its retries (e.g. the database is down): end the
             # run with `error` rather than leave it running forever (Letta PR 2846).
             error = failure_text(err)
-            failed = draft.step.model_copy(update={"status": "failed", "stop_reason": StopReasonType.error, "error_type": "ActivityError", "error": error})
+            failed = draft.step.model_copy(
+                update={
+                    "status": "failed",
+                    "stop_reason": StopReasonType.error,
+                    "error_type": "ActivityError",
+                    "error": error,
+                }
+            )
             ctx.draft = None
             return StepResult(stop=StopReasonType.error, failed_step=failed, error=error)
 
@@ -177,11 +172,15 @@ class StepLoop:
         ctx, agent = self._ctx, self._agent
         calls = list(output.tool_calls) if agent.parallel_allowed else list(output.tool_calls[:1])
         held_names = self._held_names(draft.allowed)
-        draft = self._draft(replace(draft, calls=calls, allowed=[*draft.allowed, *sorted(self._client_names - set(draft.allowed))]))
+        draft = self._draft(
+            replace(draft, calls=calls, allowed=[*draft.allowed, *sorted(self._client_names - set(draft.allowed))])
+        )
         held = [c for c in calls if c.name in held_names]
         if held:
             return StepResult(stop=await self._pause(draft, output, held, ids))
-        draft = self._draft(replace(draft, assistant=assistant_message(output, calls, draft.step, ids.answer or ctx.new_message_id())))
+        draft = self._draft(
+            replace(draft, assistant=assistant_message(output, calls, draft.step, ids.answer or ctx.new_message_id()))
+        )
         assert draft.assistant is not None
         tool_ns = None
         outcome = None
@@ -190,21 +189,32 @@ class StepLoop:
             draft = self._draft(draft.with_returns(outcome.returns, outcome.ran_with))
             assert draft.assistant is not None
             tool_ns = outcome.tool_ns
-            messages = [*draft.inputs, draft.assistant, tool_message(draft.calls, draft.returns, draft.step, ctx.new_message_id)]
+            messages = [
+                *draft.inputs,
+                draft.assistant,
+                tool_message(draft.calls, draft.returns, draft.step, ctx.new_message_id),
+            ]
             stop = self._after_calls(outcome.executed, outcome.blocked)
         else:
             messages = [*draft.inputs, draft.assistant]
             stop, reason = after_text_answer(output.finish_reason, self._solver.uncalled_required_before_exit())
             if reason is not None:
                 messages.append(keep_going_message(reason, draft.step, ctx.new_message_id, workflow.now()))
-        step = draft.step.model_copy(update={"stop_reason": stop, "tool_execution_ns": tool_ns, "step_ns": _ns_since(started)})
+        step = draft.step.model_copy(
+            update={"stop_reason": stop, "tool_execution_ns": tool_ns, "step_ns": _ns_since(started)}
+        )
         await ctx.checkpoint(messages, step)
         ctx.draft = None
         if stop is None or stop.run_status is RunStatus.completed:
             added = output.response_tokens + (outcome.tokens if outcome else 0)
-            if needs_compaction(estimate_next_request(output.usage.prompt_tokens, added, output.request_tokens + added), agent.llm_config.context_window):
+            if needs_compaction(
+                estimate_next_request(output.usage.prompt_tokens, added, output.request_tokens + added),
+                agent.llm_config.context_window,
+            ):
                 try:
-                    result = await ctx.compact("sliding_window", "the next request would fill more than 90% of the context window")
+                    result = await ctx.compact(
+                        "sliding_window", "the next request would fill more than 90% of the context window"
+                    )
                 except (ActivityError, ApplicationError) as err:
                     # The step is committed; the run ends here with the reason (Letta: failed
                     # compaction is `error`), and the next run retries on its first overflow.
@@ -232,11 +242,19 @@ class StepLoop:
                 return await activity_calls.llm_step(asked, self._agent.llm_config.model_name)
             except ActivityError as err:
                 cause = err.cause
-                if not (isinstance(cause, ApplicationError) and cause.type == CONTEXT_WINDOW_EXCEEDED) or attempt == MAX_OVERFLOW_COMPACTIONS:
+                if (
+                    not (isinstance(cause, ApplicationError) and cause.type == CONTEXT_WINDOW_EXCEEDED)
+                    or attempt == MAX_OVERFLOW_COMPACTIONS
+                ):
                     raise
-                result = await self._ctx.compact("sliding_window" if attempt == 0 else "all", "the provider said the request is longer than the context window")
+                result = await self._ctx.compact(
+                    "sliding_window" if attempt == 0 else "all",
+                    "the provider said the request is longer than the context window",
+                )
                 if result.system_overflow:
-                    raise ContextOverflow(StopReasonType.context_window_overflow_in_system_prompt, result.detail) from err
+                    raise ContextOverflow(
+                        StopReasonType.context_window_overflow_in_system_prompt, result.detail
+                    ) from err
                 if result.evicted == 0:
                     raise  # nothing left to take out: asking again cannot help
         raise AssertionError("unreachable")
@@ -247,7 +265,9 @@ class StepLoop:
         request and for what the step holds, so their ids agree."""
         return (self._approval_tools & set(allowed)) | self._client_names
 
-    def _after_calls(self, executed: list[str], blocked: bool, *, answered_by_people: bool = False) -> StopReasonType | None:
+    def _after_calls(
+        self, executed: list[str], blocked: bool, *, answered_by_people: bool = False
+    ) -> StopReasonType | None:
         return after_tool_calls(
             blocked=blocked,
             terminal_ran=any(self._solver.is_terminal(name) for name in executed),
@@ -255,7 +275,9 @@ class StepLoop:
             answered_by_people=answered_by_people,
         )
 
-    async def _pause(self, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], ids: StepMessageIds) -> StopReasonType | None:
+    async def _pause(
+        self, draft: StepDraft, output: LLMStepOutput, held: list[ToolCall], ids: StepMessageIds
+    ) -> StopReasonType | None:
         """Commit the response with its held calls, answer the caller, and wait for the answers."""
         ctx = self._ctx
         others = [c for c in draft.calls if c not in held]
@@ -267,7 +289,12 @@ class StepLoop:
         step = draft.step.model_copy(update={"stop_reason": StopReasonType.requires_approval})
         await ctx.checkpoint(messages, step)
         waiting = [
-            PendingCall(tool_call_id=c.id, name=c.name, arguments=c.arguments, kind="client_tool" if c.id in client_ids else "approval")
+            PendingCall(
+                tool_call_id=c.id,
+                name=c.name,
+                arguments=c.arguments,
+                kind="client_tool" if c.id in client_ids else "approval",
+            )
             for c in held
         ]
         return await self._after_answers(self._draft(replace(draft, inputs=[], step=step, waiting=waiting)))
@@ -301,7 +328,11 @@ class StepLoop:
         now = workflow.now()
         window = self._agent.llm_config.context_window
         by_id = {c.tool_call_id: c for c in answered}
-        given = {call.id: r for call in draft.calls if call.id in by_id and (r := answered_return(by_id[call.id], window, now)) is not None}
+        given = {
+            call.id: r
+            for call in draft.calls
+            if call.id in by_id and (r := answered_return(by_id[call.id], window, now)) is not None
+        }
         draft = self._draft(draft.with_returns(given, {}))
         to_run = [c for c in draft.calls if c.id not in draft.returns]
         outcome = await self._run_calls(draft, to_run)
@@ -311,7 +342,9 @@ class StepLoop:
             approval_response(answered, draft.step, ctx.new_message_id),
             tool_message(draft.calls, draft.returns, draft.step, ctx.new_message_id),
         ]
-        await ctx.checkpoint(messages, draft.step.model_copy(update={"stop_reason": stop, "tool_execution_ns": outcome.tool_ns}))
+        await ctx.checkpoint(
+            messages, draft.step.model_copy(update={"stop_reason": stop, "tool_execution_ns": outcome.tool_ns})
+        )
         ctx.draft = None
         return stop
 
@@ -325,21 +358,13 @@ class StepLoop:
 
     def _user_message(self, text: str, otid: str | None) -> Message:
         return Message(
-            id=self._ctx.new_message_id(), agent_id=self._ctx.agent_id, role="user", content=[TextContent(text=text)], otid=otid, run_id=self._run_id
+            id=self._ctx.new_message_id(),
+            agent_id=self._ctx.agent_id,
+            role="user",
+            content=[TextContent(text=text)],
+            otid=otid,
+            run_id=self._run_id,
         )
-
-
-def _failed_request(step: StepRecord, err: ActivityError | ContextOverflow) -> StepResult:
-    """The LLM request failed for good, or compaction could not make room for it."""
-    if isinstance(err, ContextOverflow):
-        failed = step.model_copy(update={"status": "failed", "stop_reason": err.stop, "error_type": CONTEXT_WINDOW_EXCEEDED, "error": err.detail})
-        return StepResult(stop=err.stop, failed_step=failed, error=err.detail)
-    cause = err.cause
-    error_type = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
-    error = failure_text(err)
-    stop = stop_reason_for_llm_error(error_type)
-    failed = step.model_copy(update={"status": "failed", "stop_reason": stop, "error_type": error_type, "error": error})
-    return StepResult(stop=stop, failed_step=failed, error=error, error_type=error_type)
 
 
 def _ns_since(started: datetime) -> int:
