@@ -152,10 +152,14 @@ async def ensure_search_attributes(client: Client) -> None:
     known = set(existing.custom_attributes) | set(existing.system_attributes)
     missing = {name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES if name not in known}
     if missing:
-        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(namespace=namespace, search_attributes=missing))
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
 
 
-async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None, client: Client | None = None) -> None:
+async def run_worker(
+    settings: Settings | None = None, stop: asyncio.Event | None = None, client: Client | None = None
+) -> None:
     """Run until `stop` is set, or until SIGINT/SIGTERM when no event is given."""
     settings = settings or Settings.from_env()
     if client is None:

@@ -63,7 +63,13 @@ class CompactionActivities:
         window = agent.llm_config.context_window
         before = sum(counts)
         if system_prompt_overflows(counts[0], tools_tokens, window):
-            return CompactOutput(mode="none", tokens_before=before, tokens_after=before, system_overflow=True, detail=_overflow_text(counts[0], tools_tokens, window))
+            return CompactOutput(
+                mode="none",
+                tokens_before=before,
+                tokens_after=before,
+                system_overflow=True,
+                detail=_overflow_text(counts[0], tools_tokens, window),
+            )
         plan = plan_sliding_window(context, counts, window) if input.mode == "sliding_window" else None
         plan = plan or plan_all(context, counts)
         if not plan.evict_ids:
@@ -112,15 +118,31 @@ class CompactionActivities:
             response = await provider.complete(request)
         return clip_summary(response.content or "", max(500, SUMMARY_WORDS * 8))
 
-    def _write(self, input: CompactInput, context: list[Message], plan: CompactionPlan, summary: str, output: CompactOutput) -> None:
-        summary_message = Message(id=input.summary_message_id, agent_id=input.agent_id, role="summary", content=[TextContent(text=summary)], run_id=input.run_id)
+    def _write(
+        self, input: CompactInput, context: list[Message], plan: CompactionPlan, summary: str, output: CompactOutput
+    ) -> None:
+        summary_message = Message(
+            id=input.summary_message_id,
+            agent_id=input.agent_id,
+            role="summary",
+            content=[TextContent(text=summary)],
+            run_id=input.run_id,
+        )
         event = {**output.model_dump(mode="json"), "trigger": input.trigger}
-        event_message = Message(id=input.event_message_id, agent_id=input.agent_id, role="event", content=[TextContent(text=json.dumps(event))], run_id=input.run_id)
+        event_message = Message(
+            id=input.event_message_id,
+            agent_id=input.agent_id,
+            role="event",
+            content=[TextContent(text=json.dumps(event))],
+            run_id=input.run_id,
+        )
         with self._db.transaction() as session:
             messages.insert_messages(session, [summary_message, event_message])
             new_ids = [context[0].id, summary_message.id, *plan.keep_ids]
             if not messages.swap_in_context(session, input.agent_id, [m.id for m in context], new_ids):
-                raise ApplicationError("the context changed while it was being compacted; compacting again", type="ContextChanged")
+                raise ApplicationError(
+                    "the context changed while it was being compacted; compacting again", type="ContextChanged"
+                )
 
 
 def _transcript(evicted: Sequence[Message], limit_chars: int) -> str:
@@ -131,7 +153,10 @@ def _transcript(evicted: Sequence[Message], limit_chars: int) -> str:
         if message.text:
             lines.append(f"{message.role}: {message.text[:TRANSCRIPT_PIECE_CHARS]}")
         lines += [f"{message.role} called {c.name}({c.arguments[:TRANSCRIPT_PIECE_CHARS]})" for c in message.tool_calls]
-        lines += [f"tool result ({r.status}): {(r.func_response or '')[:TRANSCRIPT_PIECE_CHARS]}" for r in message.tool_returns]
+        lines += [
+            f"tool result ({r.status}): {(r.func_response or '')[:TRANSCRIPT_PIECE_CHARS]}"
+            for r in message.tool_returns
+        ]
     text = "\n".join(lines)
     return text if len(text) <= limit_chars else "[earliest part omitted]\n" + text[-limit_chars:]
 

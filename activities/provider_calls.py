@@ -61,4 +61,8 @@ def _counted(error: LLMError, failures: int) -> ApplicationError:
     activity.heartbeat(counted)
     if counted < MAX_PROVIDER_FAILURES:
         return failure
-    return ApplicationError(f"{error.message} (the provider failed {counted} times for this request)", type=error.error_type, non_retryable=True)
+    return ApplicationError(
+        f"{error.message} (the provider failed {counted} times for this request)",
+        type=error.error_type,
+        non_retryable=True,
+    )

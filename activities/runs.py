@@ -15,6 +15,7 @@ from perdure.store.unanswered import already_answered, find_unanswered_request
 from perdure.tools.registry import get_tool_defs
 from perdure import names
 
+
 class RunActivities:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -34,7 +35,10 @@ class RunActivities:
                 earlier = runs.find_run_for_turn(session, input.agent_id, turn) if turn else None
                 if earlier is not None and earlier.id != input.run_id:
                     raise ApplicationError(
-                        f"this message was sent before: run {earlier.id} took it", earlier.id, type=names.ALREADY_SENT, non_retryable=True
+                        f"this message was sent before: run {earlier.id} took it",
+                        earlier.id,
+                        type=names.ALREADY_SENT,
+                        non_retryable=True,
                     )
                 stored = find_unanswered_request(session, input.agent_id)
                 approval = input.request.approval
@@ -49,7 +53,9 @@ class RunActivities:
                     replayed = already_answered(session, input.agent_id, {a.tool_call_id for a in approval.approvals})
                     if not replayed:
                         raise _rejected(NO_PENDING)
-                parallel_safe = [name for name, tool in get_tool_defs(session, agent.tools).items() if tool.enable_parallel_execution]
+                parallel_safe = [
+                    name for name, tool in get_tool_defs(session, agent.tools).items() if tool.enable_parallel_execution
+                ]
                 runs.create_run(
                     session,
                     run_id=input.run_id,
@@ -84,7 +90,9 @@ class RunActivities:
         """Record how the run ended; a run whose agent was deleted meanwhile has nothing to record."""
         with self._db.transaction() as session:
             if not runs.run_exists(session, input.run_id):
-                activity.logger.warning("run %s is gone (agent %s deleted?); nothing to record", input.run_id, input.agent_id)
+                activity.logger.warning(
+                    "run %s is gone (agent %s deleted?); nothing to record", input.run_id, input.agent_id
+                )
                 return
             if input.failed_step is not None:
                 runs.upsert_step(session, input.failed_step)

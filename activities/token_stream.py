@@ -52,7 +52,9 @@ class TokenPublisher:
         await self._client.__aenter__()
         attempt, request = activity.info().attempt, self._step.request_number
         if attempt > 1 or request > 1:  # queued first, so it goes out before anything this attempt streams
-            self._send(AttemptStarted(run_id=self._step.run_id, step_id=self._step.step_id, attempt=attempt, request=request))
+            self._send(
+                AttemptStarted(run_id=self._step.run_id, step_id=self._step.step_id, attempt=attempt, request=request)
+            )
         self._loop = asyncio.create_task(self._flush_periodically())
         return self
 
@@ -61,7 +63,9 @@ class TokenPublisher:
             return  # the loop keeps only the first call when parallel calls are off
         self._pending.append(piece)
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -111,14 +115,20 @@ class TokenPublisher:
             return ReasoningMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, reasoning=piece.text)
         if piece.kind == "hidden_reasoning":
             return HiddenReasoningMessage(
-                id=step.message_id, run_id=step.run_id, step_id=step.step_id, state="redacted", hidden_reasoning=piece.text
+                id=step.message_id,
+                run_id=step.run_id,
+                step_id=step.step_id,
+                state="redacted",
+                hidden_reasoning=piece.text,
             )
         call = LettaToolCall(name=piece.name, arguments=piece.text, tool_call_id=piece.tool_call_id)
         if piece.name in step.held_tools:
             return ApprovalRequestMessage(
                 id=step.approval_message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call]
             )
-        return ToolCallMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call])
+        return ToolCallMessage(
+            id=step.message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call]
+        )
 
     def _send(self, event: StreamEvent) -> None:
         self._topic.publish(event.model_dump(mode="json", exclude_none=True))
@@ -131,7 +141,11 @@ def merge_pieces(pieces: list[StreamPiece]) -> list[StreamPiece]:
         last = merged[-1] if merged else None
         if last is not None and last.kind == piece.kind and last.index == piece.index:
             merged[-1] = last.model_copy(
-                update={"text": last.text + piece.text, "name": piece.name or last.name, "tool_call_id": piece.tool_call_id or last.tool_call_id}
+                update={
+                    "text": last.text + piece.text,
+                    "name": piece.name or last.name,
+                    "tool_call_id": piece.tool_call_id or last.tool_call_id,
+                }
             )
         else:
             merged.append(piece)

@@ -77,10 +77,16 @@ def _execute(session: Session, input: ToolStepInput, started: int) -> tuple[Tool
 
 
 def _record(session: Session, key: str, output: ToolStepOutput, full: ToolReturn) -> None:
-    session.add(ToolExecutionRow(tool_call_key=key, result=output.model_dump(mode="json"), tool_return=full.model_dump(mode="json")))
+    session.add(
+        ToolExecutionRow(
+            tool_call_key=key, result=output.model_dump(mode="json"), tool_return=full.model_dump(mode="json")
+        )
+    )
 
 
-def _with_prefilled(session: Session, call: ToolCall, prefilled: dict[str, Any], source: str) -> tuple[ToolCall, str | None]:
+def _with_prefilled(
+    session: Session, call: ToolCall, prefilled: dict[str, Any], source: str
+) -> tuple[ToolCall, str | None]:
     """Override the model's arguments with a rule's; a prefill that does not fit the schema
     blocks the call (Letta: the run stops with invalid_tool_call)."""
     tool = get_tool_defs(session, [call.name]).get(call.name)

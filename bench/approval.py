@@ -46,7 +46,15 @@ async def main(rounds: int) -> dict[str, object]:
             llm.script(
                 model,
                 [
-                    ScriptedReply(tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": f"fact {index}"}, id=call_id)]),
+                    ScriptedReply(
+                        tool_calls=[
+                            ScriptedToolCall(
+                                name="core_memory_append",
+                                arguments={"label": "human", "content": f"fact {index}"},
+                                id=call_id,
+                            )
+                        ]
+                    ),
                     ScriptedReply(content="saved"),
                 ],
             )

@@ -26,7 +26,9 @@ from perdure.names import workflow_id
 
 def tool_calls(count: int) -> list[ScriptedReply]:
     calls = [
-        ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": f"fact {i}"})])
+        ScriptedReply(
+            tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": f"fact {i}"})]
+        )
         for i in range(count)
     ]
     return [*calls, ScriptedReply(content="done")]

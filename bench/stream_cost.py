@@ -40,7 +40,9 @@ def answer_text(tokens: int) -> str:
     return " ".join(words)
 
 
-async def one_run(client: PerdureClient, llm: ScriptedLLMServer, text: str, delay: float, stream: bool, block: int) -> tuple[int, int, int]:
+async def one_run(
+    client: PerdureClient, llm: ScriptedLLMServer, text: str, delay: float, stream: bool, block: int
+) -> tuple[int, int, int]:
     """(history events, history bytes as stored (protobuf), stream events read) of one run."""
     model = f"bench-{uuid.uuid4().hex[:8]}"
     agent = create_agent(
@@ -80,8 +82,16 @@ async def main(tokens: int, rate: float, flush: float | None, poll: float | None
         "tokens_per_second": rate,
         "flush_seconds": activities.token_stream.FLUSH_EVERY_S,
         "poll_seconds": starter.stream.POLL_INTERVAL.total_seconds(),
-        "history_events": {"without_streaming": plain[0], "with_streaming": streamed[0], "with_streaming_50x_context": big_context[0]},
-        "history_bytes": {"without_streaming": plain[1], "with_streaming": streamed[1], "with_streaming_50x_context": big_context[1]},
+        "history_events": {
+            "without_streaming": plain[0],
+            "with_streaming": streamed[0],
+            "with_streaming_50x_context": big_context[0],
+        },
+        "history_bytes": {
+            "without_streaming": plain[1],
+            "with_streaming": streamed[1],
+            "with_streaming_50x_context": big_context[1],
+        },
         "stream_events_read": streamed[2],
         "added_events_per_1000_tokens": round((streamed[0] - plain[0]) * per_1k, 1),
         "added_bytes_per_1000_tokens": round((streamed[1] - plain[1]) * per_1k),
@@ -97,4 +107,8 @@ if __name__ == "__main__":
     parser.add_argument("--flush-seconds", type=float)
     parser.add_argument("--poll-seconds", type=float)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.tokens, args.tokens_per_second, args.flush_seconds, args.poll_seconds)), indent=2))
+    print(
+        json.dumps(
+            asyncio.run(main(args.tokens, args.tokens_per_second, args.flush_seconds, args.poll_seconds)), indent=2
+        )
+    )

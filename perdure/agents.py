@@ -25,9 +25,7 @@ def create_agent(db: Database, request: AgentCreate) -> AgentState:
             )
         unknown_in_rules = sorted({rule.tool_name for rule in request.tool_rules if rule.tool_name not in tools})
         if unknown_in_rules:
-            raise InvalidRequestError(
-                f"tool rules name tool(s) the agent does not have: {', '.join(unknown_in_rules)}"
-            )
+            raise InvalidRequestError(f"tool rules name tool(s) the agent does not have: {', '.join(unknown_in_rules)}")
         problem = check_rules(request.tool_rules, tools)
         if problem is not None:
             raise InvalidRequestError(problem)

@@ -100,7 +100,9 @@ def deny_on_cancel(calls: Sequence[PendingCall]) -> list[PendingCall]:
     """Letta's cancellation of a paused run: every unanswered call is denied."""
     denial = TOOL_CALL_DENIAL_ON_CANCEL
     return [
-        c if c.answer is not None else c.model_copy(update={"answer": ApprovalAnswer(tool_call_id=c.tool_call_id, approve=False, reason=denial)})
+        c
+        if c.answer is not None
+        else c.model_copy(update={"answer": ApprovalAnswer(tool_call_id=c.tool_call_id, approve=False, reason=denial)})
         for c in calls
     ]
 

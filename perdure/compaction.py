@@ -56,7 +56,7 @@ def _pending_approval(messages: Sequence[Message]) -> tuple[int, int] | None:
         if request.role != "approval" or not request.tool_calls:
             continue
         call_ids = {call.id for call in request.tool_calls}
-        for later in messages[index + 1:]:
+        for later in messages[index + 1 :]:
             answered = {a.tool_call_id for a in later.approvals} | {r.tool_call_id for r in later.tool_returns}
             if answered & call_ids:
                 return None
@@ -87,7 +87,8 @@ def _safe_cuts(messages: Sequence[Message]) -> list[int]:
         owners = [call_index[ref] for ref in refs if call_index.get(ref, index) < index]
         earliest[index] = min([earliest[index + 1], *owners])
     return [
-        index for index in range(2, len(messages))
+        index
+        for index in range(2, len(messages))
         if messages[index].role in ("assistant", "user") and earliest[index] >= index
     ]
 
@@ -99,7 +100,10 @@ def _protected(messages: Sequence[Message]) -> list[int]:
 
 
 def _plan(
-    mode: CompactionMode, messages: Sequence[Message], counts: Sequence[int], keep: Sequence[int],
+    mode: CompactionMode,
+    messages: Sequence[Message],
+    counts: Sequence[int],
+    keep: Sequence[int],
 ) -> CompactionPlan:
     """Build a plan that keeps the system message and the `keep` indices and evicts the rest."""
     kept = set(keep)
@@ -113,7 +117,12 @@ def _plan(
 
 
 def plan_sliding_window(
-    messages: Sequence[Message], counts: Sequence[int], window: int, *, keep_fraction: float = 0.7, step: float = 0.1,
+    messages: Sequence[Message],
+    counts: Sequence[int],
+    window: int,
+    *,
+    keep_fraction: float = 0.7,
+    step: float = 0.1,
 ) -> CompactionPlan | None:
     """Evict the oldest messages until the system message + the rest fit `keep_fraction * window`.
 
@@ -212,8 +221,8 @@ def clip_summary(text: str, limit_chars: int) -> str:
     if len(text) <= limit_chars:
         return text
     if limit_chars <= len(CLIP_MARKER):
-        return CLIP_MARKER[:max(limit_chars, 0)]
-    return text[:limit_chars - len(CLIP_MARKER)].rstrip() + CLIP_MARKER
+        return CLIP_MARKER[: max(limit_chars, 0)]
+    return text[: limit_chars - len(CLIP_MARKER)].rstrip() + CLIP_MARKER
 
 
 def summary_message_text(summary: str, evicted_count: int) -> str:

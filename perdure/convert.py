@@ -72,7 +72,15 @@ def _convert(message: Message, include_system: bool) -> list[LettaMessage]:
         return [ApprovalRequestMessage(tool_call=calls[0], tool_calls=calls, **common)]
     if message.role == "approval" and message.approvals:
         answers = [
-            a if isinstance(a, ApprovalAnswer) else LettaToolReturn(tool_call_id=a.tool_call_id, status=a.status, tool_return=a.tool_return, stdout=a.stdout, stderr=a.stderr)
+            a
+            if isinstance(a, ApprovalAnswer)
+            else LettaToolReturn(
+                tool_call_id=a.tool_call_id,
+                status=a.status,
+                tool_return=a.tool_return,
+                stdout=a.stdout,
+                stderr=a.stderr,
+            )
             for a in message.approvals
         ]
         return [ApprovalResponseMessage(approvals=[_letta_answer(a) for a in answers], **common)]

@@ -16,8 +16,16 @@ from decimal import Decimal
 from typing import Any
 
 from perdure.schemas.agent import (
-    ChildToolRule, ConditionalToolRule, ContinueToolRule, InitToolRule, MaxCountPerStepToolRule, ParentToolRule,
-    RequiredBeforeExitToolRule, RequiresApprovalToolRule, TerminalToolRule, ToolRule,
+    ChildToolRule,
+    ConditionalToolRule,
+    ContinueToolRule,
+    InitToolRule,
+    MaxCountPerStepToolRule,
+    ParentToolRule,
+    RequiredBeforeExitToolRule,
+    RequiresApprovalToolRule,
+    TerminalToolRule,
+    ToolRule,
 )
 from perdure.tools.arguments import check_value
 
@@ -26,8 +34,11 @@ _TEMPLATE_FIELD = re.compile(r"\{\{\s*(\w+)\s*(?:\|\s*join\(\s*(['\"])(.*?)\2\s*
 
 # Letta's order for <tool_usage_rules> and violation hints: init, continue, child-based, parent, terminal.
 _PROMPT_GROUPS: tuple[tuple[type, ...], ...] = (
-    (InitToolRule,), (ContinueToolRule,), (ChildToolRule, ConditionalToolRule, MaxCountPerStepToolRule),
-    (ParentToolRule,), (TerminalToolRule,),
+    (InitToolRule,),
+    (ContinueToolRule,),
+    (ChildToolRule, ConditionalToolRule, MaxCountPerStepToolRule),
+    (ParentToolRule,),
+    (TerminalToolRule,),
 )
 # Rules whose activation (their tool was the last call) makes Letta force a tool call.
 _FORCING = (ChildToolRule, ConditionalToolRule, ParentToolRule)

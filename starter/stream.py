@@ -59,7 +59,9 @@ class OutcomeWatch:
             self.ended = True
 
 
-async def read_stream(temporal: Client, agent_id: str, from_offset: int = 0, *, run_id: str | None = None) -> AsyncIterator[StreamItem]:
+async def read_stream(
+    temporal: Client, agent_id: str, from_offset: int = 0, *, run_id: str | None = None
+) -> AsyncIterator[StreamItem]:
     """Every event of one run of the agent (`run_id`, a Temporal run id; else the latest) from
     `from_offset`, live or after the run has closed, until a closed run's stream is drained.
 
@@ -73,9 +75,13 @@ async def read_stream(temporal: Client, agent_id: str, from_offset: int = 0, *, 
     converter = temporal.data_converter.payload_converter
     offset, closed = from_offset, False
     while True:
-        result = await handle.query(_POLL_QUERY, PollInput(topics=[STREAM_TOPIC], from_offset=offset), result_type=PollResult)
+        result = await handle.query(
+            _POLL_QUERY, PollInput(topics=[STREAM_TOPIC], from_offset=offset), result_type=PollResult
+        )
         for item in result.items:
-            yield StreamItem(offset=item.offset, event=STREAM_EVENT.validate_python(converter.from_payload(_payload(item.data))))
+            yield StreamItem(
+                offset=item.offset, event=STREAM_EVENT.validate_python(converter.from_payload(_payload(item.data)))
+            )
         offset = result.next_offset
         if result.more_ready:
             continue

@@ -80,8 +80,14 @@ class StreamPrinter:
 
     def _whole(self, event: StreamEvent, offset: int) -> None:
         if isinstance(event, AttemptStarted):
-            again = f"asked again after compacting the context (request {event.request})" if event.attempt == 1 else f"tried again (attempt {event.attempt})"
-            self._out.write(f"-- the LLM request of step {event.step_id} is {again}; the partial answer above is void\n")
+            again = (
+                f"asked again after compacting the context (request {event.request})"
+                if event.attempt == 1
+                else f"tried again (attempt {event.attempt})"
+            )
+            self._out.write(
+                f"-- the LLM request of step {event.step_id} is {again}; the partial answer above is void\n"
+            )
         elif isinstance(event, LettaStopReason):
             self._stop = event
         elif isinstance(event, LettaUsageStatistics):
@@ -93,7 +99,9 @@ class StreamPrinter:
             )
         elif isinstance(event, LettaErrorMessage):
             stop = self._stop.stop_reason.value if self._stop else "?"
-            self._out.write(f"-- run {event.run_id}: stop_reason={stop}; error ({event.error_type}): {event.detail or event.message}; stream offset {offset}\n")
+            self._out.write(
+                f"-- run {event.run_id}: stop_reason={stop}; error ({event.error_type}): {event.detail or event.message}; stream offset {offset}\n"
+            )
         else:
             self._out.writelines(line + "\n" for line in message_lines([event]))
 

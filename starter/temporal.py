@@ -12,7 +12,9 @@ from perdure.settings import Settings
 from worker import connect
 
 
-async def connect_when_serving(settings: Settings, *, within: float, abandon: Callable[[], None] = lambda: None) -> Client:
+async def connect_when_serving(
+    settings: Settings, *, within: float, abandon: Callable[[], None] = lambda: None
+) -> Client:
     """Connect to a dev server that was just started, trying again for up to `within` seconds.
 
     Its port accepts connections a moment before its frontend serves: a connect in that window
@@ -27,5 +29,7 @@ async def connect_when_serving(settings: Settings, *, within: float, abandon: Ca
             return await asyncio.wait_for(connect(settings), max(deadline - time.monotonic(), 0.1))
         except (RuntimeError, TimeoutError) as err:
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"Temporal at {settings.temporal_address} did not answer within {within:g} s: {err or 'no reply'}") from err
+                raise RuntimeError(
+                    f"Temporal at {settings.temporal_address} did not answer within {within:g} s: {err or 'no reply'}"
+                ) from err
         await asyncio.sleep(0.1)

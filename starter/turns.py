@@ -32,7 +32,9 @@ def stored_outcome(db: Database, agent_id: str, run_id: str) -> RunResult:
         run = runs.get_run(session, run_id)
         stored = messages.list_messages(session, agent_id, run_id=run_id)
     if run.stop_reason is None:
-        raise TurnStillRunningError(f"run {run_id} took this message and is still running; follow it with `perdure follow {agent_id}`")
+        raise TurnStillRunningError(
+            f"run {run_id} took this message and is still running; follow it with `perdure follow {agent_id}`"
+        )
     return RunResult(
         run_id=run.id,
         agent_id=agent_id,

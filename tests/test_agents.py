@@ -19,7 +19,9 @@ pytestmark = pytest.mark.both_stores
 def test_a_tools_default_approval_flag_becomes_a_rule(db: Database) -> None:
     """Letta turns `default_requires_approval` into a requires_approval rule when the tool is
     attached, so the flag and an explicit rule behave the same, and neither is doubled."""
-    flagged = ToolDef(name=f"wire_money_{uuid.uuid4().hex[:6]}", description="Moves money.", default_requires_approval=True)
+    flagged = ToolDef(
+        name=f"wire_money_{uuid.uuid4().hex[:6]}", description="Moves money.", default_requires_approval=True
+    )
     with db.transaction() as session:
         tool_store.upsert_tools(session, [flagged])
 

@@ -194,7 +194,9 @@ async def history_length(client: PerdureClient, agent_id: str) -> int:
     return len(history.events)
 
 
-async def wait_for_state(client: PerdureClient, agent_id: str, check: Callable[[RunState], bool], timeout: float = 15.0) -> RunState:
+async def wait_for_state(
+    client: PerdureClient, agent_id: str, check: Callable[[RunState], bool], timeout: float = 15.0
+) -> RunState:
     """Poll the `state` query until `check` holds: signals are applied asynchronously."""
 
     async def probe() -> RunState | None:
@@ -209,7 +211,9 @@ async def wait_for_state(client: PerdureClient, agent_id: str, check: Callable[[
 
 async def wait_finished(client: PerdureClient, agent_id: str) -> RunState:
     """Wait for a run nobody awaits (answered by signal) to reach its end."""
-    return await wait_for_state(client, agent_id, lambda s: s.status is not RunStatus.running and s.status is not RunStatus.created)
+    return await wait_for_state(
+        client, agent_id, lambda s: s.status is not RunStatus.running and s.status is not RunStatus.created
+    )
 
 
 def answered(call_id: str) -> Callable[[RunState], bool]:
@@ -292,7 +296,12 @@ async def test_approve_runs_the_tool_and_the_run_continues(
     assert state.pending_approval.since <= datetime.now(timezone.utc)
     assert state.pending_approval.timeout_at is None
     [pending] = state.pending_approval.calls
-    assert (pending.tool_call_id, pending.name, pending.kind, pending.answer) == ("call_a", "core_memory_append", "approval", None)
+    assert (pending.tool_call_id, pending.name, pending.kind, pending.answer) == (
+        "call_a",
+        "core_memory_append",
+        "approval",
+        None,
+    )
     assert json.loads(pending.arguments) == {"label": "human", "content": "Likes tea."}
 
     finished = await answer(client, agent.id, [ApprovalAnswer(tool_call_id="call_a", approve=True)])
@@ -322,15 +331,21 @@ async def test_deny_with_reason_does_not_run_the_tool_and_tells_the_model_why(
 ) -> None:
     """Letta's test_deny_tool_call_request: the denial reason is the tool's error return."""
     agent = approval_agent(make_agent, "core_memory_append")
-    llm.script(model_name, [reply(remember("call_a", "Password is swordfish.")), text("Understood, I will not store it.")])
+    llm.script(
+        model_name, [reply(remember("call_a", "Password is swordfish.")), text("Understood, I will not store it.")]
+    )
     assert_paused(await send(client, agent.id, "Remember my password: swordfish."))
 
-    finished = await answer(client, agent.id, [ApprovalAnswer(tool_call_id="call_a", approve=False, reason="never store passwords")])
+    finished = await answer(
+        client, agent.id, [ApprovalAnswer(tool_call_id="call_a", approve=False, reason="never store passwords")]
+    )
 
     assert_ended(finished)
     expected = "Error: request to call tool denied. User reason: never store passwords"
     assert types_of(finished) == ["approval_response_message", "tool_return_message", "assistant_message"]
-    assert approval_response_of(finished).approvals == [ApprovalReturn(tool_call_id="call_a", approve=False, reason="never store passwords")]
+    assert approval_response_of(finished).approvals == [
+        ApprovalReturn(tool_call_id="call_a", approve=False, reason="never store passwords")
+    ]
     [tool_return] = only_tool_returns(finished)
     assert (tool_return.tool_call_id, tool_return.status, tool_return.tool_return) == ("call_a", "error", expected)
     assert block_value(db, agent.id, "human") == HUMAN_START, "a denied tool ran"
@@ -354,7 +369,10 @@ async def test_deny_by_signal_without_reason(
     state = await wait_finished(client, agent.id)
     assert (state.status, state.stop_reason) == (RunStatus.completed, StopReasonType.end_turn)
     assert block_value(db, agent.id, "human") == HUMAN_START
-    assert sent_tool_results(llm.requests(model_name)[1])["call_a"]["message"] == "Error: request to call tool denied. User reason: None"
+    assert (
+        sent_tool_results(llm.requests(model_name)[1])["call_a"]["message"]
+        == "Error: request to call tool denied. User reason: None"
+    )
 
 
 async def test_a_second_approval_in_the_same_run_pauses_again(
@@ -386,7 +404,12 @@ async def test_a_second_approval_in_the_same_run_pauses_again(
 
 @pytest.mark.parametrize(("status", "envelope"), [("success", "OK"), ("error", "Failed")])
 async def test_client_tool_result_reaches_the_model(
-    status: Literal["success", "error"], envelope: str, client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+    status: Literal["success", "error"],
+    envelope: str,
+    client: PerdureClient,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    make_agent: AgentFactory,
 ) -> None:
     """Letta's test_client_side_tool_full_flow / test_client_side_tool_error_return: the run waits
     for the client's result, which the model then sees; an error result does not stop the run."""
@@ -443,7 +466,13 @@ async def test_client_tool_shadows_a_server_tool_of_the_same_name(
     assert_paused(paused)
     assert [c.tool_call_id for c in approval_request_of(paused).tool_calls] == ["call_s1"]
     offered = offered_tool(llm.requests(model_name)[0], "conversation_search")
-    assert offered == [{"name": "conversation_search", "description": "The client's own search.", "parameters": {"type": "object", "properties": {}}}]
+    assert offered == [
+        {
+            "name": "conversation_search",
+            "description": "The client's own search.",
+            "parameters": {"type": "object", "properties": {}},
+        }
+    ]
     finished = await answer(client, agent.id, [ClientToolReturn(tool_call_id="call_s1", tool_return="from the client")])
     assert_ended(finished)
     assert only_tool_returns(finished)[0].tool_return == "from the client"
@@ -480,12 +509,15 @@ TRUNCATION_CASES = {
     "json-message-not-a-string": (
         1_000,
         _json({"message": 7, "data": "d" * 6_000}),
-        _json({"message": 7, "data": "d" * 6_000})[:CAP_1000] + f"... [truncated {len(_json({'message': 7, 'data': 'd' * 6_000})) - CAP_1000} chars]",
+        _json({"message": 7, "data": "d" * 6_000})[:CAP_1000]
+        + f"... [truncated {len(_json({'message': 7, 'data': 'd' * 6_000})) - CAP_1000} chars]",
     ),
 }
 
 
-@pytest.mark.parametrize(("context_window", "sent", "kept"), list(TRUNCATION_CASES.values()), ids=list(TRUNCATION_CASES))
+@pytest.mark.parametrize(
+    ("context_window", "sent", "kept"), list(TRUNCATION_CASES.values()), ids=list(TRUNCATION_CASES)
+)
 async def test_oversized_client_result_is_truncated_before_it_is_stored(
     context_window: int,
     sent: str,
@@ -551,7 +583,10 @@ async def test_parallel_mix_of_approve_deny_client_and_ordinary_calls(
     finished = await answer(
         client,
         agent.id,
-        [ApprovalAnswer(tool_call_id="call_a", approve=True), ClientToolReturn(tool_call_id="call_c", tool_return="rainy")],
+        [
+            ApprovalAnswer(tool_call_id="call_a", approve=True),
+            ClientToolReturn(tool_call_id="call_c", tool_return="rainy"),
+        ],
     )
 
     assert_ended(finished)
@@ -633,7 +668,16 @@ async def test_answer_by_raw_temporal_cli_signal(
     assert_paused(paused)
 
     code, output = await temporal_cli(
-        "workflow", "signal", "--workflow-id", agent.id, "--name", signal, "--input", json.dumps(payload), "--address", temporal_address
+        "workflow",
+        "signal",
+        "--workflow-id",
+        agent.id,
+        "--name",
+        signal,
+        "--input",
+        json.dumps(payload),
+        "--address",
+        temporal_address,
     )
 
     assert code == 0, output
@@ -650,14 +694,21 @@ async def test_answer_by_raw_temporal_cli_signal(
 
 
 async def test_raw_cli_approve_without_input_approves_every_approval(
-    temporal_address: str, client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+    temporal_address: str,
+    client: PerdureClient,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    make_agent: AgentFactory,
+    db: Database,
 ) -> None:
     """`temporal workflow signal --name approve` with no input at all is "approve everything"."""
     agent = approval_agent(make_agent, "core_memory_append", "archival_memory_insert", parallel=True)
     llm.script(model_name, [reply(remember("call_a"), archive("call_b")), text("ok")])
     assert_paused(await send(client, agent.id, "go"))
 
-    code, output = await temporal_cli("workflow", "signal", "--workflow-id", agent.id, "--name", "approve", "--address", temporal_address)
+    code, output = await temporal_cli(
+        "workflow", "signal", "--workflow-id", agent.id, "--name", "approve", "--address", temporal_address
+    )
 
     assert code == 0, output
     state = await wait_finished(client, agent.id)
@@ -743,7 +794,11 @@ async def test_invalid_answer_update_is_refused_and_leaves_no_trace(
     assert stored_messages(db, agent.id) == before_messages
 
     remaining: list[Answer] = [ClientToolReturn(tool_call_id="call_c", tool_return="sunny")]
-    remaining += [ApprovalAnswer(tool_call_id=i, approve=True) for i, a in answers_by_id(after_state).items() if a is None and i != "call_c"]
+    remaining += [
+        ApprovalAnswer(tool_call_id=i, approve=True)
+        for i, a in answers_by_id(after_state).items()
+        if a is None and i != "call_c"
+    ]
     finished = await answer(client, agent.id, remaining)
     assert_ended(finished)
     assert [r.status for r in only_tool_returns(finished)] == ["success", "success", "success"]
@@ -837,7 +892,10 @@ async def test_bad_signals_are_recorded_as_rejected_and_the_run_still_completes(
     assert reasons[5] == (
         "Tool call 'call_c' (get_weather) is a client-side tool: send its result (client_tool_return / type 'tool'), not an approval."
     )
-    assert reasons[6] == "Tool call 'call_a' (core_memory_append) needs an approval (approve or deny), not a client tool result."
+    assert (
+        reasons[6]
+        == "Tool call 'call_a' (core_memory_append) needs an approval (approve or deny), not a client tool result."
+    )
     assert all(r.received_at <= datetime.now(timezone.utc) for r in state.rejected)
     assert state.status is RunStatus.running
     assert answers_by_id(state) == {"call_a": None, "call_c": None}
@@ -920,13 +978,20 @@ async def test_cancel_while_paused_denies_every_call_and_the_agent_goes_on(
     agent = approval_agent(make_agent, "core_memory_append", parallel=True)
     llm.script(
         model_name,
-        [reply(remember("call_a"), call("memory_insert", "call_d", label="notes", new_string="x")), text("fresh start")],
+        [
+            reply(remember("call_a"), call("memory_insert", "call_d", label="notes", new_string="x")),
+            text("fresh start"),
+        ],
     )
     assert_paused(await send(client, agent.id, "go"))
 
     state = await client.cancel(agent.id)
 
-    assert (state.status, state.stop_reason, state.pending_approval) == (RunStatus.cancelled, StopReasonType.cancelled, None)
+    assert (state.status, state.stop_reason, state.pending_approval) == (
+        RunStatus.cancelled,
+        StopReasonType.cancelled,
+        None,
+    )
     tail = in_context(db, agent.id)[-2:]
     assert [m.role for m in tail] == ["approval", "tool"]
     assert tail[0].approvals == [ApprovalAnswer(tool_call_id="call_a", approve=False, reason=DENIED_ON_CANCEL)]
@@ -990,7 +1055,10 @@ async def test_model_request_after_answers_pairs_every_call(
     )
     paused = await send(client, agent.id, "go", client_tools=[WEATHER])
     assert types_of(paused) == ["user_message", "assistant_message", "approval_request_message"]
-    both: list[Answer] = [ApprovalAnswer(tool_call_id="call_a", approve=True), ClientToolReturn(tool_call_id="call_c", tool_return="fog")]
+    both: list[Answer] = [
+        ApprovalAnswer(tool_call_id="call_a", approve=True),
+        ClientToolReturn(tool_call_id="call_c", tool_return="fog"),
+    ]
     assert_ended(await answer(client, agent.id, both))
     assert_ended(await send(client, agent.id, "and now?"))
 

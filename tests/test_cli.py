@@ -15,7 +15,6 @@ from starter.client import PerdureClient
 from tests.helpers import PERDURE, REPO
 
 
-
 async def perdure(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run the CLI without blocking the event loop the test worker runs on."""
     process = await asyncio.create_subprocess_exec(
@@ -34,20 +33,30 @@ async def create(env: dict[str, str], *args: str) -> dict:
 
 @pytest_asyncio.fixture
 async def scripted_agent(cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str) -> dict:
-    return await create(cli_env, "--name", "cli", "--model", f"scripted/{model_name}", "--endpoint", llm.base_url, "--block", "human=")
+    return await create(
+        cli_env, "--name", "cli", "--model", f"scripted/{model_name}", "--endpoint", llm.base_url, "--block", "human="
+    )
 
 
 async def test_create_with_flags(cli_env: dict[str, str], llm: ScriptedLLMServer) -> None:
     agent = await create(
         cli_env,
-        "--name", "flags",
-        "--model", "openai/gpt-4o-mini",
-        "--endpoint", "http://127.0.0.1:9/v1",
-        "--context-window", "32000",
-        "--system", "Be brief.",
-        "--block", "persona=A helper.",
-        "--block", "human=Ada",
-        "--tool", "archival_memory_search",
+        "--name",
+        "flags",
+        "--model",
+        "openai/gpt-4o-mini",
+        "--endpoint",
+        "http://127.0.0.1:9/v1",
+        "--context-window",
+        "32000",
+        "--system",
+        "Be brief.",
+        "--block",
+        "persona=A helper.",
+        "--block",
+        "human=Ada",
+        "--tool",
+        "archival_memory_search",
         "--parallel-tool-calls",
     )
     assert agent["id"].startswith("agent-") and agent["name"] == "flags"
@@ -66,7 +75,9 @@ async def test_create_from_letta_agent_file(cli_env: dict[str, str], tmp_path: P
     spec = {
         "name": "from-file",
         "system": "You are a file agent.",
-        "memory_blocks": [{"label": "persona", "value": "calm", "limit": 500, "read_only": True, "description": "who I am"}],
+        "memory_blocks": [
+            {"label": "persona", "value": "calm", "limit": 500, "read_only": True, "description": "who I am"}
+        ],
         "tools": ["core_memory_append"],
         "tool_rules": [{"type": "exit_loop", "tool_name": "core_memory_append"}],
         "llm_config": {"model": "openai/gpt-4o-mini", "context_window": 16000},
@@ -125,7 +136,9 @@ async def test_send_json_has_lettas_response_shape(
     llm.script(
         model_name,
         [
-            ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": "Ada"})]),
+            ScriptedReply(
+                tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": "Ada"})]
+            ),
             ScriptedReply(content="Hello Ada"),
         ],
     )
@@ -170,7 +183,9 @@ async def test_send_errors(cli_env: dict[str, str], scripted_agent: dict) -> Non
     assert bad_timeout.stderr.count("\n") == 1
 
 
-async def test_status(cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, scripted_agent: dict, client: PerdureClient) -> None:
+async def test_status(
+    cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, scripted_agent: dict, client: PerdureClient
+) -> None:
     idle = await perdure(cli_env, "status", scripted_agent["id"], "--json")
     assert idle.returncode == 0 and json.loads(idle.stdout) == {"agent_id": scripted_agent["id"], "status": "idle"}
     llm.script(model_name, [ScriptedReply(content="hi")])
@@ -202,15 +217,31 @@ async def test_failed_run_says_why_and_still_exits_zero(
     assert "401 from" in error["detail"] and "Incorrect API key provided" in error["detail"]
 
 
-async def test_workflow_id_is_the_agent_id(cli_env: dict[str, str], temporal_address: str, llm: ScriptedLLMServer, model_name: str, scripted_agent: dict, client: PerdureClient) -> None:
+async def test_workflow_id_is_the_agent_id(
+    cli_env: dict[str, str],
+    temporal_address: str,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    scripted_agent: dict,
+    client: PerdureClient,
+) -> None:
     """`temporal workflow ... -w AGENT_ID` must find the agent's run with the id the CLI prints."""
     from starter.devserver import temporal_binary
 
     llm.script(model_name, [ScriptedReply(content="hi")])
     assert (await perdure(cli_env, "send", scripted_agent["id"], "hello")).returncode == 0
     process = await asyncio.create_subprocess_exec(
-        temporal_binary(), "workflow", "describe", "-w", scripted_agent["id"], "--address", temporal_address, "--output", "json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        temporal_binary(),
+        "workflow",
+        "describe",
+        "-w",
+        scripted_agent["id"],
+        "--address",
+        temporal_address,
+        "--output",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await process.communicate()
     assert process.returncode == 0, stderr.decode()

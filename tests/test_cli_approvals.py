@@ -37,7 +37,13 @@ async def test_approve_prints_the_continuation(
     cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, guarded_agent: dict, client: PerdureClient
 ) -> None:
     agent_id = guarded_agent["id"]
-    llm.script(model_name, [ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]), ScriptedReply(content="Saved.")])
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]),
+            ScriptedReply(content="Saved."),
+        ],
+    )
     paused = await perdure(cli_env, "send", agent_id, "remember Ada", "--json")
     body = json.loads(paused.stdout)
     assert body["stop_reason"]["stop_reason"] == "requires_approval"
@@ -50,22 +56,46 @@ async def test_approve_prints_the_continuation(
     approved = await perdure(cli_env, "approve", agent_id, "call_1", "--json")
     assert approved.returncode == 0, approved.stderr
     continuation = json.loads(approved.stdout)
-    assert [m["message_type"] for m in continuation["messages"]] == ["approval_response_message", "tool_return_message", "assistant_message"]
+    assert [m["message_type"] for m in continuation["messages"]] == [
+        "approval_response_message",
+        "tool_return_message",
+        "assistant_message",
+    ]
     assert continuation["stop_reason"]["stop_reason"] == "end_turn"
     shown = await perdure(cli_env, "agent", "show", agent_id)
     assert "[human] Ada" in shown.stdout
 
 
 async def test_deny_and_tool_return_and_no_wait(
-    cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, guarded_agent: dict, client: PerdureClient, tmp_path: Path
+    cli_env: dict[str, str],
+    llm: ScriptedLLMServer,
+    model_name: str,
+    guarded_agent: dict,
+    client: PerdureClient,
+    tmp_path: Path,
 ) -> None:
     agent_id = guarded_agent["id"]
     tools = tmp_path / "client_tools.json"
-    tools.write_text(json.dumps([{"name": "get_weather", "description": "Weather for a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]))
+    tools.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "get_weather",
+                    "description": "Weather for a city",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                }
+            ]
+        )
+    )
     llm.script(
         model_name,
         [
-            ScriptedReply(tool_calls=[call("core_memory_append", "call_a", label="human", content="x"), call("get_weather", "call_w", city="Paris")]),
+            ScriptedReply(
+                tool_calls=[
+                    call("core_memory_append", "call_a", label="human", content="x"),
+                    call("get_weather", "call_w", city="Paris"),
+                ]
+            ),
             ScriptedReply(content="It is sunny, and I did not save x."),
         ],
     )
@@ -91,11 +121,20 @@ async def test_answer_errors_are_one_line_and_exit_2(
     agent_id = guarded_agent["id"]
     nothing = await perdure(cli_env, "approve", agent_id)
     assert nothing.returncode == 2 and "No tool call is currently awaiting approval" in nothing.stderr
-    llm.script(model_name, [ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]), ScriptedReply(content="ok")])
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]),
+            ScriptedReply(content="ok"),
+        ],
+    )
     await perdure(cli_env, "send", agent_id, "remember Ada")
     unknown = await perdure(cli_env, "approve", agent_id, "call_nope")
     assert unknown.returncode == 2
-    assert unknown.stderr.strip() == "perdure: error: Invalid tool call IDs. Expected '['call_1']', but received '['call_nope']'."
+    assert (
+        unknown.stderr.strip()
+        == "perdure: error: Invalid tool call IDs. Expected '['call_1']', but received '['call_nope']'."
+    )
     wrong_kind = await perdure(cli_env, "tool-return", agent_id, "call_1", "--return", "x")
     assert wrong_kind.returncode == 2 and "needs an approval (approve or deny)" in wrong_kind.stderr
     busy = await perdure(cli_env, "send", agent_id, "hello?")
@@ -112,7 +151,13 @@ async def test_cancel_a_paused_run(
     agent_id = guarded_agent["id"]
     none_live = await perdure(cli_env, "cancel", agent_id)
     assert none_live.returncode == 2 and "has no run to cancel" in none_live.stderr
-    llm.script(model_name, [ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]), ScriptedReply(content="fresh start")])
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]),
+            ScriptedReply(content="fresh start"),
+        ],
+    )
     await perdure(cli_env, "send", agent_id, "remember Ada")
     cancelled = await perdure(cli_env, "cancel", agent_id, "--json")
     assert cancelled.returncode == 0, cancelled.stderr
@@ -120,7 +165,9 @@ async def test_cancel_a_paused_run(
     assert (state["status"], state["stop_reason"]) == ("cancelled", "cancelled")
     history = json.loads((await perdure(cli_env, "messages", agent_id, "--json", "--limit", "2")).stdout)
     assert [m["message_type"] for m in history] == ["approval_response_message", "tool_return_message"]
-    assert history[1]["tool_returns"][0]["tool_return"] == "The user cancelled the request, so the tool call was denied."
+    assert (
+        history[1]["tool_returns"][0]["tool_return"] == "The user cancelled the request, so the tool call was denied."
+    )
     again = await perdure(cli_env, "send", agent_id, "hello again")
     assert again.returncode == 0 and "fresh start" in again.stdout
 
@@ -130,17 +177,30 @@ async def test_approve_after_the_approval_timeout_resumes_in_a_new_run(
 ) -> None:
     """The paused run ended at its timeout; `perdure approve` then takes Letta's resume path."""
     agent_id = guarded_agent["id"]
-    llm.script(model_name, [ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]), ScriptedReply(content="Saved at last.")])
-    paused = json.loads((await perdure(cli_env, "send", agent_id, "remember Ada", "--approval-timeout", "0.5", "--json")).stdout)
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(tool_calls=[call("core_memory_append", "call_1", label="human", content="Ada")]),
+            ScriptedReply(content="Saved at last."),
+        ],
+    )
+    paused = json.loads(
+        (await perdure(cli_env, "send", agent_id, "remember Ada", "--approval-timeout", "0.5", "--json")).stdout
+    )
     assert paused["stop_reason"]["stop_reason"] == "requires_approval"
     handle = client.temporal.get_workflow_handle(agent_id)
     for _ in range(100):
         if (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED:
             break
         await asyncio.sleep(0.1)
-    assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED, "the run ended at its approval timeout"
+    assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED, (
+        "the run ended at its approval timeout"
+    )
     waiting = json.loads((await perdure(cli_env, "status", agent_id, "--json")).stdout)
-    assert waiting["stop_reason"] == "requires_approval" and waiting["pending_approval"]["calls"][0]["tool_call_id"] == "call_1"
+    assert (
+        waiting["stop_reason"] == "requires_approval"
+        and waiting["pending_approval"]["calls"][0]["tool_call_id"] == "call_1"
+    )
     refused = await perdure(cli_env, "send", agent_id, "hello?")
     assert refused.returncode == 2 and "waiting for approval" in refused.stderr
 
@@ -148,5 +208,9 @@ async def test_approve_after_the_approval_timeout_resumes_in_a_new_run(
     assert resumed.returncode == 0, resumed.stderr
     body = json.loads(resumed.stdout)
     assert body["run_id"] != paused["run_id"]
-    assert [m["message_type"] for m in body["messages"]] == ["approval_response_message", "tool_return_message", "assistant_message"]
+    assert [m["message_type"] for m in body["messages"]] == [
+        "approval_response_message",
+        "tool_return_message",
+        "assistant_message",
+    ]
     assert body["stop_reason"]["stop_reason"] == "end_turn"

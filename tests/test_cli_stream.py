@@ -32,11 +32,15 @@ async def agent(cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str
 
 
 def remember_then_answer(llm: ScriptedLLMServer, model_name: str) -> None:
-    call = ScriptedToolCall(id="call_cli_stream", name="core_memory_append", arguments={"label": "human", "content": "Ada"})
+    call = ScriptedToolCall(
+        id="call_cli_stream", name="core_memory_append", arguments={"label": "human", "content": "Ada"}
+    )
     llm.script(model_name, [ScriptedReply(tool_calls=[call]), ScriptedReply(content=ANSWER, chunk_delay_s=0.02)])
 
 
-async def test_send_stream_prints_tokens_and_steps(cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, agent: dict) -> None:
+async def test_send_stream_prints_tokens_and_steps(
+    cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, agent: dict
+) -> None:
     remember_then_answer(llm, model_name)
 
     result = await perdure(cli_env, "send", agent["id"], "I'm Ada", "--stream")
@@ -86,7 +90,9 @@ async def test_stream_shows_a_pending_approval_and_exits_like_send(
     assert "stop_reason=requires_approval" in paused.stdout
 
     refused = await perdure(cli_env, "send", agent["id"], "Anything else?", "--stream")
-    assert refused.returncode == 2 and refused.stdout == "", "refused before anything streams, not the last run's events"
+    assert refused.returncode == 2 and refused.stdout == "", (
+        "refused before anything streams, not the last run's events"
+    )
     assert refused.stderr.startswith("perdure: error: Cannot send a new message: The agent is waiting for approval")
     wrong = await perdure(cli_env, "tool-return", agent["id"], "call_wrong", "--return", "x", "--stream")
     assert wrong.returncode == 2 and wrong.stdout == ""
@@ -102,7 +108,9 @@ async def test_stream_shows_a_pending_approval_and_exits_like_send(
 async def test_stream_bad_input_is_one_line(cli_env: dict[str, str], agent: dict) -> None:
     never_ran = await perdure(cli_env, "follow", agent["id"])
     assert never_ran.returncode == 2
-    assert never_ran.stderr.strip() == f"perdure: error: agent {agent['id']} has no run yet; start one with `perdure send`"
+    assert (
+        never_ran.stderr.strip() == f"perdure: error: agent {agent['id']} has no run yet; start one with `perdure send`"
+    )
 
     negative = await perdure(cli_env, "follow", agent["id"], "--from", "-1")
     assert negative.returncode == 2 and "--from must be 0 or more" in negative.stderr
@@ -112,13 +120,18 @@ async def test_stream_bad_input_is_one_line(cli_env: dict[str, str], agent: dict
 
     no_such_run = await perdure(cli_env, "follow", agent["id"], "--run", "run-00000000-0000-0000-0000-000000000000")
     assert no_such_run.returncode == 2
-    assert no_such_run.stderr.strip() == f"perdure: error: agent {agent['id']} has no run run-00000000-0000-0000-0000-000000000000"
+    assert (
+        no_such_run.stderr.strip()
+        == f"perdure: error: agent {agent['id']} has no run run-00000000-0000-0000-0000-000000000000"
+    )
 
     unknown = await perdure(cli_env, "follow", "agent-00000000-0000-0000-0000-000000000000")
     assert unknown.returncode == 2 and "not found" in unknown.stderr
 
 
-async def test_a_reader_that_leaves_early_is_not_an_error(cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, agent: dict) -> None:
+async def test_a_reader_that_leaves_early_is_not_an_error(
+    cli_env: dict[str, str], llm: ScriptedLLMServer, model_name: str, agent: dict
+) -> None:
     """`perdure follow ... | head -1`: the pipe's reader is gone before the output is written."""
     remember_then_answer(llm, model_name)
     sent = await perdure(cli_env, "send", agent["id"], "I'm Ada", "--stream", "--json")
@@ -127,7 +140,14 @@ async def test_a_reader_that_leaves_early_is_not_an_error(cli_env: dict[str, str
     os.close(read)  # the reader leaves before the command prints anything
 
     process = await asyncio.create_subprocess_exec(
-        str(PERDURE), "follow", agent["id"], "--json", cwd=REPO, env=cli_env, stdout=write, stderr=asyncio.subprocess.PIPE
+        str(PERDURE),
+        "follow",
+        agent["id"],
+        "--json",
+        cwd=REPO,
+        env=cli_env,
+        stdout=write,
+        stderr=asyncio.subprocess.PIPE,
     )
     os.close(write)
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)

@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 
 from perdure.compaction import (
-    CLIP_MARKER, SUMMARY_PROMPT, CompactionPlan, clip_summary, estimate_next_request, needs_compaction, plan_all,
-    plan_hard_eviction, plan_sliding_window, summary_message_text, summary_request_messages, system_prompt_overflows,
+    CLIP_MARKER,
+    SUMMARY_PROMPT,
+    CompactionPlan,
+    clip_summary,
+    estimate_next_request,
+    needs_compaction,
+    plan_all,
+    plan_hard_eviction,
+    plan_sliding_window,
+    summary_message_text,
+    summary_request_messages,
+    system_prompt_overflows,
 )
 from perdure.schemas.approvals import ApprovalAnswer
 from perdure.schemas.messages import Message, Role, TextContent, ToolCall, ToolReturn
@@ -28,8 +38,11 @@ def tool_turn(turn: int, calls: int) -> list[Message]:
     return [
         msg("user", f"question {turn}"),
         msg("assistant", step_id=f"s{turn}a", tool_calls=[ToolCall(id=i, name="lookup") for i in ids]),
-        msg("tool", step_id=f"s{turn}a",
-            tool_returns=[ToolReturn(tool_call_id=i, status="success", func_response="ok") for i in ids]),
+        msg(
+            "tool",
+            step_id=f"s{turn}a",
+            tool_returns=[ToolReturn(tool_call_id=i, status="success", func_response="ok") for i in ids],
+        ),
         msg("assistant", f"answer {turn}", step_id=f"s{turn}b"),
     ]
 
@@ -102,7 +115,7 @@ def test_eviction_grows_in_ten_percent_steps(window: int, evicted: int) -> None:
     plan = plan_sliding_window(messages, counts, window)
     assert plan is not None
     assert len(plan.evict_ids) == evicted
-    assert plan.evict_ids == [m.id for m in messages[1:evicted + 1]]
+    assert plan.evict_ids == [m.id for m in messages[1 : evicted + 1]]
 
 
 def test_small_overflow_evicts_only_the_first_30_percent() -> None:
@@ -128,8 +141,12 @@ def test_no_cut_reaches_the_goal_returns_none() -> None:
 
 def test_no_valid_cut_inside_a_single_tool_chain_returns_none() -> None:
     call = ToolCall(id="c1", name="lookup")
-    messages = [msg("system", "s"), msg("user", "go"), msg("assistant", tool_calls=[call]),
-                msg("tool", tool_returns=[ToolReturn(tool_call_id="c1", status="success", func_response="x")])]
+    messages = [
+        msg("system", "s"),
+        msg("user", "go"),
+        msg("assistant", tool_calls=[call]),
+        msg("tool", tool_returns=[ToolReturn(tool_call_id="c1", status="success", func_response="x")]),
+    ]
     assert plan_sliding_window(messages, [10, 10, 10, 900], window=1000) is None
 
 

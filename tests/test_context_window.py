@@ -31,7 +31,9 @@ async def test_a_huge_tool_return_is_capped_in_the_request_and_stored_whole(
     llm.script(
         model_name,
         [
-            ScriptedReply(tool_calls=[ScriptedToolCall(name="conversation_search", arguments={"query": "needle", "limit": 1})]),
+            ScriptedReply(
+                tool_calls=[ScriptedToolCall(name="conversation_search", arguments={"query": "needle", "limit": 1})]
+            ),
             ScriptedReply(content="Summary: the user sent a long needle message."),  # if the context gets compacted
             ScriptedReply(content="found it"),
         ],
@@ -63,7 +65,12 @@ def assert_calls_paired(context: list[Message]) -> None:
 
 
 def summarizing_agent(
-    make_agent: AgentFactory, model_name: str, llm: ScriptedLLMServer, *, llm_config: dict[str, Any] | None = None, **fields: Any
+    make_agent: AgentFactory,
+    model_name: str,
+    llm: ScriptedLLMServer,
+    *,
+    llm_config: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> AgentState:
     """An agent whose summaries come from a scripted model of their own (Letta's
     compaction_settings.model), so each test scripts its answers and its summaries apart."""
@@ -93,7 +100,13 @@ async def test_a_long_conversation_compacts_and_keeps_working(
         llm.script(
             model_name,
             [
-                ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": f"fact {turn}"})]),
+                ScriptedReply(
+                    tool_calls=[
+                        ScriptedToolCall(
+                            name="memory_insert", arguments={"label": "human", "new_string": f"fact {turn}"}
+                        )
+                    ]
+                ),
                 text(f"Noted fact {turn}. " + "detail " * 40),
             ],
         )
@@ -114,7 +127,14 @@ async def test_a_long_conversation_compacts_and_keeps_working(
     assert len(everything) > len(context), "evicted messages stay in the database"
     llm.script(
         model_name,
-        [ScriptedReply(tool_calls=[ScriptedToolCall(name="conversation_search", arguments={"query": "fact number 0", "limit": 1})]), text("found")],
+        [
+            ScriptedReply(
+                tool_calls=[
+                    ScriptedToolCall(name="conversation_search", arguments={"query": "fact number 0", "limit": 1})
+                ]
+            ),
+            text("found"),
+        ],
     )
     found = await client.send_message(agent.id, "search")
     (tool,) = [m for m in found.messages if m.message_type == "tool_return_message"]
@@ -143,7 +163,9 @@ async def test_the_providers_context_length_error_compacts_and_retries(
 async def test_a_system_prompt_larger_than_the_window_stops_with_its_stop_reason(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
-    agent = make_agent(llm_config={"context_window": 300}, memory_blocks=[{"label": "human", "value": "a long memory " * 200}])
+    agent = make_agent(
+        llm_config={"context_window": 300}, memory_blocks=[{"label": "human", "value": "a long memory " * 200}]
+    )
     llm.script(model_name, [text("hello")])
 
     response = await client.send_message(agent.id, "hi")
@@ -155,7 +177,12 @@ async def test_a_system_prompt_larger_than_the_window_stops_with_its_stop_reason
 
 
 async def test_perdure_compact_on_a_new_agent_and_after_a_conversation(
-    cli_env: dict[str, str], client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+    cli_env: dict[str, str],
+    client: PerdureClient,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    make_agent: AgentFactory,
+    db: Database,
 ) -> None:
     """`perdure compact` with nothing to compact, then with a conversation to evict (a paused
     run's compaction is `test_a_pending_approval_survives_compaction`)."""
@@ -180,12 +207,25 @@ async def test_a_pending_approval_survives_compaction(
     from perdure.schemas.approvals import ApprovalAnswer
 
     agent = summarizing_agent(
-        make_agent, model_name, llm, tools=["core_memory_append"], tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}]
+        make_agent,
+        model_name,
+        llm,
+        tools=["core_memory_append"],
+        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
     )
     await warm_up(client, llm, model_name, agent.id, 3)
     llm.script(
         model_name,
-        [ScriptedReply(tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_keep")]), text("saved")],
+        [
+            ScriptedReply(
+                tool_calls=[
+                    ScriptedToolCall(
+                        name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_keep"
+                    )
+                ]
+            ),
+            text("saved"),
+        ],
     )
     paused = await client.send_message(agent.id, "remember Ada")
     assert paused.stop_reason.stop_reason.value == "requires_approval"

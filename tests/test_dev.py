@@ -25,7 +25,6 @@ from starter.temporal import connect_when_serving
 from tests.helpers import PERDURE, REPO, settings_at
 
 
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -35,7 +34,9 @@ def free_port() -> int:
 def dev_command(tmp_path: Path, command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run `perdure dev` in its own process group: on a hang, kill the group (the dev server and
     model are its children) and fail with what it printed and the dev server's log."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO
+    )
     try:
         out, err = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
@@ -65,7 +66,9 @@ def run_dev(tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProce
     assert f"web UI at http://localhost:{ui_port}" in result.stdout
     assert (tmp_path / "home" / "temporal.db").exists(), "the dev server keeps its state in a file"
     assert (tmp_path / "home" / "perdure.db").exists()
-    assert f"perdure.db (schema upgraded from nothing to {head_revision()})" in result.stdout, "dev migrates its own database"
+    assert f"perdure.db (schema upgraded from nothing to {head_revision()})" in result.stdout, (
+        "dev migrates its own database"
+    )
     return result, ui_port
 
 
@@ -74,7 +77,9 @@ def test_dev_runs_the_demo_on_the_bundled_local_model(tmp_path: Path) -> None:
     result, _ = run_dev(tmp_path)
 
     out = result.stdout
-    served = re.search(r"local model local/SmolLM2-135M-Instruct served by llama.cpp at (http://127\.0\.0\.1:\d+)/v1", out)
+    served = re.search(
+        r"local model local/SmolLM2-135M-Instruct served by llama.cpp at (http://127\.0\.0\.1:\d+)/v1", out
+    )
     assert served, out
     assert "demo agent agent-" in out and "on model local/SmolLM2-135M-Instruct" in out
     stops = re.findall(r"stop_reason=(\w+)", out)
@@ -98,7 +103,9 @@ def test_dev_runs_the_scripted_demo_when_asked(tmp_path: Path) -> None:
 def test_dev_without_the_local_model_says_how_to_install_it_and_runs_the_scripted_demo(tmp_path: Path) -> None:
     """As on a machine where only `pip install -e .` ran: xllamacpp cannot be imported."""
     hide = "import sys; sys.modules['xllamacpp'] = None; from starter.cli import main; main(sys.argv[1:])"
-    result = dev_command(tmp_path, [sys.executable, "-c", hide, *dev_args(free_port(), free_port())], clean_env(tmp_path))
+    result = dev_command(
+        tmp_path, [sys.executable, "-c", hide, *dev_args(free_port(), free_port())], clean_env(tmp_path)
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "the bundled local model is not installed" in result.stdout
@@ -155,7 +162,9 @@ async def test_a_worker_that_fails_stops_the_demo_with_its_error() -> None:
         await asyncio.Event().wait()  # a run no worker will pick up
         return "never"
 
-    with pytest.raises(WorkerStoppedError, match="the worker stopped: Failed client connect: Frontend is not healthy yet"):
+    with pytest.raises(
+        WorkerStoppedError, match="the worker stopped: Failed client connect: Frontend is not healthy yet"
+    ):
         await asyncio.wait_for(beside_worker(asyncio.create_task(worker()), demo()), timeout=10)
     assert waited.is_set()
 
@@ -190,7 +199,9 @@ async def test_the_demo_finishing_first_leaves_the_worker_serving() -> None:
 
 
 @pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Path, stop: signal.Signals, code: int) -> None:
+def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(
+    tmp_path: Path, stop: signal.Signals, code: int
+) -> None:
     """A terminal's Ctrl-C reaches the whole process group mid-demo. The worker stops at once;
     the demo, waiting on a run only the worker could finish, used to wait forever. The exit
     code says which signal interrupted it, as a shell's does."""
@@ -199,7 +210,9 @@ def test_ctrl_c_while_the_demo_waits_on_the_model_stops_everything(tmp_path: Pat
         port, api_port = free_port(), free_port()
         env = clean_env(tmp_path, PERDURE_SCRIPTED_BASE_URL=llm.base_url, PERDURE_DEFAULT_MODEL="scripted/slow")
         command = [str(PERDURE), *dev_args(port, free_port(), api_port)]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 120
             while llm.in_flight("slow") == 0:

@@ -28,11 +28,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def insert(value: str) -> ScriptedReply:
-    return ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": value})])
+    return ScriptedReply(
+        tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": value})]
+    )
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "worker.py"], cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "worker.py"], cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
 
 
 async def test_killed_worker_resumes_the_run_without_duplicates(
@@ -55,7 +59,10 @@ async def test_killed_worker_resumes_the_run_without_duplicates(
     }
     crash_client = PerdureClient(temporal_env.client, db, queue)
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
-    llm.script(model_name, [insert("Likes tea."), ScriptedReply(content="never delivered", delay_s=5), ScriptedReply(content="final")])
+    llm.script(
+        model_name,
+        [insert("Likes tea."), ScriptedReply(content="never delivered", delay_s=5), ScriptedReply(content="final")],
+    )
 
     worker = start_worker(env, tmp_path / "worker.log")
     run = asyncio.create_task(crash_client.send_message(agent.id, "remember that I like tea"))
@@ -175,7 +182,17 @@ async def test_api_key_never_enters_history(
     assert response.stop_reason.stop_reason is StopReasonType.end_turn
     assert llm.requests(model_name), "the request reached the endpoint"
     shown = subprocess.run(
-        [temporal_binary(), "workflow", "show", "--workflow-id", workflow_id(agent.id), "--address", temporal_address, "--output", "json"],
+        [
+            temporal_binary(),
+            "workflow",
+            "show",
+            "--workflow-id",
+            workflow_id(agent.id),
+            "--address",
+            temporal_address,
+            "--output",
+            "json",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -201,7 +218,9 @@ async def test_large_tool_return_is_stored_whole_but_only_previewed_in_history(
     llm.script(
         model_name,
         [
-            ScriptedReply(tool_calls=[ScriptedToolCall(name="conversation_search", arguments={"query": "needle", "limit": 1})]),
+            ScriptedReply(
+                tool_calls=[ScriptedToolCall(name="conversation_search", arguments={"query": "needle", "limit": 1})]
+            ),
             ScriptedReply(content="found it"),
         ],
     )

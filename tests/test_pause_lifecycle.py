@@ -149,7 +149,9 @@ def assert_calls_paired(wire: list[dict[str, Any]]) -> None:
             assert sorted(returned) == expected, f"calls {expected} answered by {returned} at wire[{index}]"
         if message["role"] == "tool":
             owner = next(m for m in reversed(wire[:index]) if m["role"] != "tool")
-            assert owner["role"] == "assistant" and message["tool_call_id"] in {c["id"] for c in owner.get("tool_calls") or []}
+            assert owner["role"] == "assistant" and message["tool_call_id"] in {
+                c["id"] for c in owner.get("tool_calls") or []
+            }
 
 
 def last_request(llm: ScriptedLLMServer, model: str) -> list[dict[str, Any]]:
@@ -183,7 +185,11 @@ async def timed_out_pause(client: PerdureClient, agent_id: str, text: str, **opt
     response = await pause(client, agent_id, text, **options)
     result = await workflow_result(client, agent_id)
     assert result is not None
-    assert (result.run_id, result.status, result.stop_reason) == (response.run_id, RunStatus.completed, StopReasonType.requires_approval)
+    assert (result.run_id, result.status, result.stop_reason) == (
+        response.run_id,
+        RunStatus.completed,
+        StopReasonType.requires_approval,
+    )
     return response
 
 
@@ -199,7 +205,9 @@ async def send_past_the_client(client: PerdureClient, agent_id: str, text: str) 
     )
     request = SendMessageRequest(messages=[MessageCreate(content=text)])
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await client.temporal.execute_update_with_start_workflow(AgentRunWorkflow.send_message, request, start_workflow_operation=operation)
+        await client.temporal.execute_update_with_start_workflow(
+            AgentRunWorkflow.send_message, request, start_workflow_operation=operation
+        )
     cause = caught.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "RequestRejected", cause
     return cause.message
@@ -311,7 +319,11 @@ async def test_cancel_while_paused_denies_every_call_of_the_response(
 
     state = await client.cancel(agent.id)
 
-    assert (state.run_id, state.status, state.stop_reason) == (paused.run_id, RunStatus.cancelled, StopReasonType.cancelled)
+    assert (state.run_id, state.status, state.stop_reason) == (
+        paused.run_id,
+        RunStatus.cancelled,
+        StopReasonType.cancelled,
+    )
     assert state.pending_approval is None
     row = run_row(db, paused.run_id)
     assert (row.status, row.stop_reason) == (RunStatus.cancelled, StopReasonType.cancelled)
@@ -321,10 +333,14 @@ async def test_cancel_while_paused_denies_every_call_of_the_response(
     *_, request, response, returns = in_context(db, agent.id)
     assert request.role == "approval" and [c.id for c in request.tool_calls] == [append.id]
     assert response.role == "approval" and response.run_id == paused.run_id
-    assert response.approvals == [ApprovalAnswer(tool_call_id=append.id, approve=False, reason=TOOL_CALL_DENIAL_ON_CANCEL)]
+    assert response.approvals == [
+        ApprovalAnswer(tool_call_id=append.id, approve=False, reason=TOOL_CALL_DENIAL_ON_CANCEL)
+    ]
     assert returns.role == "tool"
     assert [r.tool_call_id for r in returns.tool_returns] == [insert.id, append.id], "a return for every call, in order"
-    assert all(r.status == "error" and TOOL_CALL_DENIAL_ON_CANCEL in (r.func_response or "") for r in returns.tool_returns)
+    assert all(
+        r.status == "error" and TOOL_CALL_DENIAL_ON_CANCEL in (r.func_response or "") for r in returns.tool_returns
+    )
     assert human_block(db, agent.id) == "", "neither call ran"
 
     llm.script(model_name, [ScriptedReply(content="Still here.")])
@@ -344,7 +360,9 @@ async def cancel_during_slow_llm_call(
 ) -> tuple[LettaResponse, RunState]:
     """Send `text`, cancel while the model takes 8 s to answer; returns the cancelled
     send's response and the state `cancel` returned."""
-    llm.script(model_name, [ScriptedReply(content="too late", delay_s=SLOW_REPLY_S), ScriptedReply(content="Answered now.")])
+    llm.script(
+        model_name, [ScriptedReply(content="too late", delay_s=SLOW_REPLY_S), ScriptedReply(content="Answered now.")]
+    )
     run = asyncio.create_task(client.send_message(agent_id, text))
     await eventually(lambda: len(llm.requests(model_name)) == 1, timeout=30)
     state = await client.cancel(agent_id)
@@ -431,11 +449,17 @@ async def test_timed_out_approval_is_answered_by_the_next_request(
 
     result = await workflow_result(client, agent.id)
 
-    assert result is not None and (result.status, result.stop_reason) == (RunStatus.completed, StopReasonType.requires_approval)
+    assert result is not None and (result.status, result.stop_reason) == (
+        RunStatus.completed,
+        StopReasonType.requires_approval,
+    )
     row = run_row(db, paused.run_id)
     assert (row.status, row.stop_reason) == (RunStatus.completed, StopReasonType.requires_approval)
     ended = await client.state(agent.id)
-    assert ended is not None and (ended.status, ended.stop_reason) == (RunStatus.completed, StopReasonType.requires_approval)
+    assert ended is not None and (ended.status, ended.stop_reason) == (
+        RunStatus.completed,
+        StopReasonType.requires_approval,
+    )
     assert in_context(db, agent.id)[-1].role == "approval", "the request stays pending in the context"
     assert human_block(db, agent.id) == ""
 
@@ -453,7 +477,12 @@ async def test_timed_out_approval_is_answered_by_the_next_request(
 
     assert resumed.stop_reason.stop_reason is StopReasonType.end_turn
     assert resumed.run_id != paused.run_id
-    assert types_of(resumed) == ["approval_response_message", "tool_return_message", "user_message", "assistant_message"]
+    assert types_of(resumed) == [
+        "approval_response_message",
+        "tool_return_message",
+        "user_message",
+        "assistant_message",
+    ]
     tool_return = resumed.messages[1]
     assert [(r.tool_call_id, r.status) for r in tool_return.tool_returns] == [(append.id, "success")]  # type: ignore[union-attr]
     assert all(m.run_id == resumed.run_id for m in resumed.messages), "the call ran in the new run"
@@ -584,7 +613,14 @@ async def test_paused_run_survives_a_killed_worker(
     assert human_block(db, agent.id).count("Likes tea.") == 1, "the approved call ran once"
     assert len(llm.requests(model_name)) == 2
     assert_no_duplicates(db, agent.id)
-    assert [m.role for m in stored_messages(db, agent.id)] == ["system", "user", "approval", "approval", "tool", "assistant"]
+    assert [m.role for m in stored_messages(db, agent.id)] == [
+        "system",
+        "user",
+        "approval",
+        "approval",
+        "tool",
+        "assistant",
+    ]
     row = run_row(db, paused.run_id)
     assert (row.status, row.stop_reason) == (RunStatus.completed, StopReasonType.end_turn)
 
@@ -604,7 +640,9 @@ async def test_paused_run_survives_a_temporal_server_restart(
     servers: list[asyncio.subprocess.Process] = []
     workers: list[asyncio.subprocess.Process] = []
 
-    async def started(into: list[asyncio.subprocess.Process], start: Awaitable[asyncio.subprocess.Process]) -> asyncio.subprocess.Process:
+    async def started(
+        into: list[asyncio.subprocess.Process], start: Awaitable[asyncio.subprocess.Process]
+    ) -> asyncio.subprocess.Process:
         into.append(await start)
         return into[-1]
 
@@ -670,10 +708,18 @@ async def test_answers_given_before_a_cancel_stand(
     assert (denied_answer.approve, denied_answer.reason) == (False, "not that")
     assert unanswered_answer.reason == TOOL_CALL_DENIAL_ON_CANCEL
     returns = {r.tool_call_id: r for r in tool.tool_returns}
-    assert [r.tool_call_id for r in tool.tool_returns] == ["call_approved", "call_denied", "call_weather", "call_unanswered"]
+    assert [r.tool_call_id for r in tool.tool_returns] == [
+        "call_approved",
+        "call_denied",
+        "call_weather",
+        "call_unanswered",
+    ]
     assert TOOL_CALL_DENIAL_ON_CANCEL in (returns["call_approved"].func_response or ""), "approved but never ran"
     assert "User reason: not that" in (returns["call_denied"].func_response or "")
-    assert (returns["call_weather"].status, "snow" in (returns["call_weather"].func_response or "")) == ("success", True)
+    assert (returns["call_weather"].status, "snow" in (returns["call_weather"].func_response or "")) == (
+        "success",
+        True,
+    )
     assert TOOL_CALL_DENIAL_ON_CANCEL in (returns["call_unanswered"].func_response or "")
     assert human_block(db, agent.id) == "", "no append ran"
 

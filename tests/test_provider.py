@@ -98,7 +98,14 @@ def error_reply(status: int, message: str, *, headers: dict[str, str] | None = N
 
 def completion_body(message: dict[str, Any], **top: Any) -> str:
     """A chat-completion body written by hand, for shapes `ScriptedReply` cannot produce."""
-    return json.dumps({"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], **top})
+    return json.dumps(
+        {
+            "id": "chatcmpl-x",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            **top,
+        }
+    )
 
 
 def http_date(offset_s: float, *, zone: str = "GMT") -> str:
@@ -168,14 +175,27 @@ async def test_status_maps_to_typed_error(
             id="code-only",
         ),
         pytest.param(
-            {"object": "error", "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.", "type": "BadRequestError", "code": 400},
+            {
+                "object": "error",
+                "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.",
+                "type": "BadRequestError",
+                "code": 400,
+            },
             id="vllm-top-level-message",
         ),
         pytest.param(
-            {"error": {"code": 400, "message": "request (4476 tokens) exceeds the available context size (4096 tokens)", "type": "exceed_context_size_error"}},
+            {
+                "error": {
+                    "code": 400,
+                    "message": "request (4476 tokens) exceeds the available context size (4096 tokens)",
+                    "type": "exceed_context_size_error",
+                }
+            },
             id="llama-cpp",
         ),
-        pytest.param({"error": {"message": "prompt is too long: 210000 tokens > 200000 maximum"}}, id="prompt-too-long"),
+        pytest.param(
+            {"error": {"message": "prompt is too long: 210000 tokens > 200000 maximum"}}, id="prompt-too-long"
+        ),
     ],
 )
 async def test_400_saying_context_exceeded_is_context_window_error(
@@ -194,7 +214,14 @@ async def test_plain_400_is_not_mistaken_for_context_overflow(
 ) -> None:
     """The overflow pattern must not swallow ordinary bad requests (e.g. a too-large max_tokens)."""
     error = await failure(
-        llm, http, model_name, error_reply(400, "max_tokens is too large: 100000. This model supports at most 4096 completion tokens", code="invalid_value")
+        llm,
+        http,
+        model_name,
+        error_reply(
+            400,
+            "max_tokens is too large: 100000. This model supports at most 4096 completion tokens",
+            code="invalid_value",
+        ),
     )
     assert type(error) is LLMBadRequestError
     assert "(invalid_value)" in error.message, "the error code is part of the text"
@@ -246,7 +273,9 @@ async def test_rate_limit_retry_after_http_date(
     llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, zone: str
 ) -> None:
     """`Retry-After` may be an HTTP-date; `-0000` (no zone) parses to a naive datetime and must not crash."""
-    error = await failure(llm, http, model_name, error_reply(429, "slow down", headers={"Retry-After": http_date(120, zone=zone)}))
+    error = await failure(
+        llm, http, model_name, error_reply(429, "slow down", headers={"Retry-After": http_date(120, zone=zone)})
+    )
 
     assert isinstance(error, LLMRateLimitError)
     assert error.retry_after is not None and 110 < error.retry_after <= 120
@@ -302,8 +331,13 @@ async def test_server_error_keeps_retry_after(llm: ScriptedLLMServer, http: http
         pytest.param(completion_body({"role": "assistant", "content": ""}), id="empty-content"),
         pytest.param(completion_body({"role": "assistant", "content": 42}), id="content-is-a-number"),
         pytest.param(completion_body({"role": "assistant", "tool_calls": ["get_weather"]}), id="tool-call-is-a-string"),
-        pytest.param(completion_body({"role": "assistant", "tool_calls": [{"id": "c1", "function": {"arguments": "{}"}}]}), id="tool-call-without-name"),
-        pytest.param(completion_body({"role": "assistant", "content": "hi"}, usage={"prompt_tokens": "many"}), id="bad-usage"),
+        pytest.param(
+            completion_body({"role": "assistant", "tool_calls": [{"id": "c1", "function": {"arguments": "{}"}}]}),
+            id="tool-call-without-name",
+        ),
+        pytest.param(
+            completion_body({"role": "assistant", "content": "hi"}, usage={"prompt_tokens": "many"}), id="bad-usage"
+        ),
     ],
 )
 async def test_malformed_success_body_is_invalid_response(
@@ -336,7 +370,9 @@ async def test_a_body_that_is_not_json_is_a_transport_fault_retried_like_a_5xx(
     assert llm_failure(error).non_retryable is False
 
 
-async def test_invalid_response_message_shows_the_body(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_invalid_response_message_shows_the_body(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Whoever reads the failed run needs to see what the model actually sent."""
     error = await failure(llm, http, model_name, ScriptedReply(raw_body='{"surprise": "not a completion"}'))
     assert '"surprise": "not a completion"' in error.message
@@ -349,7 +385,9 @@ async def test_parses_content_reasoning_finish_reason_and_model(
     llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
 ) -> None:
     """`reasoning_content` (DeepSeek, vLLM) becomes the reasoning message; the rest passes through."""
-    response = await answer(llm, http, model_name, ScriptedReply(content="Hi there.", reasoning="Greet back.", finish_reason="length"))
+    response = await answer(
+        llm, http, model_name, ScriptedReply(content="Hi there.", reasoning="Greet back.", finish_reason="length")
+    )
 
     assert response.content == "Hi there."
     assert response.reasoning == "Greet back."
@@ -358,10 +396,16 @@ async def test_parses_content_reasoning_finish_reason_and_model(
     assert response.model == model_name
 
 
-async def test_parses_reasoning_field_and_content_parts(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_parses_reasoning_field_and_content_parts(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Some servers name it `reasoning` and send content as a list of text parts."""
     body = completion_body(
-        {"role": "assistant", "reasoning": "thinking", "content": [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "world."}]}
+        {
+            "role": "assistant",
+            "reasoning": "thinking",
+            "content": [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "world."}],
+        }
     )
     response = await answer(llm, http, model_name, ScriptedReply(raw_body=body))
 
@@ -381,12 +425,17 @@ async def test_parses_tool_calls(llm: ScriptedLLMServer, http: httpx.AsyncClient
 
     assert response.content is None
     assert response.finish_reason == "tool_calls"
-    assert [(c.name, c.arguments) for c in response.tool_calls] == [("get_weather", json.dumps({"city": "Paris"})), ("get_weather", '{"city": "Oslo"}')]
+    assert [(c.name, c.arguments) for c in response.tool_calls] == [
+        ("get_weather", json.dumps({"city": "Paris"})),
+        ("get_weather", '{"city": "Oslo"}'),
+    ]
     assert response.tool_calls[0].id == "call_1"
     assert response.tool_calls[1].id.startswith("call_") and len(response.tool_calls[1].id) == 29
 
 
-async def test_tool_call_arguments_as_object_or_missing(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_tool_call_arguments_as_object_or_missing(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Ollama-style servers send arguments as a JSON object; absent arguments mean an empty object."""
     body = completion_body(
         {
@@ -406,7 +455,9 @@ async def test_tool_call_arguments_as_object_or_missing(llm: ScriptedLLMServer, 
     assert (second.id, second.name, second.arguments) == ("call_2", "ping", "{}")
 
 
-async def test_parses_usage_with_cached_and_reasoning_tokens(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_parses_usage_with_cached_and_reasoning_tokens(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Cached prompt tokens and reasoning tokens are reported separately, as Letta does."""
     body = completion_body(
         {"role": "assistant", "content": "ok"},
@@ -426,7 +477,9 @@ async def test_parses_usage_with_cached_and_reasoning_tokens(llm: ScriptedLLMSer
     assert response.usage.reasoning_tokens == 64
 
 
-async def test_usage_without_details_and_without_usage(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_usage_without_details_and_without_usage(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Plain usage has no cached count (None, not 0); a server that reports no usage gives None."""
     reported = await answer(llm, http, model_name, ScriptedReply(content="counted"))
     assert reported.usage is not None
@@ -503,7 +556,9 @@ async def test_request_body_sent(llm: ScriptedLLMServer, http: httpx.AsyncClient
     }
 
 
-async def test_request_body_omits_unset_fields(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_request_body_omits_unset_fields(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Servers reject `tools: null` or `tool_choice` without tools, so unset fields are left out."""
     llm.script(model_name, [ScriptedReply(content="ok")])
     await provider_for(llm.base_url, http).complete(chat_request(model_name))
@@ -553,7 +608,9 @@ def recording_server() -> Iterator[RecordingServer]:
         server.server_close()
 
 
-@pytest.mark.parametrize(("api_key", "authorization"), [("sk-test-123", "Bearer sk-test-123"), (None, None), ("", None)])
+@pytest.mark.parametrize(
+    ("api_key", "authorization"), [("sk-test-123", "Bearer sk-test-123"), (None, None), ("", None)]
+)
 async def test_authorization_header_only_with_api_key(
     recording_server: RecordingServer, http: httpx.AsyncClient, api_key: str | None, authorization: str | None
 ) -> None:
@@ -575,7 +632,10 @@ async def test_rate_limit_then_success_is_retried_end_to_end(
 ) -> None:
     """A 429 is retried by Temporal (the provider never retries) and the run still ends normally."""
     agent = make_agent()
-    llm.script(model_name, [error_reply(429, "Rate limit reached", headers={"Retry-After": "0"}), ScriptedReply(content="after the wait")])
+    llm.script(
+        model_name,
+        [error_reply(429, "Rate limit reached", headers={"Retry-After": "0"}), ScriptedReply(content="after the wait")],
+    )
 
     response = await client.send_message(agent.id, "hello")
 
@@ -624,10 +684,18 @@ async def test_context_overflow_that_compaction_cannot_cure_ends_with_error(
 
 @pytest.mark.parametrize(
     "raw_body",
-    [pytest.param(json.dumps(["a", "list"]), id="top-level-list"), pytest.param(json.dumps({"choices": [{"message": None}]}), id="null-message")],
+    [
+        pytest.param(json.dumps(["a", "list"]), id="top-level-list"),
+        pytest.param(json.dumps({"choices": [{"message": None}]}), id="null-message"),
+    ],
 )
 async def test_unusable_body_ends_run_with_invalid_llm_response(
-    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database, raw_body: str
+    client: PerdureClient,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    make_agent: AgentFactory,
+    db: Database,
+    raw_body: str,
 ) -> None:
     """An unusable 2xx is not retried and is reported as invalid_llm_response, whatever its shape."""
     agent = make_agent()
@@ -660,7 +728,9 @@ async def test_provider_failures_are_bounded_by_their_own_count(
     """Five retryable provider failures end the run; the sixth reply is never asked for."""
     agent = make_agent()
     now = {"retry-after-ms": "0"}
-    llm.script(model_name, [*[error_reply(503, "overloaded", headers=now) for _ in range(5)], ScriptedReply(content="late")])
+    llm.script(
+        model_name, [*[error_reply(503, "overloaded", headers=now) for _ in range(5)], ScriptedReply(content="late")]
+    )
 
     response = await client.send_message(agent.id, "hello")
 

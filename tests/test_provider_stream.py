@@ -54,7 +54,9 @@ class Pieces(list[StreamPiece]):
         return [p.text for p in self if p.kind == kind and (index is None or p.index == index)]
 
 
-async def streamed(llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, reply: ScriptedReply, **fields: Any) -> tuple[ChatResponse, Pieces]:
+async def streamed(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, reply: ScriptedReply, **fields: Any
+) -> tuple[ChatResponse, Pieces]:
     """Script one reply, stream it, and return the answer with the pieces the listener got."""
     llm.script(model, [reply])
     pieces = Pieces()
@@ -62,7 +64,9 @@ async def streamed(llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, 
     return response, pieces
 
 
-async def stream_failure(llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, reply: ScriptedReply) -> tuple[LLMError, Pieces]:
+async def stream_failure(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model: str, reply: ScriptedReply
+) -> tuple[LLMError, Pieces]:
     """Script one reply that must make the stream raise; the typed error and the pieces before it."""
     llm.script(model, [reply])
     before = len(llm.requests(model))
@@ -80,7 +84,13 @@ def sse(*events: Any, sep: str = "\n") -> str:
 
 def chunk(delta: dict[str, Any] | None = None, finish_reason: object = None, **top: Any) -> dict[str, Any]:
     """A raw stream event; `finish_reason` is any JSON value, so malformed events can be built too."""
-    return {"id": "chatcmpl-x", "object": "chat.completion.chunk", "model": "raw", "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}], **top}
+    return {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "model": "raw",
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}],
+        **top,
+    }
 
 
 def url_of(llm: ScriptedLLMServer) -> str:
@@ -92,17 +102,29 @@ def url_of(llm: ScriptedLLMServer) -> str:
 
 PARITY_REPLIES = [
     pytest.param(ScriptedReply(content="Hello, world. This answer has several tokens in it."), id="content"),
-    pytest.param(ScriptedReply(content="Short answer.", reasoning="The user greets; greet back briefly.", finish_reason="length"), id="reasoning-and-finish-reason"),
+    pytest.param(
+        ScriptedReply(
+            content="Short answer.", reasoning="The user greets; greet back briefly.", finish_reason="length"
+        ),
+        id="reasoning-and-finish-reason",
+    ),
     pytest.param(ScriptedReply(content=UNICODE, reasoning="Denke nach… 🤔"), id="unicode-and-emoji"),
     pytest.param(
-        ScriptedReply(content="Let me check.", tool_calls=[ScriptedToolCall(name="get_weather", arguments={"city": "Paris"}, id="call_one")]),
+        ScriptedReply(
+            content="Let me check.",
+            tool_calls=[ScriptedToolCall(name="get_weather", arguments={"city": "Paris"}, id="call_one")],
+        ),
         id="content-and-one-tool-call",
     ),
     pytest.param(
         ScriptedReply(
             tool_calls=[
-                ScriptedToolCall(name="get_weather", arguments={"city": "Zürich", "days": 3, "units": ["C", "F"]}, id="call_a"),
-                ScriptedToolCall(name="send_message", arguments={"message": "Fertig! 🎉 Ergebnis: «sonnig»"}, id="call_b"),
+                ScriptedToolCall(
+                    name="get_weather", arguments={"city": "Zürich", "days": 3, "units": ["C", "F"]}, id="call_a"
+                ),
+                ScriptedToolCall(
+                    name="send_message", arguments={"message": "Fertig! 🎉 Ergebnis: «sonnig»"}, id="call_b"
+                ),
                 ScriptedToolCall(name="ping", arguments='{"nested": {"deep": [1, 2, {"x": null}]}}', id=""),
                 ScriptedToolCall(name="noop", arguments={}, id="call_d"),
             ]
@@ -110,7 +132,12 @@ PARITY_REPLIES = [
         id="several-tool-calls",
     ),
     pytest.param(
-        ScriptedReply(content="no usage reported here", report_usage=False, tool_calls=[ScriptedToolCall(name="ping", id="call_x")], finish_reason="stop"),
+        ScriptedReply(
+            content="no usage reported here",
+            report_usage=False,
+            tool_calls=[ScriptedToolCall(name="ping", id="call_x")],
+            finish_reason="stop",
+        ),
         id="no-usage",
     ),
     pytest.param(
@@ -121,7 +148,9 @@ PARITY_REPLIES = [
 
 
 @pytest.mark.parametrize("reply", PARITY_REPLIES)
-async def test_streamed_answer_equals_complete_answer(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, reply: ScriptedReply) -> None:
+async def test_streamed_answer_equals_complete_answer(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, reply: ScriptedReply
+) -> None:
     """Content, reasoning, tool calls (ids, names, arguments), finish reason, usage and model:
     the loop must not be able to tell a streamed answer from a plain one."""
     llm.script(model_name, [reply, reply])
@@ -136,7 +165,10 @@ async def test_streamed_answer_equals_complete_answer(llm: ScriptedLLMServer, ht
         """A call the server sent without an id gets a fresh `call_…` id on either path, and
         two fresh ids cannot match; an id the server sent must come through as sent."""
         assert all(c.id.startswith("call_") for c in answer.tool_calls)
-        calls = [c if s.id else c.model_copy(update={"id": "call_made_here"}) for c, s in zip(answer.tool_calls, reply.tool_calls, strict=True)]
+        calls = [
+            c if s.id else c.model_copy(update={"id": "call_made_here"})
+            for c, s in zip(answer.tool_calls, reply.tool_calls, strict=True)
+        ]
         return answer.model_copy(update={"tool_calls": calls})
 
     assert made_ids_masked(live) == made_ids_masked(plain)
@@ -145,13 +177,17 @@ async def test_streamed_answer_equals_complete_answer(llm: ScriptedLLMServer, ht
         (s.id or live.tool_calls[i].id, s.name, s.arguments_text() or "{}") for i, s in enumerate(reply.tool_calls)
     ]
     streamed_ids = {p.index: p.tool_call_id for p in pieces if p.kind == "tool_call"}
-    assert [streamed_ids[i] for i in range(len(live.tool_calls))] == [c.id for c in live.tool_calls], "pieces carry the final ids"
+    assert [streamed_ids[i] for i in range(len(live.tool_calls))] == [c.id for c in live.tool_calls], (
+        "pieces carry the final ids"
+    )
     assert live.content == reply.content
     assert live.reasoning == reply.reasoning
     assert (live.usage is None) is (not reply.report_usage)
 
 
-async def test_pieces_add_up_to_the_answer_in_arrival_order(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_pieces_add_up_to_the_answer_in_arrival_order(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Each delta is one piece, forwarded as it arrives: reasoning, then text, then each call."""
     calls = [
         ScriptedToolCall(name="get_weather", arguments={"city": "Köln", "days": 2}, id="call_0"),
@@ -169,12 +205,18 @@ async def test_pieces_add_up_to_the_answer_in_arrival_order(llm: ScriptedLLMServ
     for index, call in enumerate(calls):
         assert pieces.texts("tool_call", index) == ["", *token_pieces(call.arguments_text())]
         assert pieces.text("tool_call", index) == response.tool_calls[index].arguments == call.arguments_text()
-        assert {(p.tool_call_id, p.name) for p in pieces if p.kind == "tool_call" and p.index == index} == {(call.id, call.name)}
+        assert {(p.tool_call_id, p.name) for p in pieces if p.kind == "tool_call" and p.index == index} == {
+            (call.id, call.name)
+        }
     kinds = [(p.kind, p.index) for p in pieces]
-    assert kinds == sorted(kinds, key=lambda k: ("reasoning", "content", "tool_call").index(k[0]) * 10 + k[1]), "pieces out of arrival order"
+    assert kinds == sorted(kinds, key=lambda k: ("reasoning", "content", "tool_call").index(k[0]) * 10 + k[1]), (
+        "pieces out of arrival order"
+    )
 
 
-async def test_pieces_are_forwarded_while_the_stream_is_still_coming(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_pieces_are_forwarded_while_the_stream_is_still_coming(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """The listener gets each piece as its chunk arrives, not once the whole body is read."""
     reply = ScriptedReply(content="one two three four five six", chunk_delay_s=0.15)
     seen: list[tuple[float, int]] = []
@@ -193,10 +235,19 @@ async def test_pieces_are_forwarded_while_the_stream_is_still_coming(llm: Script
     assert seen[-1][0] - seen[0][0] >= 0.1 * (len(seen) - 1)
 
 
-async def test_request_body_asks_to_stream_with_usage(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_request_body_asks_to_stream_with_usage(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """The body is `complete`'s, plus `stream: true` and `stream_options.include_usage`."""
     messages = [{"role": "system", "content": "Be brief."}, *USER_MESSAGES]
-    fields: dict[str, Any] = {"messages": messages, "tools": [WEATHER_TOOL], "tool_choice": "auto", "parallel_tool_calls": False, "max_tokens": 64, "temperature": 0.2}
+    fields: dict[str, Any] = {
+        "messages": messages,
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "max_tokens": 64,
+        "temperature": 0.2,
+    }
 
     await streamed(llm, http, model_name, ScriptedReply(content="ok"), **fields)
 
@@ -204,7 +255,9 @@ async def test_request_body_asks_to_stream_with_usage(llm: ScriptedLLMServer, ht
     assert sent == {"model": model_name, **fields, "stream": True, "stream_options": {"include_usage": True}}
 
 
-async def test_usage_is_read_from_the_final_chunk(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_usage_is_read_from_the_final_chunk(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Usage comes in its own chunk after the finish; without it the answer has no usage."""
     reported, _ = await streamed(llm, http, model_name, ScriptedReply(content="counted answer"))
     assert reported.usage is not None
@@ -234,7 +287,12 @@ async def test_usage_is_read_from_the_final_chunk(llm: ScriptedLLMServer, http: 
     ],
 )
 async def test_status_before_the_stream_maps_like_complete(
-    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, status: int, error_class: type[LLMError], retryable: bool
+    llm: ScriptedLLMServer,
+    http: httpx.AsyncClient,
+    model_name: str,
+    status: int,
+    error_class: type[LLMError],
+    retryable: bool,
 ) -> None:
     """A request refused before streaming is typed exactly as `complete` types it."""
     reply = error_reply(status, f"provider says {status} happened")
@@ -253,8 +311,20 @@ async def test_status_before_the_stream_maps_like_complete(
     assert pieces == []
 
 
-async def test_context_overflow_before_the_stream(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
-    error, _ = await stream_failure(llm, http, model_name, error_reply(400, "This model's maximum context length is 8192 tokens.", type="invalid_request_error", code="context_length_exceeded"))
+async def test_context_overflow_before_the_stream(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
+    error, _ = await stream_failure(
+        llm,
+        http,
+        model_name,
+        error_reply(
+            400,
+            "This model's maximum context length is 8192 tokens.",
+            type="invalid_request_error",
+            code="context_length_exceeded",
+        ),
+    )
 
     assert type(error) is ContextWindowExceededError
     assert not error.retryable
@@ -271,7 +341,9 @@ async def test_context_overflow_before_the_stream(llm: ScriptedLLMServer, http: 
 async def test_retry_after_on_a_429_before_the_stream(
     llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, headers: dict[str, str], expected: float | None
 ) -> None:
-    error, _ = await stream_failure(llm, http, model_name, error_reply(429, "Rate limit reached for requests", headers=headers))
+    error, _ = await stream_failure(
+        llm, http, model_name, error_reply(429, "Rate limit reached for requests", headers=headers)
+    )
 
     assert isinstance(error, LLMRateLimitError) and error.retryable
     assert error.retry_after == expected
@@ -286,17 +358,39 @@ async def test_retry_after_on_a_429_before_the_stream(
 @pytest.mark.parametrize(
     ("error", "error_class", "retryable"),
     [
-        pytest.param({"message": "Rate limit reached for gpt-x", "type": "rate_limit_error"}, LLMRateLimitError, True, id="rate-type"),
-        pytest.param({"message": "Too many requests", "type": "requests", "code": "rate_limit_exceeded"}, LLMRateLimitError, True, id="rate-code"),
-        pytest.param({"message": "Invalid 'temperature'", "type": "invalid_request_error", "code": "invalid_value"}, LLMBadRequestError, False, id="invalid-request"),
         pytest.param(
-            {"message": "This model's maximum context length is 8192 tokens. However, you requested 9001 tokens.", "type": "invalid_request_error", "code": "context_length_exceeded"},
+            {"message": "Rate limit reached for gpt-x", "type": "rate_limit_error"},
+            LLMRateLimitError,
+            True,
+            id="rate-type",
+        ),
+        pytest.param(
+            {"message": "Too many requests", "type": "requests", "code": "rate_limit_exceeded"},
+            LLMRateLimitError,
+            True,
+            id="rate-code",
+        ),
+        pytest.param(
+            {"message": "Invalid 'temperature'", "type": "invalid_request_error", "code": "invalid_value"},
+            LLMBadRequestError,
+            False,
+            id="invalid-request",
+        ),
+        pytest.param(
+            {
+                "message": "This model's maximum context length is 8192 tokens. However, you requested 9001 tokens.",
+                "type": "invalid_request_error",
+                "code": "context_length_exceeded",
+            },
             ContextWindowExceededError,
             False,
             id="context-length-with-text",
         ),
         pytest.param(
-            {"message": "request (4476 tokens) exceeds the available context size (4096 tokens)", "type": "invalid_request_error"},
+            {
+                "message": "request (4476 tokens) exceeds the available context size (4096 tokens)",
+                "type": "invalid_request_error",
+            },
             ContextWindowExceededError,
             False,
             id="context-size-text",
@@ -307,17 +401,28 @@ async def test_retry_after_on_a_429_before_the_stream(
             False,
             id="context-length-code-only",
         ),
-        pytest.param({"message": "Invalid API key", "type": "authentication_error"}, LLMAuthenticationError, False, id="auth"),
-        pytest.param({"message": "The server is overloaded", "type": "server_error"}, LLMServerError, True, id="server"),
+        pytest.param(
+            {"message": "Invalid API key", "type": "authentication_error"}, LLMAuthenticationError, False, id="auth"
+        ),
+        pytest.param(
+            {"message": "The server is overloaded", "type": "server_error"}, LLMServerError, True, id="server"
+        ),
         pytest.param({"message": "Something odd"}, LLMServerError, True, id="untyped"),
         pytest.param("a bare error string", LLMServerError, True, id="bare-string"),
     ],
 )
 async def test_in_stream_error_event_is_typed(
-    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, error: Any, error_class: type[LLMError], retryable: bool
+    llm: ScriptedLLMServer,
+    http: httpx.AsyncClient,
+    model_name: str,
+    error: Any,
+    error_class: type[LLMError],
+    retryable: bool,
 ) -> None:
     """Once streaming, a server reports failure as an `{"error": ...}` event, typed by type/code."""
-    reply = ScriptedReply(content="Partial answer before the failure arrives.", error_after_chunks=3, error={"error": error})
+    reply = ScriptedReply(
+        content="Partial answer before the failure arrives.", error_after_chunks=3, error={"error": error}
+    )
 
     raised, pieces = await stream_failure(llm, http, model_name, reply)
 
@@ -327,12 +432,18 @@ async def test_in_stream_error_event_is_typed(
     assert text in raised.message
     assert url_of(llm) in raised.message
     assert "in-stream error" in raised.message
-    assert pieces.texts("content") == token_pieces(reply.content)[:3], "what arrived before the error was still forwarded"
+    assert pieces.texts("content") == token_pieces(reply.content)[:3], (
+        "what arrived before the error was still forwarded"
+    )
     assert llm_failure(raised).non_retryable is not retryable
 
 
-async def test_default_mid_stream_error_before_any_piece(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
-    error, pieces = await stream_failure(llm, http, model_name, ScriptedReply(content="never shown", error_after_chunks=0))
+async def test_default_mid_stream_error_before_any_piece(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
+    error, pieces = await stream_failure(
+        llm, http, model_name, ScriptedReply(content="never shown", error_after_chunks=0)
+    )
 
     assert type(error) is LLMServerError and error.retryable
     assert MID_STREAM_ERROR["message"] in error.message
@@ -360,7 +471,9 @@ async def test_dropped_connection_is_a_retryable_connection_error(
 @pytest.mark.parametrize(
     "raw_body",
     [
-        pytest.param(sse(chunk({"role": "assistant", "content": ""}), chunk({"content": "half an ans"})), id="no-finish-no-done"),
+        pytest.param(
+            sse(chunk({"role": "assistant", "content": ""}), chunk({"content": "half an ans"})), id="no-finish-no-done"
+        ),
         pytest.param("", id="empty-body"),
         pytest.param(": just a comment\n\n", id="only-a-comment"),
     ],
@@ -406,7 +519,9 @@ async def test_slow_chunks_time_out(llm: ScriptedLLMServer, model_name: str) -> 
         pytest.param(sse(chunk({"content": "Hel"}), "", chunk({}, "stop"), "[DONE]"), id="empty-data"),
     ],
 )
-async def test_malformed_data_line_is_invalid_response(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, raw_body: str) -> None:
+async def test_malformed_data_line_is_invalid_response(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, raw_body: str
+) -> None:
     """A data line that is not JSON will not improve on a retry: non-retryable, showing the line."""
     error, pieces = await stream_failure(llm, http, model_name, ScriptedReply(raw_body=raw_body))
 
@@ -418,8 +533,12 @@ async def test_malformed_data_line_is_invalid_response(llm: ScriptedLLMServer, h
     assert llm_failure(error).non_retryable is True
 
 
-async def test_broken_json_is_shown_in_the_message(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
-    error, _ = await stream_failure(llm, http, model_name, ScriptedReply(raw_body=sse('{"surprise": "unterminated', "[DONE]")))
+async def test_broken_json_is_shown_in_the_message(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
+    error, _ = await stream_failure(
+        llm, http, model_name, ScriptedReply(raw_body=sse('{"surprise": "unterminated', "[DONE]"))
+    )
     assert '{"surprise": "unterminated' in error.message
 
 
@@ -431,7 +550,9 @@ async def test_broken_json_is_shown_in_the_message(llm: ScriptedLLMServer, http:
         pytest.param(ScriptedReply(reasoning="I thought, but said nothing."), id="reasoning-only"),
     ],
 )
-async def test_neither_text_nor_tool_call_is_invalid_response(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, reply: ScriptedReply) -> None:
+async def test_neither_text_nor_tool_call_is_invalid_response(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, reply: ScriptedReply
+) -> None:
     """As for `complete`: an answer with nothing in it is not retried."""
     llm.script(model_name, [reply])
     with pytest.raises(LLMInvalidResponseError):
@@ -447,14 +568,20 @@ async def test_neither_text_nor_tool_call_is_invalid_response(llm: ScriptedLLMSe
 @pytest.mark.parametrize(
     "event",
     [
-        pytest.param(chunk({"content": "hi"}, "stop", usage={"prompt_tokens": "many", "completion_tokens": 1}), id="bad-usage"),
+        pytest.param(
+            chunk({"content": "hi"}, "stop", usage={"prompt_tokens": "many", "completion_tokens": 1}), id="bad-usage"
+        ),
         pytest.param({"choices": [{"index": 0, "delta": "hi", "finish_reason": "stop"}]}, id="delta-is-a-string"),
         pytest.param(chunk({"tool_calls": ["get_weather"]}, "tool_calls"), id="tool-call-fragment-is-a-string"),
-        pytest.param(chunk({"tool_calls": [{"index": 0, "function": "get_weather"}]}, "tool_calls"), id="function-is-a-string"),
+        pytest.param(
+            chunk({"tool_calls": [{"index": 0, "function": "get_weather"}]}, "tool_calls"), id="function-is-a-string"
+        ),
         pytest.param(chunk({"content": "hi"}, 42), id="finish-reason-is-a-number"),
     ],
 )
-async def test_wrongly_shaped_event_is_invalid_response(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, event: dict[str, Any]) -> None:
+async def test_wrongly_shaped_event_is_invalid_response(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, event: dict[str, Any]
+) -> None:
     """Like a malformed completion body: any unusable event is the typed, non-retryable error."""
     llm.script(model_name, [ScriptedReply(raw_body=sse(event, "[DONE]"))])
     with pytest.raises(Exception) as raised:
@@ -463,8 +590,12 @@ async def test_wrongly_shaped_event_is_invalid_response(llm: ScriptedLLMServer, 
     assert type(raised.value) is LLMInvalidResponseError, f"{type(raised.value).__name__}: {raised.value}"
 
 
-async def test_event_that_is_not_an_object_is_invalid_response(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
-    error, _ = await stream_failure(llm, http, model_name, ScriptedReply(raw_body=sse(chunk({"content": "a"}), ["not", "an", "object"], "[DONE]")))
+async def test_event_that_is_not_an_object_is_invalid_response(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
+    error, _ = await stream_failure(
+        llm, http, model_name, ScriptedReply(raw_body=sse(chunk({"content": "a"}), ["not", "an", "object"], "[DONE]"))
+    )
 
     assert type(error) is LLMInvalidResponseError
     assert "not a JSON object" in error.message
@@ -474,7 +605,9 @@ async def test_event_that_is_not_an_object_is_invalid_response(llm: ScriptedLLMS
 
 
 @pytest.mark.parametrize("sep", ["\n", "\r\n"], ids=["lf", "crlf"])
-async def test_comments_blank_lines_and_other_fields_are_tolerated(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, sep: str) -> None:
+async def test_comments_blank_lines_and_other_fields_are_tolerated(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str, sep: str
+) -> None:
     """Keep-alive comments, `event:`/`id:`/`retry:` fields and extra blank lines are not data."""
     body = sep.join(
         [
@@ -508,9 +641,15 @@ async def test_comments_blank_lines_and_other_fields_are_tolerated(llm: Scripted
     assert pieces.texts("content") == ["Hello", ", world"]
 
 
-async def test_finish_reason_without_done_is_accepted(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_finish_reason_without_done_is_accepted(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Some servers close the body after the finish chunk without `[DONE]`: the answer is whole."""
-    body = sse(chunk({"content": "complete"}), chunk({}, "stop"), {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}})
+    body = sse(
+        chunk({"content": "complete"}),
+        chunk({}, "stop"),
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}},
+    )
 
     response, _ = await streamed(llm, http, model_name, ScriptedReply(raw_body=body))
 
@@ -518,9 +657,13 @@ async def test_finish_reason_without_done_is_accepted(llm: ScriptedLLMServer, ht
     assert response.usage is not None and (response.usage.prompt_tokens, response.usage.completion_tokens) == (5, 1)
 
 
-async def test_done_without_finish_reason_is_accepted(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_done_without_finish_reason_is_accepted(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """`[DONE]` marks the end of a whole answer even when no chunk named a finish reason."""
-    response, _ = await streamed(llm, http, model_name, ScriptedReply(raw_body=sse(chunk({"content": "done anyway"}), "[DONE]")))
+    response, _ = await streamed(
+        llm, http, model_name, ScriptedReply(raw_body=sse(chunk({"content": "done anyway"}), "[DONE]"))
+    )
 
     assert response.content == "done anyway"
     assert response.finish_reason is None
@@ -535,12 +678,25 @@ async def test_events_after_done_are_ignored(llm: ScriptedLLMServer, http: httpx
     assert pieces.text("content") == "kept"
 
 
-async def test_tool_call_arguments_as_an_object(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_tool_call_arguments_as_an_object(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Ollama-style servers send a call's arguments whole as an object: kept as its JSON string."""
     arguments = {"city": "Lima", "days": 2, "note": "ñandú 🐦"}
     body = sse(
         chunk({"role": "assistant", "content": None}),
-        chunk({"tool_calls": [{"index": 0, "id": "call_obj", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_obj",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": arguments},
+                    }
+                ]
+            }
+        ),
         chunk({"tool_calls": [{"index": 1, "id": "call_none", "type": "function", "function": {"name": "ping"}}]}),
         chunk({}, "tool_calls"),
         "[DONE]",
@@ -556,25 +712,42 @@ async def test_tool_call_arguments_as_an_object(llm: ScriptedLLMServer, http: ht
     assert response.finish_reason == "tool_calls"
 
 
-async def test_interleaved_tool_call_fragments_are_joined_by_index(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_interleaved_tool_call_fragments_are_joined_by_index(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """Fragments of parallel calls may interleave; each belongs to its call by `index`."""
     body = sse(
         chunk({"tool_calls": [{"index": 1, "id": "call_b", "function": {"name": "second", "arguments": ""}}]}),
         chunk({"tool_calls": [{"index": 0, "id": "call_a", "function": {"name": "first", "arguments": '{"n"'}}]}),
-        chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"m": '}}, {"index": 0, "function": {"arguments": ": 1}"}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 1, "function": {"arguments": '{"m": '}},
+                    {"index": 0, "function": {"arguments": ": 1}"}},
+                ]
+            }
+        ),
         chunk({"tool_calls": [{"index": 1, "function": {"arguments": "2}"}}]}, "tool_calls"),
         "[DONE]",
     )
 
     response, pieces = await streamed(llm, http, model_name, ScriptedReply(raw_body=body))
 
-    assert [(c.id, c.name, c.arguments) for c in response.tool_calls] == [("call_a", "first", '{"n": 1}'), ("call_b", "second", '{"m": 2}')]
+    assert [(c.id, c.name, c.arguments) for c in response.tool_calls] == [
+        ("call_a", "first", '{"n": 1}'),
+        ("call_b", "second", '{"m": 2}'),
+    ]
     assert [(p.index, p.text) for p in pieces] == [(1, ""), (0, '{"n"'), (1, '{"m": '), (0, ": 1}"), (1, "2}")]
     assert all(p.name == ("first" if p.index == 0 else "second") for p in pieces)
 
 
-async def test_tool_call_without_a_name_is_invalid_response(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
-    body = sse(chunk({"tool_calls": [{"index": 0, "id": "call_x", "function": {"arguments": '{"a": 1}'}}]}, "tool_calls"), "[DONE]")
+async def test_tool_call_without_a_name_is_invalid_response(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
+    body = sse(
+        chunk({"tool_calls": [{"index": 0, "id": "call_x", "function": {"arguments": '{"a": 1}'}}]}, "tool_calls"),
+        "[DONE]",
+    )
 
     error, _ = await stream_failure(llm, http, model_name, ScriptedReply(raw_body=body))
 
@@ -583,7 +756,9 @@ async def test_tool_call_without_a_name_is_invalid_response(llm: ScriptedLLMServ
     assert "without a name" in error.message
 
 
-async def test_reasoning_field_and_other_choices(llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str) -> None:
+async def test_reasoning_field_and_other_choices(
+    llm: ScriptedLLMServer, http: httpx.AsyncClient, model_name: str
+) -> None:
     """`reasoning` (not only `reasoning_content`) is reasoning; choices other than the first are ignored."""
     body = sse(
         chunk({"reasoning": "think "}),
@@ -617,4 +792,9 @@ async def test_usage_details_in_the_stream(llm: ScriptedLLMServer, http: httpx.A
     response, _ = await streamed(llm, http, model_name, ScriptedReply(raw_body=body))
 
     assert response.usage is not None
-    assert (response.usage.prompt_tokens, response.usage.completion_tokens, response.usage.cached_input_tokens, response.usage.reasoning_tokens) == (1200, 80, 1024, 64)
+    assert (
+        response.usage.prompt_tokens,
+        response.usage.completion_tokens,
+        response.usage.cached_input_tokens,
+        response.usage.reasoning_tokens,
+    ) == (1200, 80, 1024, 64)

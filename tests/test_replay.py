@@ -33,13 +33,18 @@ HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
 SCENARIOS: dict[str, tuple[list[ScriptedReply], StopReasonType]] = {
     "tool-calls": (
         [
-            ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": "x"})]),
+            ScriptedReply(
+                tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": "x"})]
+            ),
             ScriptedReply(tool_calls=[ScriptedToolCall(name="no_such_tool", arguments={})]),
             ScriptedReply(content="done"),
         ],
         StopReasonType.end_turn,
     ),
-    "llm-error": ([ScriptedReply(status=400, error={"error": {"message": "bad request"}})], StopReasonType.llm_api_error),
+    "llm-error": (
+        [ScriptedReply(status=400, error={"error": {"message": "bad request"}})],
+        StopReasonType.llm_api_error,
+    ),
 }
 
 
@@ -84,7 +89,9 @@ async def test_fresh_approval_run_replays(
         [
             ScriptedReply(
                 tool_calls=[
-                    ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_a"),
+                    ScriptedToolCall(
+                        name="core_memory_append", arguments={"label": "human", "content": "Ada"}, id="call_a"
+                    ),
                     ScriptedToolCall(name="get_weather", arguments={"city": "Paris"}, id="call_b"),
                 ]
             ),
@@ -119,7 +126,9 @@ async def test_fresh_rules_and_compaction_run_replays(
         model_name,
         [
             ScriptedReply(tool_calls=[ScriptedToolCall(name="conversation_search", arguments={"query": "y"})]),
-            ScriptedReply(tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "z"})]),
+            ScriptedReply(
+                tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "z"})]
+            ),
         ],
     )
     finished = await client.send_message(agent.id, "go " * 700)
@@ -128,7 +137,9 @@ async def test_fresh_rules_and_compaction_run_replays(
     await replay_and_record(client, agent.id, "rules-compaction")
 
 
-async def test_fresh_streamed_run_replays(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
+async def test_fresh_streamed_run_replays(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
     """Token streaming with a reader: chunks by signal, polls by update, a retried attempt
     that broke off mid-stream, and a pause whose continuation streams too."""
     agent = approval_agent(make_agent, "core_memory_append")
@@ -143,13 +154,17 @@ async def test_fresh_streamed_run_replays(client: PerdureClient, llm: ScriptedLL
     )
     paused = [item async for item in client.stream_message(agent.id, message_request("go", stream_tokens=True))]
     assert paused[-2].event.stop_reason is StopReasonType.requires_approval  # type: ignore[union-attr]
-    finished = [item async for item in client.stream_answer(agent.id, [ApprovalAnswer(tool_call_id="call_s", approve=True)])]
+    finished = [
+        item async for item in client.stream_answer(agent.id, [ApprovalAnswer(tool_call_id="call_s", approve=True)])
+    ]
     assert finished[-2].event.stop_reason is StopReasonType.end_turn  # type: ignore[union-attr]
     await client.temporal.get_workflow_handle(workflow_id(agent.id)).result()
     await replay_and_record(client, agent.id, "streaming")
 
 
-async def test_fresh_cancelled_runs_replay(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
+async def test_fresh_cancelled_runs_replay(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
     """Two cancels: one of a run paused for an approval (its call is denied on cancel), one
     of a run whose LLM request is still in flight."""
     paused_agent = approval_agent(make_agent, "core_memory_append")
@@ -178,13 +193,28 @@ async def test_fresh_overflow_and_approval_timeout_runs_replay(
     then a pause that times out."""
     agent = summarizing_agent(make_agent, model_name, llm)
     await warm_up(client, llm, model_name, agent.id, 3)
-    llm.script(model_name, [ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=OVERFLOW), ScriptedReply(content="answer 3")])
-    streamed = [item async for item in client.stream_message(agent.id, message_request("question 3", stream_tokens=True))]
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=OVERFLOW),
+            ScriptedReply(content="answer 3"),
+        ],
+    )
+    streamed = [
+        item async for item in client.stream_message(agent.id, message_request("question 3", stream_tokens=True))
+    ]
     assert streamed[-2].event.stop_reason is StopReasonType.end_turn  # type: ignore[union-attr]
     await replay_and_record(client, agent.id, "overflow")
 
     waiting = approval_agent(make_agent, "core_memory_append")
-    llm.script(model_name, [ScriptedReply(tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"})])])
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(
+                tool_calls=[ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada"})]
+            )
+        ],
+    )
     await client.send_message(waiting.id, "go", approval_timeout_seconds=1)
     await client.temporal.get_workflow_handle(workflow_id(waiting.id)).result()
     assert (await client.state(waiting.id)).stop_reason is StopReasonType.requires_approval  # type: ignore[union-attr]

@@ -46,7 +46,12 @@ async def test_loop_runs_tools_until_end_turn(
         "reasoning_message",
         "assistant_message",
     ]
-    assert all(r.status == "success" for m in response.messages if m.message_type == "tool_return_message" for r in m.tool_returns)
+    assert all(
+        r.status == "success"
+        for m in response.messages
+        if m.message_type == "tool_return_message"
+        for r in m.tool_returns
+    )
     assert response.usage.step_count == 3
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens > 0
     with db.transaction() as session:
@@ -182,7 +187,11 @@ async def test_memory_tool_error_reaches_the_model_and_changes_nothing(
     agent = make_agent(memory_blocks=[{"label": "persona", "value": "fixed", "read_only": True}])
     llm.script(
         model_name,
-        [call("memory_insert", label="persona", new_string="hacked"), call("memory_replace", label="nope", old_string="a", new_string="b"), text("ok")],
+        [
+            call("memory_insert", label="persona", new_string="hacked"),
+            call("memory_replace", label="nope", old_string="a", new_string="b"),
+            text("ok"),
+        ],
     )
     response = await client.send_message(agent.id, "edit")
     returns = [m.tool_returns[0] for m in response.messages if m.message_type == "tool_return_message"]
@@ -222,7 +231,17 @@ async def test_tool_call_ids_are_assigned_when_the_model_sends_none(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
 ) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
-    llm.script(model_name, [ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": "x"}, id="")]), text("ok")])
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(
+                tool_calls=[
+                    ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": "x"}, id="")
+                ]
+            ),
+            text("ok"),
+        ],
+    )
     response = await client.send_message(agent.id, "go")
     (call_message,) = [m for m in response.messages if m.message_type == "tool_call_message"]
     (return_message,) = [m for m in response.messages if m.message_type == "tool_return_message"]

@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from perdure.providers.base import StreamPiece
-from perdure.providers.schema_answers import StructuredAnswer, StructuredStreamDecoder, StructuredToolCall, decode_structured
+from perdure.providers.schema_answers import (
+    StructuredAnswer,
+    StructuredStreamDecoder,
+    StructuredToolCall,
+    decode_structured,
+)
 from perdure.providers.schema_tools import (
     encode_response,
     encode_tool_call,
@@ -98,7 +103,11 @@ def test_arguments_are_closed_without_touching_the_tool() -> None:
 
 def test_a_tool_without_parameters_takes_an_empty_object() -> None:
     bare = {"type": "function", "function": {"name": "ping"}}
-    assert branches(response_format_for([bare], "required"))["ping"] == {"type": "object", "properties": {}, "additionalProperties": False}
+    assert branches(response_format_for([bare], "required"))["ping"] == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
 
 
 def test_required_forbids_the_answer() -> None:
@@ -189,7 +198,10 @@ def test_history_uses_the_shape_the_model_answers_in() -> None:
     """What the model sees of its earlier turns decodes as its own answers do."""
     assert decode_structured(encode_response('Hi "Ada" ✓')) == StructuredAnswer(content='Hi "Ada" ✓')
     decoded = decode_structured(encode_tool_call("core_memory_append", '{"label": "human", "content": "é"}'))
-    assert decoded.tool_call is not None and json.loads(decoded.tool_call.arguments) == {"label": "human", "content": "é"}
+    assert decoded.tool_call is not None and json.loads(decoded.tool_call.arguments) == {
+        "label": "human",
+        "content": "é",
+    }
 
 
 def test_malformed_arguments_in_history_are_kept_as_text() -> None:
@@ -200,7 +212,11 @@ def test_malformed_arguments_in_history_are_kept_as_text() -> None:
 def test_without_tools_answers_stay_plain_and_calls_stay_readable() -> None:
     history: list[dict[str, Any]] = [
         {"role": "system", "content": "Be kind."},
-        {"role": "assistant", "content": None, "tool_calls": [call("c1", "core_memory_append", '{"label": "human", "content": "Ada"}')]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [call("c1", "core_memory_append", '{"label": "human", "content": "Ada"}')],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "OK"},
         {"role": "assistant", "content": [{"type": "text", "text": "Saved"}, {"type": "text", "text": "."}]},
     ]
@@ -232,7 +248,9 @@ def test_decodes_a_tool_call_keeping_the_arguments_text() -> None:
     text = '{\n  "tool_call": {\n    "name": "core_memory_append",\n    "arguments": {\n      "label": "human", "content": "Ada"\n    }\n  }\n}'
     answer = decode_structured(text, {"core_memory_append"})
     assert answer == StructuredAnswer(
-        tool_call=StructuredToolCall(name="core_memory_append", arguments='{\n      "label": "human", "content": "Ada"\n    }')
+        tool_call=StructuredToolCall(
+            name="core_memory_append", arguments='{\n      "label": "human", "content": "Ada"\n    }'
+        )
     )
 
 

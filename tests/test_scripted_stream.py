@@ -93,7 +93,9 @@ def test_chunk_format_and_order(llm: ScriptedLLMServer, http: httpx.Client, mode
     assert kinds == sorted(kinds, key=["reasoning_content", "content"].index), "reasoning streams before content"
 
 
-def test_content_and_reasoning_come_a_token_per_chunk(llm: ScriptedLLMServer, http: httpx.Client, model_name: str) -> None:
+def test_content_and_reasoning_come_a_token_per_chunk(
+    llm: ScriptedLLMServer, http: httpx.Client, model_name: str
+) -> None:
     reasoning = "Think first, then answer."
     llm.script(model_name, [ScriptedReply(content=CONTENT, reasoning=reasoning)])
     pieces = deltas(chunks(events(post(http, llm, model_name))))[1:-1]
@@ -143,10 +145,14 @@ def test_tool_call_deltas_reassemble(llm: ScriptedLLMServer, http: httpx.Client,
     ]
     fragments = [d["tool_calls"][0]["function"]["arguments"] for d in deltas(stream) if "tool_calls" in d]
     assert fragments.count("") == 3, "only the opening delta of each call has empty arguments"
-    assert len(fragments) == 3 + len(token_pieces(json.dumps(calls[0].arguments))) + len(token_pieces(str(calls[1].arguments)))
+    assert len(fragments) == 3 + len(token_pieces(json.dumps(calls[0].arguments))) + len(
+        token_pieces(str(calls[1].arguments))
+    )
 
 
-def test_tool_call_without_id_and_explicit_finish_reason(llm: ScriptedLLMServer, http: httpx.Client, model_name: str) -> None:
+def test_tool_call_without_id_and_explicit_finish_reason(
+    llm: ScriptedLLMServer, http: httpx.Client, model_name: str
+) -> None:
     llm.script(model_name, [ScriptedReply(tool_calls=[ScriptedToolCall(name="ping", id="")], finish_reason="length")])
     stream = chunks(events(post(http, llm, model_name)))
     assert stream[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
@@ -158,7 +164,9 @@ def test_tool_call_without_id_and_explicit_finish_reason(llm: ScriptedLLMServer,
 def test_usage_chunk_only_with_include_usage(llm: ScriptedLLMServer, http: httpx.Client, model_name: str) -> None:
     reply = ScriptedReply(content=CONTENT, tool_calls=[ScriptedToolCall(name="f", arguments={"x": 1})])
     llm.script(model_name, [reply, reply, reply.model_copy(update={"report_usage": False})])
-    plain = json.loads(http.post(f"{llm.base_url}/chat/completions", json={"model": model_name, "messages": MESSAGES}).text)
+    plain = json.loads(
+        http.post(f"{llm.base_url}/chat/completions", json={"model": model_name, "messages": MESSAGES}).text
+    )
 
     with_usage = chunks(events(post(http, llm, model_name, **WITH_USAGE)))
     last = with_usage[-1]
@@ -166,7 +174,11 @@ def test_usage_chunk_only_with_include_usage(llm: ScriptedLLMServer, http: httpx
     assert last["usage"] == plain["usage"]
     message = plain["choices"][0]["message"]
     prompt = count_request(MESSAGES)
-    assert last["usage"] == {"prompt_tokens": prompt, "completion_tokens": count_message(message), "total_tokens": prompt + count_message(message)}
+    assert last["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": count_message(message),
+        "total_tokens": prompt + count_message(message),
+    }
     assert all(chunk["usage"] is None for chunk in with_usage[:-1])
     assert with_usage[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
@@ -175,7 +187,9 @@ def test_usage_chunk_only_with_include_usage(llm: ScriptedLLMServer, http: httpx
     assert unreported[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
-def test_without_stream_the_reply_is_one_json_completion(llm: ScriptedLLMServer, http: httpx.Client, model_name: str) -> None:
+def test_without_stream_the_reply_is_one_json_completion(
+    llm: ScriptedLLMServer, http: httpx.Client, model_name: str
+) -> None:
     llm.script(model_name, [ScriptedReply(content=CONTENT, chunk_delay_s=5, drop_after_chunks=1)])
     response = post(http, llm, model_name, stream=False)
     assert response.headers["content-type"] == "application/json"
@@ -184,7 +198,9 @@ def test_without_stream_the_reply_is_one_json_completion(llm: ScriptedLLMServer,
 
 
 @pytest.mark.parametrize("status", [400, 429, 503])
-def test_error_status_stays_json_when_streaming(llm: ScriptedLLMServer, http: httpx.Client, model_name: str, status: int) -> None:
+def test_error_status_stays_json_when_streaming(
+    llm: ScriptedLLMServer, http: httpx.Client, model_name: str, status: int
+) -> None:
     error = {"error": {"message": "nope", "type": "invalid_request_error", "code": "bad"}}
     llm.script(model_name, [ScriptedReply(status=status, error=error, headers={"Retry-After": "3"})])
     response = post(http, llm, model_name, **WITH_USAGE)
@@ -206,7 +222,9 @@ def test_raw_body_is_sent_as_is_as_an_event_stream(llm: ScriptedLLMServer, http:
 
 
 @pytest.mark.parametrize("after", [0, 3])
-def test_drop_after_chunks_cuts_the_connection(llm: ScriptedLLMServer, http: httpx.Client, model_name: str, after: int) -> None:
+def test_drop_after_chunks_cuts_the_connection(
+    llm: ScriptedLLMServer, http: httpx.Client, model_name: str, after: int
+) -> None:
     llm.script(model_name, [ScriptedReply(content=CONTENT, drop_after_chunks=after), ScriptedReply(content="next")])
     received: list[str] = []
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
@@ -218,10 +236,14 @@ def test_drop_after_chunks_cuts_the_connection(llm: ScriptedLLMServer, http: htt
     assert len(stream) == 1 + after
     assert "".join(d.get("content", "") for d in deltas(stream)) == "".join(token_pieces(CONTENT)[:after])
     assert llm.in_flight(model_name) == 0
-    assert chunks(events(post(http, llm, model_name)))[1]["choices"][0]["delta"] == {"content": "next"}, "the server keeps serving"
+    assert chunks(events(post(http, llm, model_name)))[1]["choices"][0]["delta"] == {"content": "next"}, (
+        "the server keeps serving"
+    )
 
 
-def test_drop_after_more_chunks_than_there_are_still_drops(llm: ScriptedLLMServer, http: httpx.Client, model_name: str) -> None:
+def test_drop_after_more_chunks_than_there_are_still_drops(
+    llm: ScriptedLLMServer, http: httpx.Client, model_name: str
+) -> None:
     llm.script(model_name, [ScriptedReply(content="short", drop_after_chunks=1000)])
     received: list[str] = []
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
@@ -241,7 +263,11 @@ def test_error_after_chunks_sends_an_error_event(llm: ScriptedLLMServer, http: h
             ScriptedReply(content=CONTENT, error_after_chunks=1, error=custom["error"]),
         ],
     )
-    for after, expected in [(2, {"error": {"message": "scripted mid-stream error", "type": "server_error"}}), (4, custom), (1, custom)]:
+    for after, expected in [
+        (2, {"error": {"message": "scripted mid-stream error", "type": "server_error"}}),
+        (4, custom),
+        (1, custom),
+    ]:
         response = post(http, llm, model_name, **WITH_USAGE)
         assert response.status_code == 200
         payloads = events(response)
@@ -272,7 +298,9 @@ def test_chunk_delay_spreads_chunks_in_time(llm: ScriptedLLMServer, http: httpx.
     assert sum(1 for a, b in itertools.pairwise(arrivals) if b - a >= 0.03) >= 4, "chunks arrive apart, not at once"
 
 
-def test_in_flight_covers_delay_and_the_whole_stream(llm: ScriptedLLMServer, http: httpx.Client, model_name: str) -> None:
+def test_in_flight_covers_delay_and_the_whole_stream(
+    llm: ScriptedLLMServer, http: httpx.Client, model_name: str
+) -> None:
     llm.script(model_name, [ScriptedReply(content="one two three", delay_s=0.3, chunk_delay_s=0.1)])
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(events(post(http, llm, model_name))))
@@ -303,7 +331,10 @@ def test_demo_model_streams(llm: ScriptedLLMServer, http: httpx.Client) -> None:
     assert stream[-2]["choices"][0]["finish_reason"] == "tool_calls"
     fragments = [d["tool_calls"][0]["function"] for d in deltas(stream) if "tool_calls" in d]
     assert fragments[0]["name"] == "memory_insert"
-    assert json.loads("".join(f["arguments"] for f in fragments)) == {"label": "human", "new_string": "The user's name is Ada. They love tea."}
+    assert json.loads("".join(f["arguments"] for f in fragments)) == {
+        "label": "human",
+        "new_string": "The user's name is Ada. They love tea.",
+    }
     assert "".join(d.get("reasoning_content", "") for d in deltas(stream))
 
 

@@ -28,7 +28,14 @@ from perdure.providers.base import (
     LLMServerError,
 )
 from perdure.providers.openai import classify_error
-from perdure.providers.openai_stream import DONE, StreamAssembler, StreamPiece, decode_event, error_from_event, read_usage
+from perdure.providers.openai_stream import (
+    DONE,
+    StreamAssembler,
+    StreamPiece,
+    decode_event,
+    error_from_event,
+    read_usage,
+)
 from perdure.schemas.approvals import ApprovalAnswer, ClientToolReturn, PendingCall
 from perdure.schemas.letta import (
     ApprovalRequestMessage,
@@ -51,7 +58,14 @@ from perdure.schemas.letta import (
 )
 from perdure.schemas.messages import Message, TextContent, ToolCall, ToolReturn
 from perdure.schemas.run import LLMStepOutput, StepRecord
-from perdure.schemas.stream import ERROR_MESSAGE, STREAM_EVENT, AttemptStarted, LettaErrorMessage, StreamEvent, error_event
+from perdure.schemas.stream import (
+    ERROR_MESSAGE,
+    STREAM_EVENT,
+    AttemptStarted,
+    LettaErrorMessage,
+    StreamEvent,
+    error_event,
+)
 from perdure.tools.returns import package_function_response
 from workflows.drafts import approval_request, approval_response, assistant_message, keep_going_message, tool_message
 from starter.stream import StreamItem
@@ -130,13 +144,18 @@ def test_different_tool_call_index_does_not_merge() -> None:
 
 
 def test_a_later_name_or_id_fills_in_and_an_empty_one_keeps_the_earlier() -> None:
-    merged = merge_pieces([call_piece(0, "x"), call_piece(0, "y", name="late", tool_call_id="call_late"), call_piece(0, "z")])
+    merged = merge_pieces(
+        [call_piece(0, "x"), call_piece(0, "y", name="late", tool_call_id="call_late"), call_piece(0, "z")]
+    )
     assert merged == [call_piece(0, "xyz", name="late", tool_call_id="call_late")]
 
 
 def test_content_and_first_tool_call_do_not_merge() -> None:
     """Both have index 0; the kind keeps them apart."""
-    assert merge_pieces([content("text"), call_piece(0, "{}", name="f")]) == [content("text"), call_piece(0, "{}", name="f")]
+    assert merge_pieces([content("text"), call_piece(0, "{}", name="f")]) == [
+        content("text"),
+        call_piece(0, "{}", name="f"),
+    ]
 
 
 def test_merging_leaves_the_input_unchanged() -> None:
@@ -165,7 +184,9 @@ def test_data_lines(line: str, expected: Any) -> None:
     assert decode_event(line) == expected
 
 
-@pytest.mark.parametrize("line", ["", ": keep-alive", ":", "event: message", "id: 7", "retry: 1000", ' data: {"a": 1}', "DATA: {}", "[DONE]"])
+@pytest.mark.parametrize(
+    "line", ["", ": keep-alive", ":", "event: message", "id: 7", "retry: 1000", ' data: {"a": 1}', "DATA: {}", "[DONE]"]
+)
 def test_comments_and_other_fields_are_not_data(line: str) -> None:
     assert decode_event(line) is None
 
@@ -203,7 +224,13 @@ def test_assembles_content_reasoning_and_model() -> None:
 
     assert pieces == [reasoning("hmm "), reasoning("ok"), content("Hi"), content(" there")]
     response = assembler.finish()
-    assert (response.content, response.reasoning, response.finish_reason, response.model, response.tool_calls) == ("Hi there", "hmm ok", "stop", "m", [])
+    assert (response.content, response.reasoning, response.finish_reason, response.model, response.tool_calls) == (
+        "Hi there",
+        "hmm ok",
+        "stop",
+        "m",
+        [],
+    )
 
 
 def test_tool_call_fragments_by_index_out_of_order() -> None:
@@ -237,7 +264,12 @@ def test_tool_call_fragments_by_index_out_of_order() -> None:
 
 def test_several_fragments_in_one_delta() -> None:
     assembler = StreamAssembler()
-    delta = {"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{}"}}, {"index": 1, "id": "b", "function": {"name": "g", "arguments": "[]"}}]}
+    delta = {
+        "tool_calls": [
+            {"index": 0, "id": "a", "function": {"name": "f", "arguments": "{}"}},
+            {"index": 1, "id": "b", "function": {"name": "g", "arguments": "[]"}},
+        ]
+    }
     pieces = assembler.feed(chunk(delta, "tool_calls"), raise_error)
     assert [(p.index, p.text) for p in pieces] == [(0, "{}"), (1, "[]")]
     assert [(c.id, c.name, c.arguments) for c in assembler.finish().tool_calls] == [("a", "f", "{}"), ("b", "g", "[]")]
@@ -245,7 +277,9 @@ def test_several_fragments_in_one_delta() -> None:
 
 def test_arguments_as_an_object_are_kept_as_json() -> None:
     assembler = StreamAssembler()
-    (piece,) = assembler.feed(chunk(call_delta(0, id="c", name="f", arguments={"k": "ü", "n": [1]}), "tool_calls"), raise_error)
+    (piece,) = assembler.feed(
+        chunk(call_delta(0, id="c", name="f", arguments={"k": "ü", "n": [1]}), "tool_calls"), raise_error
+    )
     (call,) = assembler.finish().tool_calls
     assert json.loads(call.arguments) == {"k": "ü", "n": [1]}
     assert piece.text == call.arguments
@@ -273,12 +307,22 @@ def test_usage_only_chunk() -> None:
     """OpenAI sends usage last, in a chunk with no choices; `"usage": null` before it changes nothing."""
     assembler = StreamAssembler()
     assembler.feed(chunk({"content": "x"}, usage=None), raise_error)
-    assert assembler.feed({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}, raise_error) == []
+    assert (
+        assembler.feed(
+            {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}, raise_error
+        )
+        == []
+    )
     assembler.feed(chunk({}, "stop", usage=None), raise_error)
 
     usage = assembler.finish().usage
     assert usage is not None
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_input_tokens, usage.reasoning_tokens) == (11, 3, None, None)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_input_tokens, usage.reasoning_tokens) == (
+        11,
+        3,
+        None,
+        None,
+    )
 
 
 def test_no_usage_at_all() -> None:
@@ -289,7 +333,12 @@ def test_no_usage_at_all() -> None:
 
 def test_other_choices_are_ignored() -> None:
     assembler = StreamAssembler()
-    assert assembler.feed({"choices": [{"index": 1, "delta": {"content": "other"}, "finish_reason": "stop"}, "junk"]}, raise_error) == []
+    assert (
+        assembler.feed(
+            {"choices": [{"index": 1, "delta": {"content": "other"}, "finish_reason": "stop"}, "junk"]}, raise_error
+        )
+        == []
+    )
     assert not assembler.finished
     assembler.feed(chunk({"content": "mine"}, "stop"), raise_error)
     assert assembler.finish().content == "mine"
@@ -311,7 +360,10 @@ def test_a_fragment_without_an_integer_index_is_invalid() -> None:
     [
         ({"message": "slow down", "type": "rate_limit_error"}, LLMRateLimitError),
         ({"message": "bad", "type": "invalid_request_error"}, LLMBadRequestError),
-        ({"message": "maximum context length is 8192 tokens", "code": "context_length_exceeded"}, ContextWindowExceededError),
+        (
+            {"message": "maximum context length is 8192 tokens", "code": "context_length_exceeded"},
+            ContextWindowExceededError,
+        ),
         ({"message": "no key", "type": "authentication_error"}, LLMAuthenticationError),
         ({"message": "boom", "type": "server_error"}, LLMServerError),
         ("bare text", LLMServerError),
@@ -344,15 +396,29 @@ def test_a_call_without_a_name_is_invalid() -> None:
 def test_read_usage() -> None:
     assert read_usage(None) is None
     assert read_usage("12") is None
-    usage = read_usage({"prompt_tokens": 9, "completion_tokens_details": {"reasoning_tokens": 4}, "prompt_tokens_details": {"cached_tokens": 0}})
+    usage = read_usage(
+        {
+            "prompt_tokens": 9,
+            "completion_tokens_details": {"reasoning_tokens": 4},
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+    )
     assert usage is not None
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_input_tokens, usage.reasoning_tokens) == (9, 0, 0, 4)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_input_tokens, usage.reasoning_tokens) == (
+        9,
+        0,
+        0,
+        4,
+    )
 
 
 # --------------------------------------------------------------------------- step_events
 
 STEP = StepRecord(id="step-1", run_id="run-1", agent_id="agent-1", step_number=1)
-CALLS = [ToolCall(id="call_a", name="get_weather", arguments='{"city": "Oslo"}'), ToolCall(id="call_b", name="ping", arguments="{}")]
+CALLS = [
+    ToolCall(id="call_a", name="get_weather", arguments='{"city": "Oslo"}'),
+    ToolCall(id="call_b", name="ping", arguments="{}"),
+]
 
 
 def ids() -> Any:
@@ -361,18 +427,34 @@ def ids() -> Any:
 
 
 def user(text: str, new_id: Any) -> Message:
-    return Message(id=new_id(), agent_id=STEP.agent_id, role="user", content=[TextContent(text=text)], run_id=STEP.run_id, step_id=STEP.id)
+    return Message(
+        id=new_id(),
+        agent_id=STEP.agent_id,
+        role="user",
+        content=[TextContent(text=text)],
+        run_id=STEP.run_id,
+        step_id=STEP.id,
+    )
 
 
 def answer_with_calls() -> Message:
-    output = LLMStepOutput(content="Checking the weather.", reasoning="The user wants weather.", tool_calls=CALLS, model="gpt-x")
+    output = LLMStepOutput(
+        content="Checking the weather.", reasoning="The user wants weather.", tool_calls=CALLS, model="gpt-x"
+    )
     return assistant_message(output, CALLS, STEP, "answer-1")
 
 
 def returns() -> dict[str, ToolReturn]:
     return {
-        "call_a": ToolReturn(tool_call_id="call_a", status="success", func_response=package_function_response(True, "Sunny, 21 °C", NOW)),
-        "call_b": ToolReturn(tool_call_id="call_b", status="error", func_response=package_function_response(False, "no route", NOW), stderr=["timeout"]),
+        "call_a": ToolReturn(
+            tool_call_id="call_a", status="success", func_response=package_function_response(True, "Sunny, 21 °C", NOW)
+        ),
+        "call_b": ToolReturn(
+            tool_call_id="call_b",
+            status="error",
+            func_response=package_function_response(False, "no route", NOW),
+            stderr=["timeout"],
+        ),
     }
 
 
@@ -393,7 +475,13 @@ def expected_tool_return(message_id: str) -> dict[str, Any]:
         "tool_call_id": "call_a",
         "tool_returns": [
             {"type": "tool", "tool_call_id": "call_a", "status": "success", "tool_return": "Sunny, 21 °C"},
-            {"type": "tool", "tool_call_id": "call_b", "status": "error", "tool_return": "no route", "stderr": ["timeout"]},
+            {
+                "type": "tool",
+                "tool_call_id": "call_b",
+                "status": "error",
+                "tool_return": "no route",
+                "stderr": ["timeout"],
+            },
         ],
     }
 
@@ -406,9 +494,19 @@ def test_a_step_without_token_streaming_publishes_the_answer_and_the_returns() -
     events = step_events(messages, tokens_streamed=False)
 
     assert events == [
-        {"message_type": "reasoning_message", **common("answer-1"), "source": "reasoner_model", "reasoning": "The user wants weather."},
+        {
+            "message_type": "reasoning_message",
+            **common("answer-1"),
+            "source": "reasoner_model",
+            "reasoning": "The user wants weather.",
+        },
         {"message_type": "assistant_message", **common("answer-1"), "content": "Checking the weather."},
-        {"message_type": "tool_call_message", **common("answer-1"), "tool_call": WEATHER, "tool_calls": [WEATHER, PING]},
+        {
+            "message_type": "tool_call_message",
+            **common("answer-1"),
+            "tool_call": WEATHER,
+            "tool_calls": [WEATHER, PING],
+        },
         expected_tool_return(tool_id),
     ]
     json.dumps(events)  # ready for the wire as they are
@@ -427,7 +525,11 @@ def test_with_token_streaming_the_answer_is_not_published_again() -> None:
 @pytest.mark.parametrize("tokens_streamed", [False, True])
 def test_user_messages_are_never_published(tokens_streamed: bool) -> None:
     new_id = ids()
-    messages = [user("first", new_id), user("second", new_id), keep_going_message("a required tool was not called", STEP, new_id, NOW)]
+    messages = [
+        user("first", new_id),
+        user("second", new_id),
+        keep_going_message("a required tool was not called", STEP, new_id, NOW),
+    ]
 
     assert step_events(messages, tokens_streamed=tokens_streamed) == []
 
@@ -437,7 +539,9 @@ def test_a_text_only_answer_and_its_heartbeat() -> None:
     answer = assistant_message(LLMStepOutput(content="Done.", model="gpt-x"), [], STEP, "answer-2")
     messages = [answer, keep_going_message("continue", STEP, new_id, NOW)]
 
-    assert step_events(messages, tokens_streamed=False) == [{"message_type": "assistant_message", **common("answer-2"), "content": "Done."}]
+    assert step_events(messages, tokens_streamed=False) == [
+        {"message_type": "assistant_message", **common("answer-2"), "content": "Done."}
+    ]
     assert step_events(messages, tokens_streamed=True) == []
 
 
@@ -448,21 +552,44 @@ def test_approval_request_and_response_are_kept(tokens_streamed: bool) -> None:
     new_id = ids()
     request = approval_request(CALLS, ["call_b"], STEP, new_id())
     pending = [
-        PendingCall(tool_call_id="call_a", name="get_weather", arguments=CALLS[0].arguments, kind="approval", answer=ApprovalAnswer(tool_call_id="call_a", approve=False, reason="not now")),
-        PendingCall(tool_call_id="call_b", name="ping", arguments="{}", kind="client_tool", answer=ClientToolReturn(tool_call_id="call_b", tool_return="pong", stdout=["ok"])),
+        PendingCall(
+            tool_call_id="call_a",
+            name="get_weather",
+            arguments=CALLS[0].arguments,
+            kind="approval",
+            answer=ApprovalAnswer(tool_call_id="call_a", approve=False, reason="not now"),
+        ),
+        PendingCall(
+            tool_call_id="call_b",
+            name="ping",
+            arguments="{}",
+            kind="client_tool",
+            answer=ClientToolReturn(tool_call_id="call_b", tool_return="pong", stdout=["ok"]),
+        ),
     ]
     response = approval_response(pending, STEP, new_id)
 
     events = step_events([answer_with_calls(), request, response], tokens_streamed=tokens_streamed)
 
     published = [
-        {"message_type": "approval_request_message", **common(request.id), "tool_call": WEATHER, "tool_calls": [WEATHER, PING]},
+        {
+            "message_type": "approval_request_message",
+            **common(request.id),
+            "tool_call": WEATHER,
+            "tool_calls": [WEATHER, PING],
+        },
         {
             "message_type": "approval_response_message",
             **common(response.id),
             "approvals": [
                 {"type": "approval", "tool_call_id": "call_a", "approve": False, "reason": "not now"},
-                {"type": "tool", "tool_call_id": "call_b", "status": "success", "tool_return": "pong", "stdout": ["ok"]},
+                {
+                    "type": "tool",
+                    "tool_call_id": "call_b",
+                    "status": "success",
+                    "tool_return": "pong",
+                    "stdout": ["ok"],
+                },
             ],
         },
     ]
@@ -523,7 +650,13 @@ def test_other_stops_without_failure_also_report_usage(stop: StopReasonType) -> 
     ],
 )
 def test_a_failure_ends_with_stop_reason_then_the_error(failure_type: str | None, error_type: str) -> None:
-    events = outcome_events("run-9", StopReasonType.llm_api_error, usage(), failure="429 from http://x: slow down", failure_type=failure_type)
+    events = outcome_events(
+        "run-9",
+        StopReasonType.llm_api_error,
+        usage(),
+        failure="429 from http://x: slow down",
+        failure_type=failure_type,
+    )
 
     assert events == [
         {"message_type": "stop_reason", "stop_reason": "llm_api_error"},
@@ -540,7 +673,11 @@ def test_a_failure_ends_with_stop_reason_then_the_error(failure_type: str | None
 @pytest.mark.parametrize("failure_type", ["ContextWindowExceededError", "LLMRateLimitError", None])
 def test_overflow_stop_is_named_as_such(failure_type: str | None) -> None:
     events = outcome_events(
-        "run-2", StopReasonType.context_window_overflow_in_system_prompt, usage(), failure="the system prompt alone is 9000 tokens", failure_type=failure_type
+        "run-2",
+        StopReasonType.context_window_overflow_in_system_prompt,
+        usage(),
+        failure="the system prompt alone is 9000 tokens",
+        failure_type=failure_type,
     )
 
     assert events == [
@@ -558,7 +695,12 @@ def test_overflow_stop_is_named_as_such(failure_type: str | None) -> None:
 def test_error_event_without_detail() -> None:
     event = error_event("run-3", None, None, False)
     assert event == LettaErrorMessage(run_id="run-3", error_type="internal_error", message=ERROR_MESSAGE)
-    assert event.model_dump(mode="json", exclude_none=True) == {"message_type": "error_message", "run_id": "run-3", "error_type": "internal_error", "message": ERROR_MESSAGE}
+    assert event.model_dump(mode="json", exclude_none=True) == {
+        "message_type": "error_message",
+        "run_id": "run-3",
+        "error_type": "internal_error",
+        "message": ERROR_MESSAGE,
+    }
 
 
 # --------------------------------------------------------------------------- stream_tokens_now
@@ -606,12 +748,17 @@ EVERY_EVENT: list[StreamEvent] = [
     ApprovalRequestMessage(id="m4", tool_call=_tool_call(), tool_calls=[_tool_call()]),
     ApprovalResponseMessage(
         id="m5",
-        approvals=[ApprovalReturn(tool_call_id="call_a", approve=True), LettaToolReturn(tool_call_id="call_b", status="error", tool_return="no", stderr=["e"])],
+        approvals=[
+            ApprovalReturn(tool_call_id="call_a", approve=True),
+            LettaToolReturn(tool_call_id="call_b", status="error", tool_return="no", stderr=["e"]),
+        ],
     ),
     SummaryMessage(id="m6", summary="Earlier: greetings.", compaction_stats={"evicted": 4}),
     EventMessage(id="m7", event_data={"before": 9000, "after": 2000}),
     LettaStopReason(stop_reason=StopReasonType.requires_approval),
-    LettaUsageStatistics(completion_tokens=5, prompt_tokens=7, total_tokens=12, step_count=1, run_ids=["r"], reasoning_tokens=2),
+    LettaUsageStatistics(
+        completion_tokens=5, prompt_tokens=7, total_tokens=12, step_count=1, run_ids=["r"], reasoning_tokens=2
+    ),
     LettaErrorMessage(run_id="r", error_type="llm_timeout", message=ERROR_MESSAGE, detail="timed out"),
     AttemptStarted(run_id="r", step_id="s", attempt=2),
 ]
@@ -642,13 +789,21 @@ def test_unknown_or_missing_message_type_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("attempt", "request_number", "said"),
-    [(2, 1, "is tried again (attempt 2)"), (1, 2, "is asked again after compacting the context (request 2)"), (3, 2, "is tried again (attempt 3)")],
+    [
+        (2, 1, "is tried again (attempt 2)"),
+        (1, 2, "is asked again after compacting the context (request 2)"),
+        (3, 2, "is tried again (attempt 3)"),
+    ],
 )
 def test_the_printer_says_why_a_partial_answer_is_void(attempt: int, request_number: int, said: str) -> None:
     out = io.StringIO()
     printer = StreamPrinter(out)
     printer.show(StreamItem(offset=0, event=AssistantMessage(id="message-1", content="Half an ans")))
-    printer.show(StreamItem(offset=1, event=AttemptStarted(run_id="run-1", step_id="step-1", attempt=attempt, request=request_number)))
+    printer.show(
+        StreamItem(
+            offset=1, event=AttemptStarted(run_id="run-1", step_id="step-1", attempt=attempt, request=request_number)
+        )
+    )
     printer.finish()
 
     lines = out.getvalue().splitlines()

@@ -65,7 +65,9 @@ def assert_the_stored_answer_follows_the_mark(items: list[StreamItem], db: Datab
     not appended to the partial output, and the run ends as usual."""
     stored = stored_answer(db, agent_id)
     assert stored.text == ANSWER
-    assert streamed_text(items, stored.id) == ANSWER, "what follows the mark is the whole stored answer, not prefixed by the void output"
+    assert streamed_text(items, stored.id) == ANSWER, (
+        "what follows the mark is the whole stored answer, not prefixed by the void output"
+    )
     assert kinds(items)[-2:] == ["stop_reason", "usage_statistics"]
 
 
@@ -110,7 +112,13 @@ async def test_without_token_streaming_each_step_arrives_whole(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}], tools=["core_memory_append"])
-    llm.script(model_name, [call("core_memory_append", label="human", content="Ada"), ScriptedReply(content="Hello Ada.", reasoning="Greet her.")])
+    llm.script(
+        model_name,
+        [
+            call("core_memory_append", label="human", content="Ada"),
+            ScriptedReply(content="Hello Ada.", reasoning="Greet her."),
+        ],
+    )
 
     items = await collect(client.stream_message(agent.id, message_request("I'm Ada.")))
 
@@ -164,7 +172,11 @@ async def test_a_retried_attempt_is_marked_and_supersedes_the_partial_answer(
     llm.script(
         model_name,
         [
-            ScriptedReply(content="This first answer will be cut off before it is done, sadly.", chunk_delay_s=0.1, drop_after_chunks=6),
+            ScriptedReply(
+                content="This first answer will be cut off before it is done, sadly.",
+                chunk_delay_s=0.1,
+                drop_after_chunks=6,
+            ),
             ScriptedReply(content=ANSWER),
         ],
     )
@@ -174,7 +186,9 @@ async def test_a_retried_attempt_is_marked_and_supersedes_the_partial_answer(
     marks = [i for i in items if isinstance(i.event, AttemptStarted)]
     assert len(marks) == 1 and marks[0].event.attempt == 2  # type: ignore[union-attr]
     before = [i.event for i in items if i.offset < marks[0].offset and isinstance(i.event, AssistantMessage)]
-    assert before and "".join(c.content for c in before).startswith("This first answer"), "the partial output was streamed"
+    assert before and "".join(c.content for c in before).startswith("This first answer"), (
+        "the partial output was streamed"
+    )
     assert_the_stored_answer_follows_the_mark(items, db, agent.id)
 
 
@@ -185,7 +199,13 @@ async def test_asking_again_after_an_overflow_marks_what_the_first_request_strea
     compacts and asks again, and the new request's output must not be appended to the old."""
     agent = summarizing_agent(make_agent, model_name, llm)
     await warm_up(client, llm, model_name, agent.id, 3)
-    llm.script(model_name, [ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=OVERFLOW), ScriptedReply(content=ANSWER)])
+    llm.script(
+        model_name,
+        [
+            ScriptedReply(content="An answer that the server cuts off", error_after_chunks=3, error=OVERFLOW),
+            ScriptedReply(content=ANSWER),
+        ],
+    )
 
     items = await collect(client.stream_message(agent.id, message_request("question 3", stream_tokens=True)))
 
@@ -198,7 +218,10 @@ async def test_a_stream_across_an_approval_pause_and_its_continuation(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     agent = approval_agent(make_agent, "core_memory_append")
-    llm.script(model_name, [call("core_memory_append", "call_ask", label="human", content="Ada"), ScriptedReply(content="Saved.")])
+    llm.script(
+        model_name,
+        [call("core_memory_append", "call_ask", label="human", content="Ada"), ScriptedReply(content="Saved.")],
+    )
 
     paused = await collect(client.stream_message(agent.id, message_request("Remember me as Ada", stream_tokens=True)))
     assert kinds(paused)[-3:] == ["approval_request_message", "stop_reason", "usage_statistics"]
@@ -209,12 +232,20 @@ async def test_a_stream_across_an_approval_pause_and_its_continuation(
     assert {c.id for c in chunks} == {stored_request.id}  # type: ignore[union-attr]
     assert "".join(c.tool_call.arguments for c in chunks) == stored_request.tool_calls[0].arguments  # type: ignore[union-attr]
     assert paused[-2].event == LettaStopReason(stop_reason=StopReasonType.requires_approval)
-    assert await collect(client.follow(agent.id, paused[-1].offset + 1)) == [], "follow returns at a pause with nothing new"
+    assert await collect(client.follow(agent.id, paused[-1].offset + 1)) == [], (
+        "follow returns at a pause with nothing new"
+    )
 
     resumed = await collect(client.stream_answer(agent.id, [ApprovalAnswer(tool_call_id="call_ask", approve=True)]))
 
     assert resumed[0].offset == paused[-1].offset + 1, "the continuation reads on in the same stream"
-    assert kinds(resumed) == ["approval_response_message", "tool_return_message", "assistant_message", "stop_reason", "usage_statistics"]
+    assert kinds(resumed) == [
+        "approval_response_message",
+        "tool_return_message",
+        "assistant_message",
+        "stop_reason",
+        "usage_statistics",
+    ]
     assert resumed[-2].event == LettaStopReason(stop_reason=StopReasonType.end_turn)
     whole = await collect(client.follow(agent.id))
     assert whole == paused + resumed, "follow from 0 replays through the pause to the end"
@@ -228,7 +259,14 @@ async def test_an_error_mid_stream_ends_with_a_stop_reason_and_an_error_event(
     agent = make_agent()
     error = {"message": "the prompt broke a rule", "type": "invalid_request_error"}
     if tokens:
-        llm.script(model_name, [ScriptedReply(content="Starting to answer and then failing.", error_after_chunks=3, error=error, chunk_delay_s=0.1)])
+        llm.script(
+            model_name,
+            [
+                ScriptedReply(
+                    content="Starting to answer and then failing.", error_after_chunks=3, error=error, chunk_delay_s=0.1
+                )
+            ],
+        )
     else:
         llm.script(model_name, [ScriptedReply(status=400, error={"error": error})])
 
@@ -251,7 +289,9 @@ async def test_follow_needs_a_run(client: PerdureClient, make_agent: AgentFactor
         await collect(client.follow(agent.id))
 
 
-async def test_reading_a_run_by_id_from_an_offset(client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory) -> None:
+async def test_reading_a_run_by_id_from_an_offset(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
     agent = make_agent()
     llm.script(model_name, [ScriptedReply(content="One answer.")])
     everything = await collect(client.stream_message(agent.id, message_request("Hi")))
@@ -275,7 +315,9 @@ async def test_with_parallel_calls_off_only_the_call_that_runs_is_streamed(
     with db.transaction(read_only=True) as session:
         [kept] = [c for m in messages.list_messages(session, agent.id) for c in m.tool_calls]
     call_chunks = [i.event for i in items if isinstance(i.event, ToolCallMessage)]
-    assert {c.tool_call.tool_call_id for c in call_chunks} == {kept.id}, "the id made for an id-less call is the stored one"
+    assert {c.tool_call.tool_call_id for c in call_chunks} == {kept.id}, (
+        "the id made for an id-less call is the stored one"
+    )
     assert "".join(c.tool_call.arguments for c in call_chunks) == kept.arguments
 
 
@@ -283,15 +325,31 @@ async def test_answers_to_a_timed_out_pause_stream_the_resumed_run(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
 ) -> None:
     agent = approval_agent(make_agent, "core_memory_append")
-    llm.script(model_name, [call("core_memory_append", "call_late", label="human", content="Ada"), ScriptedReply(content="Saved at last.")])
-    paused = await collect(client.stream_message(agent.id, message_request("Remember me", approval_timeout_seconds=0.5, stream_tokens=True)))
+    llm.script(
+        model_name,
+        [
+            call("core_memory_append", "call_late", label="human", content="Ada"),
+            ScriptedReply(content="Saved at last."),
+        ],
+    )
+    paused = await collect(
+        client.stream_message(
+            agent.id, message_request("Remember me", approval_timeout_seconds=0.5, stream_tokens=True)
+        )
+    )
     assert paused[-2].event == LettaStopReason(stop_reason=StopReasonType.requires_approval)
     await client.temporal.get_workflow_handle(f"{agent.id}").result()  # the run ends at its timeout
 
     resumed = await collect(client.stream_answer(agent.id, [ApprovalAnswer(tool_call_id="call_late", approve=True)]))
 
     assert resumed[0].offset == 0, "a new run, so a new stream"
-    assert kinds(resumed) == ["approval_response_message", "tool_return_message", "assistant_message", "stop_reason", "usage_statistics"]
+    assert kinds(resumed) == [
+        "approval_response_message",
+        "tool_return_message",
+        "assistant_message",
+        "stop_reason",
+        "usage_statistics",
+    ]
     assert "".join(i.event.content for i in resumed if isinstance(i.event, AssistantMessage)) == "Saved at last."
 
 

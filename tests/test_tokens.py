@@ -73,19 +73,39 @@ def test_message_overhead_by_hand() -> None:
         + 3
     )
     assert tokens.count_messages(conversation) == expected
-    assert tokens.count_message(conversation[1]) == 3 + enc_len("user") + enc_len("alice") + 1 + enc_len("What is 2 + 2?")
+    assert tokens.count_message(conversation[1]) == 3 + enc_len("user") + enc_len("alice") + 1 + enc_len(
+        "What is 2 + 2?"
+    )
     assert tokens.count_messages([]) == 3
 
 
 def test_openai_cookbook_example() -> None:
     """The cookbook's example conversation: 129 prompt tokens for gpt-4-0613 (the API's count)."""
     messages = [
-        {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+        {
+            "role": "system",
+            "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",
+        },
         {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
-        {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-        {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
-        {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
-        {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+        {
+            "role": "system",
+            "name": "example_assistant",
+            "content": "Things working well together will increase revenue.",
+        },
+        {
+            "role": "system",
+            "name": "example_user",
+            "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+        },
+        {
+            "role": "system",
+            "name": "example_assistant",
+            "content": "Let's talk later when we're less busy about how to do better.",
+        },
+        {
+            "role": "user",
+            "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+        },
     ]
     assert tokens.count_messages(messages) == 129
 
@@ -101,7 +121,9 @@ def test_tool_calls_and_tool_messages() -> None:
         ],
     }
     ret = {"role": "tool", "tool_call_id": "call_abc123", "content": '{"status": "OK", "message": "18°C, sunny"}'}
-    expected_call = 3 + enc_len("assistant") + enc_len("web_search") + enc_len(args) + enc_len("send_message") + enc_len("{}")
+    expected_call = (
+        3 + enc_len("assistant") + enc_len("web_search") + enc_len(args) + enc_len("send_message") + enc_len("{}")
+    )
     expected_ret = 3 + enc_len("tool") + enc_len("call_abc123") + enc_len(ret["content"])
     assert tokens.count_message(call) == expected_call
     assert tokens.count_message(ret) == expected_ret
@@ -120,8 +142,18 @@ def test_wire_format_from_stored_messages() -> None:
     stored = [
         Message(id="m1", agent_id="a", role="system", content=[TextContent(text="You are Sam.")]),
         Message(id="m2", agent_id="a", role="user", content=[TextContent(text="Look up Paris.")]),
-        Message(id="m3", agent_id="a", role="assistant", tool_calls=[ToolCall(id="c1", name="web_search", arguments='{"q": "Paris"}')]),
-        Message(id="m4", agent_id="a", role="tool", tool_returns=[ToolReturn(tool_call_id="c1", status="success", func_response="Capital of France")]),
+        Message(
+            id="m3",
+            agent_id="a",
+            role="assistant",
+            tool_calls=[ToolCall(id="c1", name="web_search", arguments='{"q": "Paris"}')],
+        ),
+        Message(
+            id="m4",
+            agent_id="a",
+            role="tool",
+            tool_returns=[ToolReturn(tool_call_id="c1", status="success", func_response="Capital of France")],
+        ),
     ]
     wire = to_openai_messages(stored)
     assert [m["role"] for m in wire] == ["system", "user", "assistant", "tool"]
@@ -220,7 +252,9 @@ def _run_guarded(script: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache), "DATA_GYM_CACHE_DIR": str(cache)}
     env.pop("TIKTOKEN_ENCODINGS_BASE", None)
     root = Path(__file__).resolve().parent.parent
-    return subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_loads_without_network_with_empty_cache_dir(tmp_path: Path) -> None:

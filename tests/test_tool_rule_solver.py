@@ -489,8 +489,20 @@ RICH = props(
 
 @pytest.mark.parametrize(
     "prefill",
-    [{"c": "x"}, {"d": 5}, {"e": 7}, {"e": "s"}, {"f": "hello"}, {"g": 3.14}, {"g": 3}, {"h": None}, {"h": "ok"},
-     {"obj": {"k": 1, "nest": {"a": 2}}}, {"arr": [1, 2, 3]}, {"flag": True}],
+    [
+        {"c": "x"},
+        {"d": 5},
+        {"e": 7},
+        {"e": "s"},
+        {"f": "hello"},
+        {"g": 3.14},
+        {"g": 3},
+        {"h": None},
+        {"h": "ok"},
+        {"obj": {"k": 1, "nest": {"a": 2}}},
+        {"arr": [1, 2, 3]},
+        {"flag": True},
+    ],
 )
 def test_merge_prefilled_valid_values(prefill: dict[str, Any]) -> None:
     merged, error = merge_prefilled_args("rich_tool", {"extra": "kept"}, prefill, "InitToolRule(rich_tool)", RICH)

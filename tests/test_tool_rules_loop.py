@@ -95,7 +95,9 @@ async def send(client: PerdureClient, agent_id: str, message: str = "go", **opti
 
 async def approve(client: PerdureClient, agent_id: str, request: ApprovalRequestMessage) -> LettaResponse:
     """Approve the request's call and wait, with a deadline, for the run to stop or pause again."""
-    return await asyncio.wait_for(client.answer(agent_id, [ApprovalAnswer(tool_call_id=request.tool_call.tool_call_id, approve=True)]), DEADLINE_S)
+    return await asyncio.wait_for(
+        client.answer(agent_id, [ApprovalAnswer(tool_call_id=request.tool_call.tool_call_id, approve=True)]), DEADLINE_S
+    )
 
 
 # --- reading requests and responses ------------------------------------------------------
@@ -214,7 +216,13 @@ async def test_model_recovers_from_a_constraint_error_and_the_chain_proceeds(
     )
     llm.script(
         model_name,
-        [call("conversation_search", query="x"), insert("Too early."), append("Appended."), insert("Inserted."), text("never")],
+        [
+            call("conversation_search", query="x"),
+            insert("Too early."),
+            append("Appended."),
+            insert("Inserted."),
+            text("never"),
+        ],
     )
 
     response = await send(client, agent.id)
@@ -225,7 +233,10 @@ async def test_model_recovers_from_a_constraint_error_and_the_chain_proceeds(
     assert [r.status for r in returns] == ["success", "error", "success", "success"]
     assert (returns[1].tool_return or "").startswith("[ToolConstraintError] Cannot call memory_insert")
     assert [offered(r) for r in llm.requests(model_name)] == [
-        ["conversation_search"], ["core_memory_append"], ["core_memory_append"], ["memory_insert"]
+        ["conversation_search"],
+        ["core_memory_append"],
+        ["core_memory_append"],
+        ["memory_insert"],
     ]
     assert block_value(db, agent.id) == f"{HUMAN_START}\nAppended.\nInserted."
     assert llm.pending(model_name) == 1
@@ -246,7 +257,12 @@ async def test_required_before_exit_turns_a_text_answer_into_a_heartbeat(
 
     assert response.stop_reason.stop_reason is StopReasonType.end_turn
     assert types_of(response) == [
-        "user_message", "assistant_message", "user_message", "tool_call_message", "tool_return_message", "assistant_message"
+        "user_message",
+        "assistant_message",
+        "user_message",
+        "tool_call_message",
+        "tool_return_message",
+        "assistant_message",
     ]
     heartbeat = response.messages[2]
     assert isinstance(heartbeat, UserMessage)
@@ -290,10 +306,34 @@ async def test_terminal_tool_does_not_end_the_run_before_the_required_tool(
 @pytest.mark.parametrize(
     ("first", "mapping", "default", "expected"),
     [
-        pytest.param(append("x"), {"true": "archival_memory_insert", "None": "memory_insert"}, "conversation_search", "memory_insert", id="None-output-mapped"),
-        pytest.param(insert("x"), {"None": "memory_replace", EDIT_SUCCESS_HUMAN: "core_memory_append"}, "conversation_search", "core_memory_append", id="success-sentence-mapped"),
-        pytest.param(insert("x"), {"None": "core_memory_append"}, "conversation_search", "conversation_search", id="no-match-default"),
-        pytest.param(append("x", label="nope"), {"None": "memory_insert"}, "archival_memory_insert", "archival_memory_insert", id="error-output-default"),
+        pytest.param(
+            append("x"),
+            {"true": "archival_memory_insert", "None": "memory_insert"},
+            "conversation_search",
+            "memory_insert",
+            id="None-output-mapped",
+        ),
+        pytest.param(
+            insert("x"),
+            {"None": "memory_replace", EDIT_SUCCESS_HUMAN: "core_memory_append"},
+            "conversation_search",
+            "core_memory_append",
+            id="success-sentence-mapped",
+        ),
+        pytest.param(
+            insert("x"),
+            {"None": "core_memory_append"},
+            "conversation_search",
+            "conversation_search",
+            id="no-match-default",
+        ),
+        pytest.param(
+            append("x", label="nope"),
+            {"None": "memory_insert"},
+            "archival_memory_insert",
+            "archival_memory_insert",
+            id="error-output-default",
+        ),
     ],
 )
 async def test_conditional_rule_picks_the_next_tool_from_the_real_output(
@@ -331,7 +371,12 @@ async def test_rules_that_leave_no_tool_fall_back_to_every_tool(
     Letta V3 then offers every tool rather than none, still demanding a call ("required")."""
     agent = rule_agent(
         make_agent,
-        {"type": "conditional", "tool_name": "core_memory_append", "child_output_mapping": {"true": "memory_insert"}, "require_output_mapping": True},
+        {
+            "type": "conditional",
+            "tool_name": "core_memory_append",
+            "child_output_mapping": {"true": "memory_insert"},
+            "require_output_mapping": True,
+        },
     )
     llm.script(model_name, [append("x"), text("done")])
 
@@ -397,7 +442,10 @@ async def test_child_arg_nodes_override_the_models_arguments(
             "child_arg_nodes": [{"name": "core_memory_append", "args": {"content": "From the child rule."}}],
         },
     )
-    llm.script(model_name, [call("conversation_search", query="x"), append("From the model."), append("Model again."), text("done")])
+    llm.script(
+        model_name,
+        [call("conversation_search", query="x"), append("From the model."), append("Model again."), text("done")],
+    )
 
     response = await send(client, agent.id)
 
@@ -474,7 +522,9 @@ async def test_max_count_per_step_allows_exactly_n_calls_per_run(
 ) -> None:
     """Each call counts once (Letta counts twice, halving the limit): two calls run, then the
     tool is no longer offered and a third call is refused; the next run starts a fresh count."""
-    agent = rule_agent(make_agent, {"type": "max_count_per_step", "tool_name": "core_memory_append", "max_count_limit": 2})
+    agent = rule_agent(
+        make_agent, {"type": "max_count_per_step", "tool_name": "core_memory_append", "max_count_limit": 2}
+    )
     llm.script(model_name, [append("One."), append("Two."), append("Three."), text("done")])
 
     response = await send(client, agent.id)
@@ -485,8 +535,12 @@ async def test_max_count_per_step_allows_exactly_n_calls_per_run(
     assert all(len(offered(r)) == 5 for r in requests[2:]), "other tools must still be offered"
     returns = tool_returns(response)
     assert [r.status for r in returns] == ["success", "success", "error"]
-    assert (returns[2].tool_return or "").startswith("[ToolConstraintError] Cannot call core_memory_append, valid tools include: [")
-    assert (returns[2].tool_return or "").endswith("\t- <tool_rule>\ncore_memory_append: at most 2 use(s) per response\n</tool_rule>")
+    assert (returns[2].tool_return or "").startswith(
+        "[ToolConstraintError] Cannot call core_memory_append, valid tools include: ["
+    )
+    assert (returns[2].tool_return or "").endswith(
+        "\t- <tool_rule>\ncore_memory_append: at most 2 use(s) per response\n</tool_rule>"
+    )
     assert block_value(db, agent.id) == f"{HUMAN_START}\nOne.\nTwo."
 
     llm.script(model_name, [text("fresh run")])
@@ -541,7 +595,10 @@ async def test_rules_are_rendered_into_the_system_prompt(
             id="first-and-exit",
         ),
         pytest.param(
-            [{"type": "continue_loop", "tool_name": "memory_insert"}, {"type": "exit_loop", "tool_name": "memory_insert"}],
+            [
+                {"type": "continue_loop", "tool_name": "memory_insert"},
+                {"type": "exit_loop", "tool_name": "memory_insert"},
+            ],
             "Tool 'memory_insert' cannot be both exit_loop and continue_loop: the rules contradict each other.",
             id="exit-and-continue",
         ),
@@ -570,7 +627,14 @@ async def test_rules_are_rendered_into_the_system_prompt(
             id="unknown-child",
         ),
         pytest.param(
-            [{"type": "conditional", "tool_name": "memory_insert", "child_output_mapping": {"None": "memory_replace"}, "default_child": "ghost"}],
+            [
+                {
+                    "type": "conditional",
+                    "tool_name": "memory_insert",
+                    "child_output_mapping": {"None": "memory_replace"},
+                    "default_child": "ghost",
+                }
+            ],
             "Tool rule conditional on 'memory_insert' refers to tool 'ghost', which the agent "
             "does not have (its tools: conversation_search, memory_replace, memory_insert).",
             id="unknown-default-child",
@@ -613,7 +677,10 @@ async def test_parallel_calls_all_run_when_enabled_and_no_rules(
     """parallel_tool_calls on and no rules: the request allows several calls and every call of
     the response runs, in the model's order, answered in one tool message."""
     agent = rule_agent(make_agent, llm_config={"parallel_tool_calls": True})
-    first, second = tool("memory_insert", label="human", new_string="One."), tool("memory_insert", label="human", new_string="Two.")
+    first, second = (
+        tool("memory_insert", label="human", new_string="One."),
+        tool("memory_insert", label="human", new_string="Two."),
+    )
     llm.script(model_name, [calls(first, second), text("ok")])
 
     response = await send(client, agent.id)
@@ -630,8 +697,15 @@ async def test_a_rule_other_than_approval_turns_parallel_calls_off(
 ) -> None:
     """Letta: with any rule but requires_approval the request says parallel_tool_calls false and
     only the first call of a response is kept."""
-    agent = rule_agent(make_agent, {"type": "exit_loop", "tool_name": "archival_memory_insert"}, llm_config={"parallel_tool_calls": True})
-    first, second = tool("memory_insert", label="human", new_string="One."), tool("memory_insert", label="human", new_string="Two.")
+    agent = rule_agent(
+        make_agent,
+        {"type": "exit_loop", "tool_name": "archival_memory_insert"},
+        llm_config={"parallel_tool_calls": True},
+    )
+    first, second = (
+        tool("memory_insert", label="human", new_string="One."),
+        tool("memory_insert", label="human", new_string="Two."),
+    )
     llm.script(model_name, [calls(first, second), text("ok")])
 
     response = await send(client, agent.id)
@@ -647,7 +721,11 @@ async def test_approval_rules_alone_keep_parallel_calls_on(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
 ) -> None:
     """requires_approval is the one rule that does not disable parallel calls."""
-    agent = rule_agent(make_agent, {"type": "requires_approval", "tool_name": "archival_memory_insert"}, llm_config={"parallel_tool_calls": True})
+    agent = rule_agent(
+        make_agent,
+        {"type": "requires_approval", "tool_name": "archival_memory_insert"},
+        llm_config={"parallel_tool_calls": True},
+    )
     llm.script(model_name, [text("ok")])
     await send(client, agent.id)
     assert llm.requests(model_name)[0]["parallel_tool_calls"] is True
@@ -661,7 +739,9 @@ for a while; the scan is in Python, so with the GIL shared each takes longer, ne
 def fill_archive(db: Database, agent_id: str, count: int) -> None:
     with db.transaction() as session:
         session.add_all(
-            PassageRow(id=f"passage-{agent_id}-{i}", agent_id=agent_id, text=f"note {i} about sailing and tea {i % 7}", tags=[])
+            PassageRow(
+                id=f"passage-{agent_id}-{i}", agent_id=agent_id, text=f"note {i} about sailing and tea {i % 7}", tags=[]
+            )
             for i in range(count)
         )
 
@@ -716,7 +796,10 @@ async def test_call_needing_approval_but_not_allowed_is_refused_not_held(
     assert paused.stop_reason.stop_reason is StopReasonType.requires_approval
     refused = tool_returns(paused)[0]
     assert refused.status == "error"
-    assert refused.tool_return == "[ToolConstraintError] Cannot call core_memory_append, valid tools include: ['memory_insert']."
+    assert (
+        refused.tool_return
+        == "[ToolConstraintError] Cannot call core_memory_append, valid tools include: ['memory_insert']."
+    )
     requests_made = [m for m in paused.messages if isinstance(m, ApprovalRequestMessage)]
     assert [[c.name for c in m.tool_calls] for m in requests_made] == [["core_memory_append"]]
     assert requests_made[0].tool_call.arguments == json.dumps({"label": "human", "content": "Now allowed."})

@@ -21,7 +21,9 @@ from tests.conftest import AgentFactory
 from worker import PerdurePlugin, perdure_activities
 
 
-async def test_the_plugin_carries_payloads_sandbox_workflow_and_the_workers_activities(db: Database, settings: Settings) -> None:
+async def test_the_plugin_carries_payloads_sandbox_workflow_and_the_workers_activities(
+    db: Database, settings: Settings
+) -> None:
     async with httpx.AsyncClient() as http:
         activities = perdure_activities(db, settings, http)
         plugin = PerdurePlugin(activities)

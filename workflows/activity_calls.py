@@ -29,7 +29,12 @@ from workflows.policies import DB_RETRY, DB_TIMEOUT, LLM_DEADLINE, LLM_HEARTBEAT
 
 async def begin_run(input: BeginRunInput) -> BeginRunOutput:
     return await workflow.execute_local_activity(
-        names.BEGIN_RUN, input, result_type=BeginRunOutput, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY, summary="begin run"
+        names.BEGIN_RUN,
+        input,
+        result_type=BeginRunOutput,
+        start_to_close_timeout=DB_TIMEOUT,
+        retry_policy=DB_RETRY,
+        summary="begin run",
     )
 
 
@@ -69,7 +74,11 @@ async def checkpoint_step(input: CheckpointInput) -> None:
 
 async def finish_run(input: FinishRunInput) -> None:
     await workflow.execute_local_activity(
-        names.FINISH_RUN, input, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY, summary=f"finish run: {input.stop_reason.value}"
+        names.FINISH_RUN,
+        input,
+        start_to_close_timeout=DB_TIMEOUT,
+        retry_policy=DB_RETRY,
+        summary=f"finish run: {input.stop_reason.value}",
     )
 
 

@@ -80,7 +80,9 @@ class AnswerBook:
         if signal is None:
             return
         if signal.tool_call_id is not None:
-            self._take(names.APPROVE_SIGNAL, ApprovalAnswer(tool_call_id=signal.tool_call_id, approve=True), payload, now)
+            self._take(
+                names.APPROVE_SIGNAL, ApprovalAnswer(tool_call_id=signal.tool_call_id, approve=True), payload, now
+            )
             return
         answers = approve_all(self.request.calls) if self.request else []
         if answers:

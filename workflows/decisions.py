@@ -55,7 +55,9 @@ def precheck_tool_call(call: ToolCall, available: Sequence[str]) -> str | None:
 REQUIRED_BEFORE_EXIT = "[This is an automated system message hidden from the user] ToolRuleViolated: You must call {tools} at least once to exit the loop."
 
 
-def after_text_answer(finish_reason: str | None, uncalled_required: Sequence[str]) -> tuple[StopReasonType | None, str | None]:
+def after_text_answer(
+    finish_reason: str | None, uncalled_required: Sequence[str]
+) -> tuple[StopReasonType | None, str | None]:
     """A response without tool calls ends the turn, unless required tools are still uncalled:
     then the loop goes on with Letta's ToolRuleViolated heartbeat. Returns (stop, heartbeat)."""
     if uncalled_required:

@@ -89,10 +89,19 @@ def keep_going_message(reason: str, step: StepRecord, new_id: NewId, now: dateti
     """Letta's automated "heartbeat" user message that keeps the loop going (e.g. a required
     tool not yet called): a message to the model, nothing to do with activity heartbeats."""
     text = json.dumps({"type": "heartbeat", "reason": reason, "time": now.strftime("%Y-%m-%d %I:%M:%S %p %Z%z")})
-    return Message(id=new_id(), agent_id=step.agent_id, role="user", content=[TextContent(text=text)], run_id=step.run_id, step_id=step.id)
+    return Message(
+        id=new_id(),
+        agent_id=step.agent_id,
+        role="user",
+        content=[TextContent(text=text)],
+        run_id=step.run_id,
+        step_id=step.id,
+    )
 
 
-def approval_request(requested: Sequence[ToolCall], client_ids: Sequence[str], step: StepRecord, message_id: str) -> Message:
+def approval_request(
+    requested: Sequence[ToolCall], client_ids: Sequence[str], step: StepRecord, message_id: str
+) -> Message:
     return Message(
         id=message_id,
         agent_id=step.agent_id,
@@ -148,7 +157,9 @@ def answered_return(call: PendingCall, context_window: int, now: datetime) -> To
     raise ValueError(f"tool call {call.tool_call_id} has no answer")
 
 
-def messages_on_cancel(draft: StepDraft, answered: Sequence[PendingCall] | None, new_id: NewId, now: datetime, context_window: int) -> list[Message]:
+def messages_on_cancel(
+    draft: StepDraft, answered: Sequence[PendingCall] | None, new_id: NewId, now: datetime, context_window: int
+) -> list[Message]:
     """What a cancelled step still commits: its inputs, and for every call a return.
 
     For a paused step, the answers given before the cancel stand (the audit trail says who

@@ -24,4 +24,3 @@ def failure_text(error: ActivityError | ApplicationError) -> str:
     if isinstance(cause, ApplicationError):
         return cause.message
     return str(cause or error)
-

@@ -50,11 +50,12 @@ class RunOutcomes:
         self.latest = result.model_copy(update={"message_ids": self._stored})
         self._stored = []
         self.count += 1
-        for event in outcome_events(result.run_id, result.stop_reason, result.usage, failure=failure, failure_type=failure_type):
+        for event in outcome_events(
+            result.run_id, result.stop_reason, result.usage, failure=failure, failure_type=failure_type
+        ):
             self._events.publish(event)
 
     def release_readers(self) -> None:
         """Before the run closes: stream subscribers that long-poll by update get what they
         waited for and read the rest through the stream's query."""
         self._stream.detach_pollers()
-

@@ -19,7 +19,9 @@ LLM_RETRY = RetryPolicy(
 activity counts the provider's failures itself and makes the last one final; `LLM_DEADLINE`
 bounds the call as a whole."""
 LLM_DEADLINE = timedelta(hours=1)
-DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10), maximum_attempts=20)
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10), maximum_attempts=20
+)
 LLM_TIMEOUT = timedelta(minutes=10)
 LLM_HEARTBEAT = timedelta(seconds=15)
 DB_TIMEOUT = timedelta(seconds=30)

@@ -15,7 +15,16 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.agent import DEFAULT_CONTEXT_WINDOW
     from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
     from perdure.schemas.messages import Message
-    from perdure.schemas.run import CheckpointInput, CompactInput, CompactMode, CompactOutput, RunResult, RunState, SendMessageRequest, StepRecord
+    from perdure.schemas.run import (
+        CheckpointInput,
+        CompactInput,
+        CompactMode,
+        CompactOutput,
+        RunResult,
+        RunState,
+        SendMessageRequest,
+        StepRecord,
+    )
 
 from workflows import activity_calls
 from workflows.answers import AnswerBook
@@ -81,7 +90,14 @@ class RunContext:
         assert self.run_id is not None
         status = self.status if final else RunStatus.running
         failure = self.error if final and self.status is RunStatus.failed else None
-        result = RunResult(run_id=self.run_id, agent_id=self.agent_id, stop_reason=stop_reason, status=status, usage=self.usage.model_copy(), error=self.error)
+        result = RunResult(
+            run_id=self.run_id,
+            agent_id=self.agent_id,
+            stop_reason=stop_reason,
+            status=status,
+            usage=self.usage.model_copy(),
+            error=self.error,
+        )
         self.outcomes.reached(result, failure=failure, failure_type=self.failure_type)
 
     def state(self) -> RunState:
@@ -98,4 +114,3 @@ class RunContext:
             pending_approval=self.answers.request,
             rejected=self.answers.rejected,
         )
-

@@ -112,11 +112,17 @@ class AgentRunWorkflow:
         if run.answers.request is not None:
             raise ApplicationError(pending_message(run.answers.request.calls), type="PendingApproval")
         if self._compacting:
-            raise ApplicationError(f"agent {run.agent_id} is being compacted; send the message when it is done", type="AgentBusy")
+            raise ApplicationError(
+                f"agent {run.agent_id} is being compacted; send the message when it is done", type="AgentBusy"
+            )
         if self._maintenance_done:
-            raise ApplicationError(f"agent {run.agent_id} has just been compacted; send the message again", type="RunFinishing")
+            raise ApplicationError(
+                f"agent {run.agent_id} has just been compacted; send the message again", type="RunFinishing"
+            )
         if self._finished:
-            raise ApplicationError(f"agent {run.agent_id} is finishing run {run.run_id}; send the message again", type="RunFinishing")
+            raise ApplicationError(
+                f"agent {run.agent_id} is finishing run {run.run_id}; send the message again", type="RunFinishing"
+            )
         if run.request is not None:
             raise ApplicationError(
                 f"agent {run.agent_id} is busy with run {run.run_id} ({run.current}); "
@@ -145,7 +151,9 @@ class AgentRunWorkflow:
         if self._compacting:
             raise ApplicationError(f"agent {run.agent_id} is already being compacted", type="AgentBusy")
         if self._finished:
-            raise ApplicationError(f"agent {run.agent_id} is finishing run {run.run_id}; compact again", type="RunFinishing")
+            raise ApplicationError(
+                f"agent {run.agent_id} is finishing run {run.run_id}; compact again", type="RunFinishing"
+            )
         if run.request is not None and run.answers.request is None:
             raise ApplicationError(
                 f"agent {run.agent_id} is busy with run {run.run_id} ({run.current}); compact when it has stopped",
@@ -212,7 +220,11 @@ class AgentRunWorkflow:
         workflow.upsert_search_attributes(attributes)
         run.show("starting")
         try:
-            return await activity_calls.begin_run(BeginRunInput(agent_id=run.agent_id, run_id=run_id, request=request, workflow_id=workflow.info().workflow_id))
+            return await activity_calls.begin_run(
+                BeginRunInput(
+                    agent_id=run.agent_id, run_id=run_id, request=request, workflow_id=workflow.info().workflow_id
+                )
+            )
         except (ActivityError, ApplicationError) as err:
             reraise_cancellation(err)
             cause = err.cause if isinstance(err, ActivityError) else err
@@ -236,7 +248,10 @@ class AgentRunWorkflow:
         if draft is not None:
             messages = messages_on_cancel(draft, answered, run.new_message_id, workflow.now(), run.context_window)
             if messages:
-                await run.checkpoint(messages, draft.step.model_copy(update={"status": "cancelled", "stop_reason": StopReasonType.cancelled}))
+                await run.checkpoint(
+                    messages,
+                    draft.step.model_copy(update={"status": "cancelled", "stop_reason": StopReasonType.cancelled}),
+                )
         await self._finish(StopReasonType.cancelled, None)
 
     async def _finish(self, stop_reason: StopReasonType, failed_step: StepRecord | None) -> None:
@@ -257,7 +272,9 @@ class AgentRunWorkflow:
                 failed_step=failed_step,
             )
         )
-        workflow.upsert_search_attributes([RUN_STATUS.value_set(run.status.value), STOP_REASON.value_set(stop_reason.value)])
+        workflow.upsert_search_attributes(
+            [RUN_STATUS.value_set(run.status.value), STOP_REASON.value_set(stop_reason.value)]
+        )
         run.publish(stop_reason, final=True)
 
     async def _wait_for_handlers(self) -> None:

@@ -31,7 +31,14 @@ from perdure.providers.base import (
     LLMTimeoutError,
     new_call_id,
 )
-from perdure.providers.openai_stream import DONE, StreamAssembler, StreamPiece, decode_event, error_from_event, read_usage
+from perdure.providers.openai_stream import (
+    DONE,
+    StreamAssembler,
+    StreamPiece,
+    decode_event,
+    error_from_event,
+    read_usage,
+)
 from perdure.schemas.messages import ToolCall
 
 _CONTEXT_OVERFLOW = re.compile(
@@ -88,7 +95,9 @@ class OpenAICompatibleProvider:
         return checked_shape(assembler.finish)
 
     def _stream_error(self, error: Any) -> LLMError:
-        return error_from_event(error, lambda status, text: classify_error(status, f"in-stream error from {self._url}: {text}", text))
+        return error_from_event(
+            error, lambda status, text: classify_error(status, f"in-stream error from {self._url}: {text}", text)
+        )
 
 
 T = TypeVar("T")
@@ -168,12 +177,16 @@ def parse_completion(raw: bytes) -> ChatResponse:
     try:
         data = json.loads(raw)
     except ValueError as err:
-        raise LLMConnectionError(f"the model's answer is not JSON (cut off on the way?): {err!r}; body: {_clip(raw)}") from err
+        raise LLMConnectionError(
+            f"the model's answer is not JSON (cut off on the way?): {err!r}; body: {_clip(raw)}"
+        ) from err
     try:
         response = _read_completion(data)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
         # pydantic's ValidationError is a ValueError
-        raise LLMInvalidResponseError(f"the model's response is not a chat completion: {err!r}; body: {_clip(raw)}") from err
+        raise LLMInvalidResponseError(
+            f"the model's response is not a chat completion: {err!r}; body: {_clip(raw)}"
+        ) from err
     if not response.content and not response.tool_calls:
         raise LLMInvalidResponseError(f"the model returned neither text nor a tool call; body: {_clip(raw)}")
     return response

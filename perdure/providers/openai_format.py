@@ -34,7 +34,10 @@ def _cap(text: str, limit: int | None) -> str:
 
 
 def _wire_calls(message: Message) -> list[dict[str, Any]]:
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls]
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in message.tool_calls
+    ]
 
 
 def _convert(message: Message, tool_return_chars: int | None) -> list[dict[str, Any]]:

@@ -43,12 +43,18 @@ def decode_structured(text: str, allowed_tools: Collection[str] | None = None) -
     return decoder.finish()
 
 
-def _answer(text: str, allowed_tools: Collection[str] | None, raw_arguments: str | None, *, cut: bool) -> StructuredAnswer:
+def _answer(
+    text: str, allowed_tools: Collection[str] | None, raw_arguments: str | None, *, cut: bool
+) -> StructuredAnswer:
     """`cut`: the text stopped inside its JSON object, which is what hitting max_tokens does."""
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
-        reason = "it ends before its JSON object does (cut off by max_tokens?)" if cut else f"{err.msg} at character {err.pos}"
+        reason = (
+            "it ends before its JSON object does (cut off by max_tokens?)"
+            if cut
+            else f"{err.msg} at character {err.pos}"
+        )
         raise ValueError(f"the model's answer is not one JSON object: {reason}: {_clip(text)}") from err
     except ValueError as err:
         raise ValueError(f"the model's answer is ambiguous: {err}: {_clip(text)}") from err
@@ -66,7 +72,9 @@ def _answer(text: str, allowed_tools: Collection[str] | None, raw_arguments: str
             f'{{"{TOOL_CALL_KEY}": {{"name": string, "arguments": object}}}}: {_clip(text)}'
         )
     if allowed_tools is not None and call["name"] not in allowed_tools:
-        raise ValueError(f"the model called {call['name']!r}, which is not among the allowed tools {sorted(allowed_tools)}")
+        raise ValueError(
+            f"the model called {call['name']!r}, which is not among the allowed tools {sorted(allowed_tools)}"
+        )
     arguments = raw_arguments if raw_arguments is not None else json.dumps(call["arguments"], ensure_ascii=False)
     return StructuredAnswer(tool_call=StructuredToolCall(name=call["name"], arguments=arguments))
 

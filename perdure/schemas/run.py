@@ -149,7 +149,9 @@ class UnansweredRequest(BaseModel):
 
 class BeginRunOutput(BaseModel):
     agent: AgentSnapshot
-    unanswered: UnansweredRequest | None = Field(default=None, validation_alias=AliasChoices("unanswered", "stored_pending"))
+    unanswered: UnansweredRequest | None = Field(
+        default=None, validation_alias=AliasChoices("unanswered", "stored_pending")
+    )
     """An earlier run's unanswered approval request (`stored_pending` in histories recorded before)."""
     answers_already_processed: bool = False
     """The request's answers were processed before (a client retry): Letta continues with a

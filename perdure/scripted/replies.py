@@ -140,7 +140,10 @@ class ScriptedReply(BaseModel):
         deltas += [{"content": p} for p in token_pieces(self.content)]
         for index, call in enumerate(self.tool_calls):
             deltas.append({"tool_calls": [call.opening_delta(index)]})
-            deltas += [{"tool_calls": [{"index": index, "function": {"arguments": p}}]} for p in token_pieces(call.arguments_text())]
+            deltas += [
+                {"tool_calls": [{"index": index, "function": {"arguments": p}}]}
+                for p in token_pieces(call.arguments_text())
+            ]
         return deltas
 
     def _mid_stream_error(self) -> dict[str, Any]:

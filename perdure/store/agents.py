@@ -62,7 +62,9 @@ def insert_agent(
         id=system_message_id,
         agent_id=agent_id,
         role="system",
-        content=[TextContent(text=compile_system_prompt(system, state.blocks, _rule_prompts(state.tool_rules, state.tools)))],
+        content=[
+            TextContent(text=compile_system_prompt(system, state.blocks, _rule_prompts(state.tool_rules, state.tools)))
+        ],
     )
     insert_messages(session, [system_message])
     return state

@@ -32,7 +32,10 @@ def decode_arguments(tool_name: str, text: str | None) -> tuple[dict[str, Any], 
             "the tool was not called. Send the arguments as one JSON object."
         )
     if not isinstance(arguments, dict):
-        return None, f"Error: the arguments for {tool_name} must be a JSON object, got {type(arguments).__name__}; the tool was not called."
+        return (
+            None,
+            f"Error: the arguments for {tool_name} must be a JSON object, got {type(arguments).__name__}; the tool was not called.",
+        )
     return arguments, None
 
 

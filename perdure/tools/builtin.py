@@ -203,7 +203,9 @@ def _parse_date(field: str, value: str | None, *, end_of_day: bool) -> datetime 
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ToolError(f"Invalid {field} format: {value}. Use ISO 8601 format (YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+        raise ToolError(
+            f"Invalid {field} format: {value}. Use ISO 8601 format (YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+        ) from None
     if len(value) == 10 and end_of_day:
         parsed = datetime.combine(parsed.date(), time.max)
     # Stored times are UTC (SQLite keeps them without an offset): compare in UTC, not wall-clock time.

@@ -10,7 +10,9 @@ from perdure.schemas.tools import ToolDef
 READ_ONLY_TOOLS = frozenset({"conversation_search", "archival_memory_search"})
 """The searches: they change nothing, so they may run concurrently, and their returns are not
 clipped to `return_char_limit` (Letta pages them instead)."""
-MEMORY_TOOLS = frozenset({"memory_replace", "memory_insert", "memory_rethink", "core_memory_append", "core_memory_replace"})
+MEMORY_TOOLS = frozenset(
+    {"memory_replace", "memory_insert", "memory_rethink", "core_memory_append", "core_memory_replace"}
+)
 """The built-ins that edit a memory block named by `label`."""
 
 
@@ -20,7 +22,10 @@ def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 _LABEL = {"type": "string", "description": "Label of the memory block, e.g. 'human' or 'persona'."}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
-_OPTIONAL_DATE = {"type": ["string", "null"], "description": "ISO 8601 date or datetime, e.g. 2026-11-24 or 2026-11-24T14:30."}
+_OPTIONAL_DATE = {
+    "type": ["string", "null"],
+    "description": "ISO 8601 date or datetime, e.g. 2026-11-24 or 2026-11-24T14:30.",
+}
 
 _DEFINITIONS: list[tuple[str, str, dict[str, Any]]] = [
     (
@@ -43,7 +48,11 @@ _DEFINITIONS: list[tuple[str, str, dict[str, Any]]] = [
             {
                 "label": _LABEL,
                 "new_string": {"type": "string", "description": "Text to insert."},
-                "insert_line": {"type": "integer", "description": "Line after which to insert; -1 appends.", "default": -1},
+                "insert_line": {
+                    "type": "integer",
+                    "description": "Line after which to insert; -1 appends.",
+                    "default": -1,
+                },
             },
             ["label", "new_string"],
         ),
@@ -51,12 +60,17 @@ _DEFINITIONS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "memory_rethink",
         "Rewrite a memory block completely with new_memory (creates the block if it does not exist).",
-        _schema({"label": _LABEL, "new_memory": {"type": "string", "description": "The block's new content."}}, ["label", "new_memory"]),
+        _schema(
+            {"label": _LABEL, "new_memory": {"type": "string", "description": "The block's new content."}},
+            ["label", "new_memory"],
+        ),
     ),
     (
         "core_memory_append",
         "Append content to a memory block, on a new line.",
-        _schema({"label": _LABEL, "content": {"type": "string", "description": "Text to append."}}, ["label", "content"]),
+        _schema(
+            {"label": _LABEL, "content": {"type": "string", "description": "Text to append."}}, ["label", "content"]
+        ),
     ),
     (
         "core_memory_replace",
@@ -92,7 +106,10 @@ _DEFINITIONS: list[tuple[str, str, dict[str, Any]]] = [
         "archival_memory_insert",
         "Store a passage in long-term archival memory for later search.",
         _schema(
-            {"content": {"type": "string", "description": "Text to store."}, "tags": {**_STRINGS, "type": ["array", "null"]}},
+            {
+                "content": {"type": "string", "description": "Text to store."},
+                "tags": {**_STRINGS, "type": ["array", "null"]},
+            },
             ["content"],
         ),
     ),
@@ -125,7 +142,9 @@ BUILTIN_TOOL_DEFS: dict[str, ToolDef] = {
 }
 
 
-def constrained_memory_arguments(schemas: list[dict[str, Any]], labels: list[str], longest: int) -> list[dict[str, Any]]:
+def constrained_memory_arguments(
+    schemas: list[dict[str, Any]], labels: list[str], longest: int
+) -> list[dict[str, Any]]:
     """The tool schemas with every memory tool's `label` limited to the agent's writable block
     labels and its text arguments to the largest block limit (a longer text is refused anyway).
 
