@@ -42,7 +42,7 @@ async def one_run(client: PerdureClient, llm: ScriptedLLMServer, block_size: int
         AgentCreate.model_validate(
             {
                 "name": "bench",
-                "memory_blocks": [{"label": "human", "value": "x" * block_size}],
+                "memory_blocks": [{"label": "human", "value": "x" * block_size, "limit": block_size}],
                 "llm_config": {"model": f"scripted/{model}", "endpoint": llm.base_url},
             }
         ),

@@ -50,7 +50,7 @@ async def one_run(
         AgentCreate.model_validate(
             {
                 "name": "bench",
-                "memory_blocks": [{"label": "human", "value": "x" * block}],
+                "memory_blocks": [{"label": "human", "value": "x" * block, "limit": block}],
                 "llm_config": {"model": f"scripted/{model}", "endpoint": llm.base_url},
             }
         ),

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
@@ -73,8 +74,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     os._exit(code)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line like every other bad input (`perdure: error: ...`, exit 2),
+    not argparse's usage block; `--help` still shows the usage. Subcommands use it too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"perdure: error: {self.prog}: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perdure", description="Durable, stateful LLM agents on Temporal.")
+    parser = _OneLineParser(prog="perdure", description="Durable, stateful LLM agents on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     agent = sub.add_parser("agent", help="create, list, show and delete agents").add_subparsers(

@@ -33,10 +33,13 @@ def create(args: argparse.Namespace) -> int:
         fields["memory_blocks"] = [*fields.get("memory_blocks", []), *(_block(b).model_dump() for b in args.block)]
     if args.tool:
         fields["tools"] = [*fields.get("tools", []), *args.tool]
+    llm_config = fields.get("llm_config") or {}
+    if not isinstance(llm_config, dict):
+        raise UsageError(f"llm_config must be a JSON object, got {type(llm_config).__name__}")
     if args.endpoint:
-        kept = {key: value for key, value in (fields.get("llm_config") or {}).items() if key != "model_endpoint"}
-        fields["llm_config"] = {**kept, "endpoint": args.endpoint}
-    if not fields.get("model") and not (fields.get("llm_config") or {}).get("model"):
+        kept = {key: value for key, value in llm_config.items() if key != "model_endpoint"}
+        fields["llm_config"] = llm_config = {**kept, "endpoint": args.endpoint}
+    if not fields.get("model") and not llm_config.get("model"):
         fields["model"] = default_model()
     parsed = parse_create_agent(fields)
     warning = parsed.warning()

@@ -56,9 +56,13 @@ def print_json(data: Any) -> int:
 def read_json(path: Path, what: str, kind: type, shape: str) -> Any:
     """Read a JSON file a user named; a missing file, bad JSON or the wrong shape is one line."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise UsageError(f"cannot read {what} {path}: {err}") from err
+    except UnicodeDecodeError as err:
+        raise UsageError(f"cannot read {what} {path}: it is not UTF-8 text ({err.reason} at byte {err.start})") from err
+    except RecursionError as err:
+        raise UsageError(f"cannot read {what} {path}: its JSON is nested too deeply") from err
     if not isinstance(data, kind):
         raise UsageError(f"{what} {path} must hold {shape}")
     return data

@@ -152,7 +152,7 @@ async def test_history_does_not_grow_with_context_size(
     for label, block_size in (("small", 1_000), ("large", 100_000)):
         model = f"size-{label}-{uuid.uuid4().hex[:6]}"
         agent = make_agent(
-            memory_blocks=[{"label": "human", "value": "x" * block_size}],
+            memory_blocks=[{"label": "human", "value": "x" * block_size, "limit": block_size}],
             llm_config={"model": f"scripted/{model}"},
         )
         llm.script(model, [insert("one"), insert("two"), insert("three"), ScriptedReply(content="done")])

@@ -63,7 +63,7 @@ class AnthropicProvider:
             raise error_for_status(response)
         try:
             data = json.loads(response.content)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             # A 2xx whose body is not JSON was cut or mangled on the way: ask again.
             raise LLMConnectionError(f"the answer from {self._url} is not JSON: {_clip(response.content)}") from err
         try:

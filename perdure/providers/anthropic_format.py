@@ -97,7 +97,7 @@ def tool_input(arguments: str) -> dict[str, Any]:
     (kept raw in the store) go back wrapped, so the model still sees what it wrote."""
     try:
         value = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return {"raw_arguments": arguments}
     return value if isinstance(value, dict) else {"value": value}
 

@@ -176,7 +176,7 @@ def parse_completion(raw: bytes) -> ChatResponse:
     """
     try:
         data = json.loads(raw)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise LLMConnectionError(
             f"the model's answer is not JSON (cut off on the way?): {err!r}; body: {_clip(raw)}"
         ) from err

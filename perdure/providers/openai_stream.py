@@ -118,7 +118,7 @@ def decode_event(line: str) -> Any | None:
         return DONE
     try:
         return json.loads(data)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise LLMInvalidResponseError(f"a stream event is not JSON: {_clip(data)}") from err
 
 

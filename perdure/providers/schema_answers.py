@@ -49,6 +49,8 @@ def _answer(
     """`cut`: the text stopped inside its JSON object, which is what hitting max_tokens does."""
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError as err:
+        raise ValueError(f"the model's answer is nested too deeply to read: {_clip(text)}") from err
     except json.JSONDecodeError as err:
         reason = (
             "it ends before its JSON object does (cut off by max_tokens?)"

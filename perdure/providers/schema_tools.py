@@ -197,7 +197,7 @@ def encode_tool_call(name: str, arguments: str | Mapping[str, Any] | None) -> st
     if isinstance(arguments, str):
         try:
             value = json.loads(arguments)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = arguments
     return json.dumps({TOOL_CALL_KEY: {"name": name, "arguments": {} if value is None else value}}, ensure_ascii=False)
 

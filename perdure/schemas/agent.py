@@ -244,6 +244,16 @@ class AgentCreate(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _values_within_limits(self) -> AgentCreate:
+        """Letta refuses a block created over its limit; a memory edit could never fit it again."""
+        for block in self.memory_blocks:
+            if len(block.value) > block.limit:
+                raise ValueError(
+                    f"memory block {block.label!r} holds {len(block.value)} characters, over its limit of {block.limit}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _known_provider(self) -> AgentCreate:
         """An agent whose model no provider serves would only fail at its first message."""
         problem = self.resolved_llm_config().provider_problem()

@@ -31,6 +31,13 @@ def decode_arguments(tool_name: str, text: str | None) -> tuple[dict[str, Any], 
             f"Error: the arguments for {tool_name} are not valid JSON ({exc.msg} at position {exc.pos}); "
             "the tool was not called. Send the arguments as one JSON object."
         )
+    except RecursionError:
+        # Decoded in workflow code too: an exception escaping here would fail the workflow task
+        # on every retry and leave the run stuck.
+        return None, (
+            f"Error: the arguments for {tool_name} are nested too deeply to read; "
+            "the tool was not called. Send the arguments as one flat JSON object."
+        )
     if not isinstance(arguments, dict):
         return (
             None,
