@@ -42,6 +42,12 @@ OUTAGE_S = 12.0
 riding through is what carries a request over it."""
 
 
+ANSWER_AND_SPARES = [ScriptedReply(content="Noted.", delay_s=3.0), *[ScriptedReply(content="Noted.")] * 3]
+"""The slow answer the outage falls in, and answers for the LLM call's retries: a completion the
+worker could not report while the server was down is asked for again once it is back (only
+the attempt that completes is stored)."""
+
+
 def user_texts(db: Database, agent_id: str) -> list[str]:
     return [m.text for m in stored_messages(db, agent_id) if m.role == "user"]
 
@@ -145,7 +151,7 @@ async def test_a_send_rides_through_a_server_restart_and_runs_once(
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
     llm.script(
         model_name,
-        [call("memory_insert", label="human", new_string="Likes tea."), ScriptedReply(content="Noted.", delay_s=3.0)],
+        [call("memory_insert", label="human", new_string="Likes tea."), *ANSWER_AND_SPARES],
     )
     processes: list[asyncio.subprocess.Process] = []
     try:
@@ -180,7 +186,7 @@ async def test_a_follower_rides_through_a_server_restart_without_gaps_or_repeats
         model_name,
         [
             call("memory_insert", label="human", new_string="Likes tea.").model_copy(update={"delay_s": 1.0}),
-            ScriptedReply(content="Noted.", delay_s=3.0),
+            *ANSWER_AND_SPARES,
         ],
     )
     processes: list[asyncio.subprocess.Process] = []
