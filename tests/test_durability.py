@@ -39,6 +39,17 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def worker_env(temporal_address: str, settings: Settings, llm: ScriptedLLMServer, queue: str) -> dict[str, str]:
+    """A worker process's environment: this test's server, database, task queue and model."""
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": temporal_address,
+        "PERDURE_DATABASE_URL": settings.database_url,
+        "PERDURE_TASK_QUEUE": queue,
+        "PERDURE_SCRIPTED_BASE_URL": llm.base_url,
+    }
+
+
 async def test_killed_worker_resumes_the_run_without_duplicates(
     temporal_env: WorkflowEnvironment,
     temporal_address: str,
@@ -50,13 +61,7 @@ async def test_killed_worker_resumes_the_run_without_duplicates(
     tmp_path: Path,
 ) -> None:
     queue = f"perdure-crash-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": temporal_address,
-        "PERDURE_DATABASE_URL": settings.database_url,
-        "PERDURE_TASK_QUEUE": queue,
-        "PERDURE_SCRIPTED_BASE_URL": llm.base_url,
-    }
+    env = worker_env(temporal_address, settings, llm, queue)
     crash_client = PerdureClient(temporal_env.client, db, queue)
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}])
     llm.script(
@@ -110,13 +115,7 @@ async def test_a_lost_worker_does_not_use_up_the_providers_attempts(
     """Four provider failures, then the worker dies mid-call: the fifth attempt is the worker's
     loss, not the provider's, so the call is asked again and the run ends well."""
     queue = f"perdure-budget-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": temporal_address,
-        "PERDURE_DATABASE_URL": settings.database_url,
-        "PERDURE_TASK_QUEUE": queue,
-        "PERDURE_SCRIPTED_BASE_URL": llm.base_url,
-    }
+    env = worker_env(temporal_address, settings, llm, queue)
     crash_client = PerdureClient(temporal_env.client, db, queue)
     agent = make_agent()
     overloaded = ScriptedReply(status=503, error={"error": {"message": "overloaded"}}, headers={"retry-after-ms": "0"})
