@@ -26,13 +26,13 @@ from perdure.providers.anthropic_format import (
 )
 from perdure.providers.anthropic_stream import ERROR_STATUS, AnthropicStreamAssembler, read_message
 from perdure.providers.base import (
+    transport_faults,
     ChatRequest,
     ChatResponse,
     LLMBadRequestError,
     LLMConnectionError,
     LLMError,
     LLMInvalidResponseError,
-    LLMTimeoutError,
     StreamPiece,
 )
 from perdure.providers.openai import ERROR_TEXT_LIMIT, checked_shape, classify_error, retry_after_seconds
@@ -53,12 +53,8 @@ class AnthropicProvider:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         body = request_body(request)
-        try:
+        with transport_faults(self._url, stream=False):
             response = await self._client.post(self._url, json=body, headers=self._headers)
-        except httpx.TimeoutException as err:
-            raise LLMTimeoutError(f"request to {self._url} timed out: {err!r}") from err
-        except httpx.TransportError as err:
-            raise LLMConnectionError(f"cannot reach {self._url}: {err!r}") from err
         if response.status_code >= 400:
             raise error_for_status(response)
         try:
@@ -78,7 +74,7 @@ class AnthropicProvider:
         `message_stop` is a retryable connection error: the answer so far is incomplete."""
         body = {**request_body(request), "stream": True}
         assembler = AnthropicStreamAssembler(answer_tool_name(request.response_format))
-        try:
+        with transport_faults(self._url, stream=True):
             async with self._client.stream("POST", self._url, json=body, headers=self._headers) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -90,10 +86,6 @@ class AnthropicProvider:
                             on_piece(piece)
                     if assembler.finished:
                         break
-        except httpx.TimeoutException as err:
-            raise LLMTimeoutError(f"stream from {self._url} timed out: {err!r}") from err
-        except httpx.TransportError as err:
-            raise LLMConnectionError(f"the stream from {self._url} broke off: {err!r}") from err
         if not assembler.finished:
             raise LLMConnectionError(f"the stream from {self._url} ended before message_stop")
         return checked_shape(assembler.finish)

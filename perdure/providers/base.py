@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, Protocol
 
+import httpx
 from pydantic import BaseModel, Field
 
 from perdure.schemas.messages import ReasoningPart, ToolCall
@@ -128,3 +130,16 @@ class ContextWindowExceededError(LLMError):
     """The request is larger than the model's window: compaction, not a retry, is the cure."""
 
     error_type = "ContextWindowExceededError"
+
+
+@contextmanager
+def transport_faults(url: str, *, stream: bool) -> Iterator[None]:
+    """httpx's transport failures as the provider errors Temporal retries (a request that timed
+    out, a server out of reach, a stream that broke off), mapped the same way for every provider."""
+    try:
+        yield
+    except httpx.TimeoutException as err:
+        raise LLMTimeoutError(f"{'stream from' if stream else 'request to'} {url} timed out: {err!r}") from err
+    except httpx.TransportError as err:
+        failed = f"the stream from {url} broke off" if stream else f"cannot reach {url}"
+        raise LLMConnectionError(f"{failed}: {err!r}") from err

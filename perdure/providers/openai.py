@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from perdure.providers.base import (
+    transport_faults,
     ChatRequest,
     ChatResponse,
     ContextWindowExceededError,
@@ -28,7 +29,6 @@ from perdure.providers.base import (
     LLMNotFoundError,
     LLMRateLimitError,
     LLMServerError,
-    LLMTimeoutError,
     new_call_id,
 )
 from perdure.providers.openai_stream import (
@@ -57,12 +57,8 @@ class OpenAICompatibleProvider:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         body = request.body()
-        try:
+        with transport_faults(self._url, stream=False):
             response = await self._client.post(self._url, json=body, headers=self._headers)
-        except httpx.TimeoutException as err:
-            raise LLMTimeoutError(f"request to {self._url} timed out: {err!r}") from err
-        except httpx.TransportError as err:
-            raise LLMConnectionError(f"cannot reach {self._url}: {err!r}") from err
         if response.status_code >= 400:
             raise error_for_status(response)
         return parse_completion(response.content)
@@ -73,7 +69,7 @@ class OpenAICompatibleProvider:
         incomplete, so the activity's next attempt asks again."""
         body = {**request.body(), "stream": True, "stream_options": {"include_usage": True}}
         assembler = StreamAssembler()
-        try:
+        with transport_faults(self._url, stream=True):
             async with self._client.stream("POST", self._url, json=body, headers=self._headers) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -86,10 +82,6 @@ class OpenAICompatibleProvider:
                     if event is not None:
                         for piece in checked_shape(partial(assembler.feed, event, self._stream_error)):
                             on_piece(piece)
-        except httpx.TimeoutException as err:
-            raise LLMTimeoutError(f"stream from {self._url} timed out: {err!r}") from err
-        except httpx.TransportError as err:
-            raise LLMConnectionError(f"the stream from {self._url} broke off: {err!r}") from err
         if not assembler.finished:
             raise LLMConnectionError(f"the stream from {self._url} ended before the model finished")
         return checked_shape(assembler.finish)
