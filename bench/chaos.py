@@ -52,7 +52,8 @@ from perdure.settings import Settings  # noqa: E402
 from perdure.store import agents, messages, runs  # noqa: E402
 from perdure.store.db import Database, get_database, upgrade_database  # noqa: E402
 from perdure.store.tables import MessageRow  # noqa: E402
-from starter.client import PerdureClient, message_request  # noqa: E402
+from starter.client import PerdureClient  # noqa: E402
+from starter.updates import message_request  # noqa: E402
 from starter.devserver import dev_server_command  # noqa: E402
 from starter.temporal import connect_when_serving  # noqa: E402
 from worker import ensure_search_attributes  # noqa: E402

@@ -27,7 +27,8 @@ from perdure.agents import create_agent
 from perdure.schemas.agent import AgentCreate
 from perdure.scripted.replies import token_pieces
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
-from starter.client import PerdureClient, message_request
+from starter.client import PerdureClient
+from starter.updates import message_request
 from perdure.names import workflow_id
 
 WORDS = "the durable agent keeps its memory in a database and streams each token to its readers as it writes ".split()

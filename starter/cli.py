@@ -24,7 +24,7 @@ from perdure.store.schema import SchemaOutOfDateError
 from starter import cli_agents, cli_db, cli_runs
 from starter.cli_common import UsageError, first_line
 from starter.api.serve import DEFAULT_PORT, run_serve
-from starter.client import RunRejectedError
+from starter.updates import RunRejectedError
 from starter.outages import DEFAULT_TIMEOUT_S
 from worker import TemporalConfigError
 from starter.dev import run_dev

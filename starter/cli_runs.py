@@ -13,7 +13,8 @@ from perdure.schemas.approvals import Answer, ApprovalAnswer, ClientTool, Client
 from perdure.schemas.letta import LettaResponse
 from perdure.store import agents, runs
 from starter.cli_common import UsageError, connect_client, out, print_json, read_json
-from starter.client import PerdureClient, message_request
+from starter.client import PerdureClient
+from starter.updates import message_request
 from starter.render import response_text, state_text
 from starter.stream import NoRunError, StreamItem
 from starter.stream_render import StreamPrinter, json_line

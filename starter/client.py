@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import uuid
 from functools import partial
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,7 +32,6 @@ from perdure.schemas.run import (
     CompactMode,
     CompactOutput,
     CompactRequest,
-    MessageCreate,
     RunResult,
     RunState,
     RunWorkflowInput,
@@ -44,26 +42,26 @@ from perdure.settings import Settings
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database, get_database
 from starter.outages import DEFAULT_TIMEOUT_S, Backoff, is_transient, ride_through
-from starter.turns import ended_run_for, stored_outcome, unfinished_line
 from starter.stream import NoRunError, OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
+from starter.turns import ended_run_for, stored_outcome, unfinished_line
+from starter.updates import (
+    AlreadySentError,
+    RunRejectedError,
+    failure_reason,
+    message_request,
+    raise_if_rejected,
+    run_summary,
+    stream_gave_up,
+    update_id,
+    update_outcome,
+    update_refusal,
+)
 from worker import connect
 from perdure import names
 
 AGENT_ID = SearchAttributeKey.for_keyword(names.AGENT_ID_ATTRIBUTE)
 FINISHING_RETRIES = 20
 VISIBILITY_TRIES = 20
-
-
-class RunRejectedError(Exception):
-    """The agent could not take the message now (busy, or waiting); nothing was recorded."""
-
-
-class _AlreadySentError(Exception):
-    """An earlier run took this request's turn; `run_id` names it."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__(run_id)
-        self.run_id = run_id
 
 
 class PerdureClient:
@@ -113,7 +111,7 @@ class PerdureClient:
             update = await self._deliver_answers(
                 agent_id, AnswerRequest(approvals=answers), WorkflowUpdateStage.COMPLETED
             )
-            return None if update is None else await _outcome(update)
+            return None if update is None else await update_outcome(update)
 
         result = await ride_through(
             attempt,
@@ -136,15 +134,15 @@ class PerdureClient:
             update = await handle.start_update(
                 names.ANSWER, request, id=f"answer-{answers_key}", result_type=RunResult, wait_for_stage=stage
             )
-            await _raise_if_rejected(update)
+            await raise_if_rejected(update)
             return update
         except RPCError as err:
             if is_transient(err):
                 raise
             return None  # no live run
         except WorkflowUpdateFailedError as err:
-            if not (_reason(err).startswith(NO_PENDING) and self._unanswered_request(agent_id) is not None):
-                raise RunRejectedError(_reason(err)) from err
+            if not (failure_reason(err).startswith(NO_PENDING) and self._unanswered_request(agent_id) is not None):
+                raise RunRejectedError(failure_reason(err)) from err
             with contextlib.suppress(WorkflowFailureError):
                 await handle.result()  # closing at its approval timeout
             return None
@@ -166,7 +164,7 @@ class PerdureClient:
                 start_workflow_operation=operation,
             )
         except WorkflowUpdateFailedError as err:
-            raise RunRejectedError(_reason(err)) from err
+            raise RunRejectedError(failure_reason(err)) from err
 
     def _start_operation(self, agent_id: str, name: str, summary: str) -> WithStartWorkflowOperation[Any, Any]:
         return WithStartWorkflowOperation(
@@ -244,7 +242,7 @@ class PerdureClient:
             return earlier
 
         async def attempt() -> RunResult:
-            return await _outcome(await self._start_update(agent_id, request, WorkflowUpdateStage.COMPLETED))
+            return await update_outcome(await self._start_update(agent_id, request, WorkflowUpdateStage.COMPLETED))
 
         try:
             return await ride_through(
@@ -252,7 +250,7 @@ class PerdureClient:
                 timeout_s=self.timeout_s,
                 gave_up=lambda err: unfinished_line(self.db, agent_id, turn, self.timeout_s, err),
             )
-        except _AlreadySentError as sent:
+        except AlreadySentError as sent:
             return stored_outcome(self.db, agent_id, sent.run_id)
 
     async def _start_update(
@@ -281,24 +279,24 @@ class PerdureClient:
         if refusal is not None and not await self.has_live_run(agent_id):
             raise RunRejectedError(refusal)
         for _ in range(FINISHING_RETRIES):
-            operation = self._start_operation(agent_id, agent.name, _summary(request))
+            operation = self._start_operation(agent_id, agent.name, run_summary(request))
             try:
                 update = await self.temporal.start_update_with_start_workflow(
                     names.SEND_MESSAGE,
                     request,
-                    id=_update_id(request),
+                    id=update_id(request),
                     result_type=RunResult,
                     start_workflow_operation=operation,
                     wait_for_stage=stage,
                 )
-                await _raise_if_rejected(update)
+                await raise_if_rejected(update)
                 return update
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
                 if isinstance(cause, ApplicationError) and cause.type == "RunFinishing":
                     await asyncio.sleep(0.05)
                     continue
-                raise _refusal(err) from err
+                raise update_refusal(err) from err
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
                 # The SDK also hands a failed start to the operation's handle; read it there,
                 # or asyncio reports it as never retrieved.
@@ -323,7 +321,7 @@ class PerdureClient:
             return self.follow(agent_id, 0, run_id=earlier.id)
         try:
             handle = await self._start_update(agent_id, request, WorkflowUpdateStage.ACCEPTED)
-        except _AlreadySentError as sent:
+        except AlreadySentError as sent:
             return self.follow(agent_id, 0, run_id=sent.run_id)
         return self._outcome_stream(agent_id, handle, 0)
 
@@ -333,8 +331,8 @@ class PerdureClient:
         async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=handle.workflow_run_id)):
             yield item
         try:
-            await _outcome(handle)  # a request the begin activity refused ends the stream empty
-        except _AlreadySentError as sent:
+            await update_outcome(handle)  # a request the begin activity refused ends the stream empty
+        except AlreadySentError as sent:
             async for item in self.follow(agent_id, 0, run_id=sent.run_id):
                 yield item
 
@@ -374,7 +372,7 @@ class PerdureClient:
                     yield item
                 return
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
-                await backoff.wait(err, partial(_stream_gave_up, self.timeout_s, agent_id, offset))
+                await backoff.wait(err, partial(stream_gave_up, self.timeout_s, agent_id, offset))
 
     async def _follow_from(self, agent_id: str, from_offset: int, run_id: str | None) -> AsyncIterator[StreamItem]:
         execution = await self._execution_of(agent_id, run_id) if run_id else None
@@ -438,70 +436,3 @@ class PerdureClient:
             return await handle.query(names.STATE_QUERY, result_type=RunState)
         except RPCError:
             return None
-
-
-def message_request(
-    text: str,
-    *,
-    max_steps: int | None = None,
-    client_tools: list[ClientTool] | None = None,
-    approval_timeout_seconds: float | None = None,
-    stream_tokens: bool = False,
-) -> SendMessageRequest:
-    """A one-message request; options left out take the request's defaults. The message gets a
-    fresh `otid` (Letta's field), which makes the request safe to send again."""
-    options: dict[str, Any] = {
-        "client_tools": client_tools or [],
-        "approval_timeout_seconds": approval_timeout_seconds,
-        "stream_tokens": stream_tokens,
-    }
-    if max_steps is not None:
-        options["max_steps"] = max_steps
-    return SendMessageRequest(messages=[MessageCreate(content=text, otid=str(uuid.uuid4()))], **options)
-
-
-def _summary(request: SendMessageRequest) -> str:
-    """What the Temporal UI lists for the run: the user's first words, or that it answers."""
-    if request.approval is not None:
-        return f"answers {len(request.approval.approvals)} pending call(s)"
-    return request.user_messages[0].content[:120]
-
-
-async def _raise_if_rejected(handle: WorkflowUpdateHandle[Any]) -> None:
-    """Waiting only for the ACCEPTED stage, the SDK hands back a rejected update as a handle
-    rather than raising: the server sent the rejection with its answer. Reading that known
-    outcome raises it here, before anyone reads a stream (the SDK has no public way to ask
-    whether the outcome is known)."""
-    if handle._known_outcome is not None:  # pyright: ignore[reportPrivateUsage]
-        await handle.result()
-
-
-async def _outcome(handle: WorkflowUpdateHandle[RunResult]) -> RunResult:
-    try:
-        return await handle.result()
-    except WorkflowUpdateFailedError as err:
-        raise _refusal(err) from err
-
-
-def _stream_gave_up(timeout_s: float, agent_id: str, offset: int, error: BaseException) -> str:
-    return f"Temporal did not answer within {timeout_s:g} s ({error}); resume with `perdure follow {agent_id} --from {offset}`"
-
-
-def _refusal(error: WorkflowUpdateFailedError) -> Exception:
-    """Why the run did not take the request; a turn an earlier run took names that run."""
-    cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.type == names.ALREADY_SENT and cause.details:
-        return _AlreadySentError(str(cause.details[0]))
-    return RunRejectedError(_reason(error))
-
-
-def _update_id(request: SendMessageRequest) -> str | None:
-    """The turn's key as the update id: Temporal answers a repeated update with the first one's
-    result while the run lives. None (a fresh id) for a request without otids."""
-    turn = request.turn_key
-    return f"send-{turn}" if turn else None
-
-
-def _reason(error: WorkflowUpdateFailedError) -> str:
-    cause = error.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(cause or error)

@@ -43,7 +43,8 @@ from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedTo
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database
 from perdure.store.tables import PassageRow
-from starter.client import PerdureClient, RunRejectedError
+from starter.client import PerdureClient
+from starter.updates import RunRejectedError
 from starter.devserver import temporal_binary
 from tests.conftest import AgentFactory, eventually
 from tests.helpers import block_value, in_context, text, types_of

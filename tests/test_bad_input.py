@@ -32,7 +32,8 @@ from perdure.schemas.run import MESSAGE_CHAR_LIMIT
 from perdure.scripted.server import ScriptedLLMServer, ScriptedToolCall
 from perdure.store.db import Database
 from perdure.store.tables import AgentRow, MessageRow, RunRow
-from starter.client import PerdureClient, RunRejectedError
+from starter.client import PerdureClient
+from starter.updates import RunRejectedError
 from tests.conftest import API_KEY, AgentFactory
 from tests.helpers import block_value, calls, text, tool_returns
 from tests.test_approvals import HUMAN_START, approval_agent, remember, reply, send, temporal_cli, wait_for_state

@@ -19,7 +19,8 @@ from perdure.schemas.letta import StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.settings import Settings
 from perdure.store.db import Database
-from starter.client import PerdureClient, message_request
+from starter.client import PerdureClient
+from starter.updates import message_request
 from starter.outages import RunUnfinishedError
 from starter.stream import StreamItem
 from tests.conftest import AgentFactory, eventually

@@ -17,7 +17,8 @@ from perdure.schemas.stream import LettaErrorMessage
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database
 from perdure.tools.registry import get_tool_defs, validate_arguments
-from starter.client import PerdureClient, message_request
+from starter.client import PerdureClient
+from starter.updates import message_request
 from starter.local_model import LocalModelServer
 
 MAX_STEPS = 4

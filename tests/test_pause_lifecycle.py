@@ -40,7 +40,8 @@ from perdure.settings import Settings
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database
 from perdure.approvals import KEEP_ALIVE
-from starter.client import PerdureClient, RunRejectedError
+from starter.client import PerdureClient
+from starter.updates import RunRejectedError
 from starter.devserver import dev_server_command
 from starter.temporal import connect_when_serving
 from worker import ensure_search_attributes

@@ -29,7 +29,8 @@ from perdure.schemas.messages import HiddenReasoningContent, ReasoningContent
 from perdure.scripted.anthropic_replies import SIGNATURE, anthropic_error
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.store.db import Database
-from starter.client import PerdureClient, message_request
+from starter.client import PerdureClient
+from starter.updates import message_request
 from tests.conftest import AgentFactory
 from tests.helpers import block_value, call, calls, in_context, text, types_of
 from tests.test_approvals import WEATHER, answer, approval_agent, remember, weather

@@ -20,7 +20,8 @@ from temporalio.worker import Replayer
 from perdure.schemas.approvals import ApprovalAnswer, ClientTool, ClientToolReturn
 from perdure.schemas.letta import StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
-from starter.client import PerdureClient, message_request
+from starter.client import PerdureClient
+from starter.updates import message_request
 from tests.conftest import AgentFactory, eventually
 from tests.test_approvals import approval_agent
 from tests.test_context_window import OVERFLOW, summarizing_agent, warm_up

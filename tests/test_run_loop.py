@@ -13,7 +13,8 @@ from perdure.schemas.run import MessageCreate
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database
-from starter.client import PerdureClient, RunRejectedError
+from starter.client import PerdureClient
+from starter.updates import RunRejectedError
 from tests.conftest import AgentFactory, eventually
 from tests.helpers import call, text, types_of
 from perdure.names import workflow_id

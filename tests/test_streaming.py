@@ -18,7 +18,8 @@ from perdure.schemas.stream import AttemptStarted, LettaErrorMessage
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.store import messages
 from perdure.store.db import Database
-from starter.client import PerdureClient, message_request
+from starter.client import PerdureClient
+from starter.updates import message_request
 from starter.stream import NoRunError, StreamItem, read_stream
 from tests.conftest import AgentFactory
 from tests.test_approvals import approval_agent

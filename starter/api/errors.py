@@ -22,7 +22,7 @@ from perdure.schemas.messages import Message
 from perdure.store import messages
 from perdure.store.db import Database
 from perdure.store.errors import InvalidRequestError, NotFoundError
-from starter.client import RunRejectedError
+from starter.updates import RunRejectedError
 from starter.stream import NoRunError
 
 NO_RETRY = {"x-should-retry": "false"}

@@ -26,7 +26,8 @@ from starter.api.errors import ApiError, pending_request_id, refusals
 from starter.api.requests import CancelRequest, LettaApprovalCreate, LettaRequest, MessageType
 from starter.api.shapes import finish_messages
 from starter.api.sse import StreamOptions, letta_events
-from starter.client import PerdureClient, RunRejectedError
+from starter.client import PerdureClient
+from starter.updates import RunRejectedError
 from starter.stream import StreamItem
 
 router = APIRouter(prefix="/v1/agents/{agent_id}/messages")

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from perdure.schemas.stream import ERROR_MESSAGE, LettaErrorMessage
 from starter.api.shapes import finish_message
-from starter.client import RunRejectedError
+from starter.updates import RunRejectedError
 from starter.stream import StreamItem
 
 DONE = b"data: [DONE]\n\n"
