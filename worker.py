@@ -43,6 +43,7 @@ from temporalio.worker import Worker
 from activities.compaction import CompactionActivities
 from activities.llm import LLMActivities
 from activities.runs import RunActivities
+from activities.run_stream import StreamActivities
 from activities.tools import ToolActivities
 from perdure.names import SEARCH_ATTRIBUTES
 from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings
@@ -117,7 +118,16 @@ def perdure_activities(db: Database, settings: Settings, http: httpx.AsyncClient
     """Every activity of the run workflow, bound to this worker's database and HTTP client."""
     runs, tools, llm = RunActivities(db), ToolActivities(db), LLMActivities(db, settings, http)
     compaction = CompactionActivities(db, llm)
-    return [runs.begin_run, runs.checkpoint_step, runs.finish_run, tools.execute_tool, llm.llm_step, compaction.compact]
+    stream = StreamActivities(db)
+    return [
+        runs.begin_run,
+        runs.checkpoint_step,
+        runs.finish_run,
+        tools.execute_tool,
+        llm.llm_step,
+        compaction.compact,
+        stream.append_stream,
+    ]
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import not_found
 from activities.provider_calls import provider_call
-from activities.token_stream import TokenPublisher
+from activities.store_tokens import token_publisher
 from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse
 from perdure.providers.anthropic import AnthropicProvider
 from perdure.providers.anthropic_format import to_anthropic_messages
@@ -57,7 +57,7 @@ class LLMActivities:
         started = time.monotonic_ns()
         async with provider_call():
             if input.stream_tokens:
-                async with TokenPublisher(input) as publisher:
+                async with token_publisher(input, self._db) as publisher:
                     response = await provider.stream(request, publisher.add)
             else:
                 response = await provider.complete(request)

@@ -6,6 +6,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import not_found
+from activities.run_stream import append_outcome, append_step
 from perdure.approvals import NO_PENDING, check_complete_answers, pending_message
 from perdure.schemas.run import AgentSnapshot, BeginRunInput, BeginRunOutput, CheckpointInput, FinishRunInput
 from perdure.store import agents, runs
@@ -82,6 +83,8 @@ class RunActivities:
         try:
             with self._db.transaction() as session:
                 runs.checkpoint_step(session, input.agent_id, input.messages, input.step)
+                if input.stream_in_store:
+                    append_step(session, input)
         except NotFoundError as err:
             raise not_found(err) from err
 
@@ -89,6 +92,8 @@ class RunActivities:
     def finish_run(self, input: FinishRunInput) -> None:
         """Record how the run ended; a run whose agent was deleted meanwhile has nothing to record."""
         with self._db.transaction() as session:
+            if input.stream_events:  # even for a run the store never took: its readers wait for the end
+                append_outcome(session, input.agent_id, input.stream_events)
             if not runs.run_exists(session, input.run_id):
                 activity.logger.warning(
                     "run %s is gone (agent %s deleted?); nothing to record", input.run_id, input.agent_id

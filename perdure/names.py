@@ -20,6 +20,7 @@ LLM_STEP = "llm_step"
 EXECUTE_TOOL = "execute_tool"
 CHECKPOINT_STEP = "checkpoint_step"
 FINISH_RUN = "finish_run"
+APPEND_STREAM = "append_stream"
 COMPACT = "compact_context"
 
 AGENT_ID_ATTRIBUTE = "AgentId"

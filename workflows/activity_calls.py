@@ -11,6 +11,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from perdure.schemas.run import (
+        AppendStreamInput,
         BeginRunInput,
         CompactInput,
         CompactOutput,
@@ -79,6 +80,16 @@ async def finish_run(input: FinishRunInput) -> None:
         start_to_close_timeout=DB_TIMEOUT,
         retry_policy=DB_RETRY,
         summary=f"finish run: {input.stop_reason.value}",
+    )
+
+
+async def append_stream(input: AppendStreamInput) -> None:
+    await workflow.execute_local_activity(
+        names.APPEND_STREAM,
+        input,
+        start_to_close_timeout=DB_TIMEOUT,
+        retry_policy=DB_RETRY,
+        summary="stream: outcome",
     )
 
 

@@ -45,6 +45,7 @@ from workflows.policies import FIRST_MESSAGE_TIMEOUT
 from workflows.run_context import RunContext
 from workflows.search_attributes import AGENT_ID, PERDURE_RUN_ID, RUN_STATUS, STOP_REASON
 from workflows.step_loop import StepLoop
+from workflows.stream_events import STREAM_IN_STORE_PATCH
 from workflows.waiting import wait_for
 
 RUN_ID_SEARCH_ATTRIBUTE = "run-id-search-attribute"
@@ -217,6 +218,7 @@ class AgentRunWorkflow:
         attributes = [AGENT_ID.value_set(run.agent_id), RUN_STATUS.value_set(run.status.value)]
         if workflow.patched(RUN_ID_SEARCH_ATTRIBUTE):
             attributes.append(PERDURE_RUN_ID.value_set(run_id))
+        run.stream_in_store = workflow.patched(STREAM_IN_STORE_PATCH)
         workflow.upsert_search_attributes(attributes)
         run.show("starting")
         try:
@@ -270,6 +272,7 @@ class AgentRunWorkflow:
                 error=run.error,
                 finished_at=workflow.now(),
                 failed_step=failed_step,
+                stream_events=run.outcome_events(stop_reason, final=True) if run.stream_in_store else [],
             )
         )
         workflow.upsert_search_attributes(

@@ -110,7 +110,9 @@ class StepLoop:
             model=agent.llm_config.model,
         )
         ids = self._step_message_ids()
-        ctx.tokens_streamed = stream_tokens_now(ctx.stream_tokens, workflow.info().get_current_history_length())
+        ctx.tokens_streamed = stream_tokens_now(
+            ctx.stream_tokens, workflow.info().get_current_history_length(), in_store=ctx.stream_in_store
+        )
         started = workflow.now()
         allowed = self._solver.allowed_tools()
         draft = self._draft(
@@ -132,6 +134,7 @@ class StepLoop:
                 approval_message_id=ids.approval_request,
                 held_tools=sorted(self._held_names(allowed)),
                 stream_tokens=ctx.tokens_streamed,
+                stream_in_store=ctx.stream_in_store,
             )
             output = await self._request_with_room(llm_input)
         except (ActivityError, ContextOverflow) as err:
@@ -304,6 +307,9 @@ class StepLoop:
         assert draft.waiting is not None
         ctx, answers = self._ctx, self._ctx.answers
         timeout_s = self._request.approval_timeout_seconds or self._agent.approval_timeout_seconds
+        pausing = any(c.answer is None for c in draft.waiting)
+        if pausing:
+            await ctx.store_pause(draft.step.id)
         now = workflow.now()
         answers.open(
             PendingApproval(
@@ -313,7 +319,7 @@ class StepLoop:
                 timeout_at=now + timedelta(seconds=timeout_s) if timeout_s else None,
             )
         )
-        if any(c.answer is None for c in draft.waiting):
+        if pausing:
             ctx.publish(StopReasonType.requires_approval, final=False)
             workflow.upsert_search_attributes([STOP_REASON.value_set(StopReasonType.requires_approval.value)])
             ctx.show("awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.waiting))

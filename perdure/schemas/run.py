@@ -189,6 +189,9 @@ class LLMStepInput(BaseModel):
     request_number: int = 1
     """1, or more when the step asks again after compacting because the provider said the
     request did not fit: what an earlier request streamed is then void, as after a retry."""
+    stream_in_store: bool = False
+    """Write the token chunks to the run's stream in the database (False: signal them into the
+    run's Workflow Stream, as runs started before the stream moved to the store do)."""
 
 
 class TokenUsage(BaseModel):
@@ -268,6 +271,10 @@ class CheckpointInput(BaseModel):
     agent_id: str
     messages: list[Message]
     step: StepRecord
+    stream_in_store: bool = False
+    """Also write the step's events to the run's stream in the database, in the same transaction."""
+    tokens_streamed: bool = False
+    """The step's answer already went out as token chunks, so it is not written whole."""
 
 
 class FinishRunInput(BaseModel):
@@ -278,6 +285,18 @@ class FinishRunInput(BaseModel):
     error: str | None = None
     finished_at: datetime
     failed_step: StepRecord | None = None
+    stream_events: list[dict[str, Any]] = Field(default_factory=list)
+    """The outcome's events, written as the end of the run's stream in the database (empty for
+    runs whose stream is in history)."""
+
+
+class AppendStreamInput(BaseModel):
+    """Events the workflow adds to the run's stream in the database (a pause's outcome);
+    `dedup_key` lets a retried activity recognise its own write."""
+
+    agent_id: str
+    events: list[dict[str, Any]]
+    dedup_key: str
 
 
 CompactMode = Literal["all", "sliding_window"]
