@@ -80,7 +80,18 @@ async def main(seconds: float, agents: int, tool_calls: int, count: int) -> dict
             with workers(1, worker_env, Path(tmp) / "worker.log") as [pid]:
                 await perdure_turn(client, model_server, tool_calls)
                 recorder = subprocess.Popen(
-                    [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(raw), "--nonblocking", "--gil"],
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(raw),
+                        "--nonblocking",
+                        "--gil",
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
