@@ -3,24 +3,28 @@ chunks, committed steps, outcomes) and read by any process, on SQLite and Postgr
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 from sqlalchemy import delete, func, select
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.testing import ActivityEnvironment
 
 from activities.run_stream import StreamActivities
 from activities.runs import RunActivities
 from perdure import names
 from perdure.schemas.approvals import ApprovalAnswer
-from perdure.schemas.letta import AssistantMessage
+from perdure.schemas.letta import AssistantMessage, LettaStopReason, LettaUsageStatistics, StopReasonType
 from perdure.schemas.messages import Message, TextContent
 from perdure.schemas.run import AppendStreamInput, CheckpointInput, StepRecord
+from perdure.schemas.stream import STREAM_TOPIC
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.store import stream_chunks
 from perdure.store.db import Database
 from perdure.store.tables import StreamChunkRow
 from starter.client import PerdureClient
+from starter.stream import read_stream
 from starter.updates import message_request
 from tests.conftest import AgentFactory
 from tests.test_approvals import approval_agent
@@ -105,3 +109,43 @@ async def test_a_streamed_run_across_a_pause_is_in_the_store_and_not_in_history(
     with db.transaction(read_only=True) as session:
         count = session.scalar(select(func.count()).where(StreamChunkRow.agent_id == agent.id))
     assert count == len(whole)
+
+
+async def test_a_run_whose_stream_is_in_its_workflow_is_read_from_there(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    """Runs started before the stream moved to the store publish into their Workflow Stream;
+    here a live run's events are published there from outside (as its activities did)."""
+    agent = approval_agent(make_agent, "core_memory_append")
+    llm.script(model_name, [call("core_memory_append", "call_old", label="human", content="Ada")])
+    await client.send_message(agent.id, "Remember me as Ada")
+    handle = client.temporal.get_workflow_handle(names.workflow_id(agent.id))
+    with db.transaction() as session:
+        session.execute(delete(StreamChunkRow).where(StreamChunkRow.run_key == (await handle.describe()).run_id))
+    old = [
+        AssistantMessage(id="message-old", content="Saved in history."),
+        LettaStopReason(stop_reason=StopReasonType.requires_approval),
+        LettaUsageStatistics(step_count=1),
+    ]
+    publisher = WorkflowStreamClient.create(client.temporal, names.workflow_id(agent.id))
+    async with publisher:
+        for event in old:
+            publisher.topic(STREAM_TOPIC).publish(event.model_dump(mode="json", exclude_none=True))
+
+    items = await collect(client.follow(agent.id))
+
+    assert [i.event for i in items] == old
+    assert [i.offset for i in items] == [0, 1, 2]
+
+
+async def test_a_reader_of_a_run_ended_before_its_last_event_stops(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory
+) -> None:
+    agent = approval_agent(make_agent, "core_memory_append")
+    llm.script(model_name, [call("core_memory_append", "call_cut", label="human", content="Ada")])
+    paused = await collect(client.stream_message(agent.id, message_request("Remember me", stream_tokens=True)))
+    handle = client.temporal.get_workflow_handle(names.workflow_id(agent.id))
+    reader = asyncio.ensure_future(collect(read_stream(client.temporal, client.db, agent.id, paused[-1].offset + 1)))
+    await handle.terminate("cut short")
+
+    assert await reader == [], "the reader sees the run closed and stops, with nothing after the pause"
