@@ -36,7 +36,13 @@ def call(name: str, call_id: str = "", **arguments: object) -> ScriptedReply:
 
 
 def kinds(items: list[StreamItem]) -> list[str]:
-    return [i.event.message_type for i in items]
+    """Message types in order, runs of the same type collapsed: tokens arrive as they come, so
+    a short answer may be one chunk or several."""
+    out: list[str] = []
+    for item in items:
+        if not out or out[-1] != item.event.message_type:
+            out.append(item.event.message_type)
+    return out
 
 
 async def collect(stream: AsyncIterator[StreamItem]) -> list[StreamItem]:
