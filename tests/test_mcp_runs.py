@@ -4,9 +4,11 @@ streamable-HTTP one (both written with the `mcp` SDK), the scripted model calls 
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.testing import WorkflowEnvironment
 
 from perdure.names import LIST_MCP_TOOLS, workflow_id
 from perdure.schemas.approvals import ApprovalAnswer
@@ -14,6 +16,7 @@ from perdure.schemas.letta import StopReasonType
 from perdure.schemas.mcp import McpServerConfig
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.store import mcp_servers
+from perdure.settings import Settings
 from perdure.store.db import Database
 from perdure.store.errors import InvalidRequestError
 from starter.client import PerdureClient
@@ -22,6 +25,7 @@ from tests.helpers import call, text, tool_returns
 from perdure.schemas.letta import LettaResponse
 from tests.mcp_fixtures import HttpServer, free_port, http_server, register, server_name, stdio_server
 from tests.test_replay import replayer
+from worker import perdure_worker
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +216,36 @@ async def test_the_tool_list_is_fetched_once_per_run_and_replays_after_it_change
     llm.script(model_name, [text("again")])
     await client.send_message(agent.id, "again")
     assert "extra" in offered(llm, model_name, 3)
+
+
+async def test_the_workers_stdio_servers_stop_with_it(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    db: Database,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    make_agent: AgentFactory,
+) -> None:
+    own = settings.model_copy(update={"task_queue": f"mcp-stop-{uuid.uuid4().hex[:8]}"})
+    server = stdio_server(db)
+    agent = make_agent(tools=[f"{server.name}/echo"])
+    llm.script(model_name, [call("echo", text="x"), text("done")])
+    async with perdure_worker(temporal_env.client, own) as running:
+        async with running:
+            response = await PerdureClient(temporal_env.client, db, own.task_queue).send_message(agent.id, "go")
+            ((status, echoed),) = returns(response)
+            pid = int(_pid(echoed))
+            assert status == "success" and _running(pid)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_agents_naming_mcp_tools_wrongly_are_refused(make_agent: AgentFactory, db: Database) -> None:
