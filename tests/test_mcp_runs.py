@@ -3,7 +3,9 @@ streamable-HTTP one (both written with the `mcp` SDK), the scripted model calls 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import uuid
 
 import pytest
@@ -20,7 +22,7 @@ from perdure.settings import Settings
 from perdure.store.db import Database
 from perdure.store.errors import InvalidRequestError
 from starter.client import PerdureClient
-from tests.conftest import AgentFactory
+from tests.conftest import AgentFactory, eventually
 from tests.helpers import call, text, tool_returns
 from perdure.schemas.letta import LettaResponse
 from tests.mcp_fixtures import HttpServer, free_port, http_server, register, server_name, stdio_server
@@ -86,6 +88,22 @@ async def test_a_server_killed_mid_run_is_an_error_return_and_the_next_call_rest
     assert crashed[0] == "error" and f"MCP server {server.name} failed" in crashed[1]
     assert before[0] == after[0] == "success"
     assert _pid(before[1]) != _pid(after[1])
+
+
+async def test_a_server_that_died_between_runs_is_started_again_for_the_next(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    server = stdio_server(db)
+    agent = make_agent(tools=[f"{server.name}/echo"])
+    llm.script(model_name, [call("echo", text="first"), text("done"), call("echo", text="second"), text("done")])
+    ((_, first),) = returns(await client.send_message(agent.id, "go"))
+    os.kill(int(_pid(first)), signal.SIGKILL)
+    await eventually(lambda: not _running(int(_pid(first))))
+
+    response = await client.send_message(agent.id, "again")
+
+    ((status, second),) = returns(response)
+    assert status == "success" and "echo: second" in second and _pid(second) != _pid(first)
 
 
 async def test_tool_errors_and_timeouts_are_error_returns_and_the_loop_goes_on(

@@ -29,6 +29,10 @@ STOP_TIMEOUT_S = 5.0
 class McpUnavailable(Exception):
     """The server could not be reached, failed on the transport, or did not answer in time."""
 
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
 
 class _OwnedSession:
     """A session held open by a task of its own: the SDK's transports are entered and left in
@@ -54,7 +58,15 @@ class _OwnedSession:
 
     @property
     def alive(self) -> bool:
-        return not self._task.done()
+        """False once the holding task ended, or once the server's output closed (it exited):
+        the SDK closes the session's dispatcher then, and has no public flag for it, so a
+        missing attribute reads as alive and the call finds out."""
+        if self._task.done():
+            return False
+        if not self._ready.done() or self._ready.cancelled() or self._ready.exception() is not None:
+            return True
+        dispatcher = getattr(self._ready.result().session, "_dispatcher", None)
+        return not getattr(dispatcher, "_closed", False)
 
     async def close(self) -> None:
         self._stop.set()
@@ -74,7 +86,14 @@ class McpSessions:
         self._starting: dict[str, asyncio.Lock] = {}
 
     async def list_tools(self, config: McpServerConfig) -> list[McpToolSpec]:
-        return await self._with_client(config, list_tools)
+        """The server's tools. Listing changes nothing, so a stdio server that failed (it may
+        have died since its last use) is started again and asked once more."""
+        try:
+            return await self._with_client(config, list_tools)
+        except McpUnavailable as err:
+            if config.transport == "http" or err.timed_out:
+                raise
+            return await self._with_client(config, list_tools)
 
     async def call_tool(self, config: McpServerConfig, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]:
         """(success, text) of one call; a tool that reports an error is a result, not an exception."""
@@ -128,7 +147,9 @@ async def _guarded(config: McpServerConfig, work: Awaitable[T]) -> T:
     try:
         return await asyncio.wait_for(work, config.timeout_seconds)
     except TimeoutError as err:
-        raise McpUnavailable(f"MCP server {config.name} did not answer within {config.timeout_seconds:g} s") from err
+        raise McpUnavailable(
+            f"MCP server {config.name} did not answer within {config.timeout_seconds:g} s", timed_out=True
+        ) from err
     except Exception as err:
         raise McpUnavailable(f"MCP server {config.name} failed: {_reason(err)}") from err
 
