@@ -26,7 +26,7 @@ from tests.conftest import AgentFactory, eventually
 from tests.helpers import call, text, tool_returns
 from perdure.schemas.letta import LettaResponse
 from tests.mcp_fixtures import HttpServer, free_port, http_server, register, server_name, stdio_server
-from tests.test_replay import replayer
+from tests.test_replay import record, replayer
 from worker import perdure_worker
 
 
@@ -230,6 +230,7 @@ async def test_the_tool_list_is_fetched_once_per_run_and_replays_after_it_change
         mcp_servers.remove_server(session, server.name)
     register(db, server.model_copy(update={"env": {"EXTRA_TOOL": "1"}}))
     await replayer().replay_workflow(history)
+    record("mcp-tools", history)
 
     llm.script(model_name, [text("again")])
     await client.send_message(agent.id, "again")
