@@ -106,6 +106,27 @@ async def test_a_server_that_died_between_runs_is_started_again_for_the_next(
     assert status == "success" and "echo: second" in second and _pid(second) != _pid(first)
 
 
+async def test_tool_rules_and_parallel_calls_apply_to_mcp_tools(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    server = stdio_server(db)
+    ending = make_agent(tools=[f"{server.name}/echo"], tool_rules=[{"type": "exit_loop", "tool_name": "echo"}])
+    parallel = make_agent(tools=[f"{server.name}/*"], llm_config={"parallel_tool_calls": True})
+    both = [ScriptedToolCall(name="echo", arguments={"text": t}) for t in ("a", "b")]
+    llm.script(model_name, [call("echo", text="last"), ScriptedReply(tool_calls=both), text("done")])
+
+    ended = await client.send_message(ending.id, "go")
+    answered = await client.send_message(parallel.id, "go")
+
+    assert ended.stop_reason.stop_reason is StopReasonType.tool_rule
+    assert [r[0] for r in returns(ended)] == ["success"]
+    assert answered.stop_reason.stop_reason is StopReasonType.end_turn
+    assert [(status, said.split(" (pid")[0]) for status, said in returns(answered)] == [
+        ("success", "echo: a"),
+        ("success", "echo: b"),
+    ]
+
+
 async def test_tool_errors_and_timeouts_are_error_returns_and_the_loop_goes_on(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
