@@ -42,9 +42,11 @@ from temporalio.worker import Worker
 
 from activities.compaction import CompactionActivities
 from activities.llm import LLMActivities
+from activities.mcp_tools import McpActivities
 from activities.runs import RunActivities
 from activities.run_stream import StreamActivities
 from activities.tools import ToolActivities
+from perdure.mcp.sessions import McpSessions
 from perdure.names import SEARCH_ATTRIBUTES
 from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings
 from perdure.store.db import Database, get_database
@@ -114,11 +116,14 @@ def _chosen(setting: str, default: str, from_profile: str | None) -> str:
     return setting if setting not in ("", default) else from_profile or default
 
 
-def perdure_activities(db: Database, settings: Settings, http: httpx.AsyncClient) -> list[Callable[..., Any]]:
-    """Every activity of the run workflow, bound to this worker's database and HTTP client."""
+def perdure_activities(
+    db: Database, settings: Settings, http: httpx.AsyncClient, mcp_sessions: McpSessions | None = None
+) -> list[Callable[..., Any]]:
+    """Every activity of the run workflow, bound to this worker's database, HTTP client and MCP sessions."""
     runs, tools, llm = RunActivities(db), ToolActivities(db), LLMActivities(db, settings, http)
     compaction = CompactionActivities(db, llm)
     stream = StreamActivities(db)
+    mcp = McpActivities(db, mcp_sessions or McpSessions())
     return [
         runs.begin_run,
         runs.checkpoint_step,
@@ -127,6 +132,8 @@ def perdure_activities(db: Database, settings: Settings, http: httpx.AsyncClient
         llm.llm_step,
         compaction.compact,
         stream.append_stream,
+        mcp.list_mcp_tools,
+        mcp.call_mcp_tool,
     ]
 
 
@@ -141,7 +148,9 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=ACTIVITY_THREADS))
         # A client of its own on the same connection, so the caller's client (which may carry a
         # PerdurePlugin without activities) does not register the workflow a second time.
-        plugin = PerdurePlugin(perdure_activities(db, settings, http))
+        mcp_sessions = McpSessions()  # stdio MCP servers stop with the worker
+        stack.push_async_callback(mcp_sessions.aclose)
+        plugin = PerdurePlugin(perdure_activities(db, settings, http, mcp_sessions))
         worker_client = Client(client.service_client, namespace=client.namespace, plugins=[plugin])
         yield Worker(
             worker_client,

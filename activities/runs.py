@@ -14,6 +14,7 @@ from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
 from perdure.store.unanswered import already_answered, find_unanswered_request
 from perdure.tools.registry import get_tool_defs
+from perdure.mcp.attachments import split_tools
 from perdure import names
 
 
@@ -66,14 +67,16 @@ class RunActivities:
                 )
         except NotFoundError as err:
             raise not_found(err) from err
+        tools, mcp_attachments = split_tools(agent.tools)
         snapshot = AgentSnapshot(
             agent_id=agent.id,
             name=agent.name,
-            tools=agent.tools,
+            tools=tools,
             tool_rules=agent.tool_rules,
             llm_config=agent.llm_config,
             approval_timeout_seconds=agent.approval_timeout_seconds,
             parallel_safe_tools=parallel_safe,
+            mcp_attachments=mcp_attachments,
         )
         return BeginRunOutput(agent=snapshot, unanswered=stored, answers_already_processed=replayed)
 

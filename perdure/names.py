@@ -45,3 +45,7 @@ def workflow_id(agent_id: str) -> str:
     itself: `temporal workflow signal -w AGENT_ID` works with the id the CLI prints.
     """
     return f"agent-{agent_id.removeprefix('agent-')}"
+
+
+LIST_MCP_TOOLS = "list_mcp_tools"
+CALL_MCP_TOOL = "call_mcp_tool"

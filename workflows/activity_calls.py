@@ -23,8 +23,10 @@ with workflow.unsafe.imports_passed_through():
         ToolStepInput,
         ToolStepOutput,
     )
+    from perdure.schemas.mcp import McpListInput, McpListOutput, McpToolStepInput
 
 from perdure import names
+from workflows.policies import MCP_HEARTBEAT, MCP_RETRY, MCP_TIMEOUT
 from workflows.policies import DB_RETRY, DB_TIMEOUT, LLM_DEADLINE, LLM_HEARTBEAT, LLM_RETRY, LLM_TIMEOUT, TOOL_TIMEOUT
 
 
@@ -103,4 +105,28 @@ async def compact(input: CompactInput) -> CompactOutput:
         heartbeat_timeout=LLM_HEARTBEAT,
         retry_policy=LLM_RETRY,
         summary=f"compact {input.mode}",
+    )
+
+
+async def list_mcp_tools(input: McpListInput) -> McpListOutput:
+    return await workflow.execute_activity(
+        names.LIST_MCP_TOOLS,
+        input,
+        result_type=McpListOutput,
+        start_to_close_timeout=MCP_TIMEOUT,
+        heartbeat_timeout=MCP_HEARTBEAT,
+        retry_policy=MCP_RETRY,
+        summary="list mcp tools: " + ", ".join(input.attachments),
+    )
+
+
+async def call_mcp_tool(input: McpToolStepInput) -> ToolStepOutput:
+    return await workflow.execute_activity(
+        names.CALL_MCP_TOOL,
+        input,
+        result_type=ToolStepOutput,
+        start_to_close_timeout=MCP_TIMEOUT,
+        heartbeat_timeout=MCP_HEARTBEAT,
+        retry_policy=MCP_RETRY,
+        summary=f"mcp tool {input.server}/{input.tool}",
     )

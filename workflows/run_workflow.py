@@ -41,6 +41,7 @@ from perdure import names
 from workflows import activity_calls
 from workflows.drafts import messages_on_cancel
 from workflows.failures import failure_text, reraise_cancellation
+from workflows.mcp_tools import with_mcp_tools
 from workflows.policies import FIRST_MESSAGE_TIMEOUT
 from workflows.run_context import RunContext
 from workflows.search_attributes import AGENT_ID, PERDURE_RUN_ID, RUN_STATUS, STOP_REASON
@@ -202,6 +203,13 @@ class AgentRunWorkflow:
     async def _run_loop(self, request: SendMessageRequest, run_id: str) -> None:
         begun = await self._begin(request, run_id)
         if begun is None:
+            return
+        try:
+            begun = await with_mcp_tools(begun, run_id)
+        except ActivityError as err:
+            reraise_cancellation(err)
+            self._run.error = failure_text(err)
+            await self._finish(StopReasonType.error, None)
             return
         self._run.context_window = begun.agent.llm_config.context_window
         ended = await StepLoop(self._run, begun, request, run_id).run()

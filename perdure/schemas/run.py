@@ -17,6 +17,7 @@ from perdure.schemas.approvals import ApprovalCreate, ClientTool, PendingApprova
 
 from perdure.schemas.agent import LLMConfig, ToolRule
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
+from perdure.schemas.mcp_refs import McpToolRef
 from perdure.schemas.messages import Message, ReasoningPart, ToolCall, ToolReturn
 
 DEFAULT_MAX_STEPS = 50
@@ -125,6 +126,10 @@ class AgentSnapshot(BaseModel):
     approval_timeout_seconds: float | None = None
     parallel_safe_tools: list[str] = Field(default_factory=list)
     """Tools marked `enable_parallel_execution`: they may run concurrently within a step."""
+    mcp_attachments: list[str] = Field(default_factory=list)
+    """The agent's MCP tools as it names them (`SERVER/TOOL`, `SERVER/*`): listed once when the run begins."""
+    mcp_tools: list[McpToolRef] = Field(default_factory=list)
+    """The MCP tools this run offers, by function name (in `tools` too), once they are listed."""
 
     @property
     def parallel_allowed(self) -> bool:

@@ -1,6 +1,6 @@
 """A run's stream in the database: token chunks and committed events, one offset space per run.
 
-Revision ID: 0003_stream_chunks
+Revision ID: 0003
 Revises: 0002
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_stream_chunks"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
