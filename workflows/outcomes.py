@@ -32,6 +32,8 @@ class RunOutcomes:
         self.count = 0
         """How many outcomes so far: an update waits for this to grow."""
         self._stored: list[str] = []
+        self._answer: str | None = None
+        """The text of the last assistant message since the latest outcome."""
 
     def stored(self, message_ids: Sequence[str]) -> None:
         """Messages written outside a step (a compaction's summary and event)."""
@@ -41,14 +43,15 @@ class RunOutcomes:
         """A step's messages are in the store: they belong to the next outcome, and go out on
         the stream now."""
         self._stored += [m.id for m in messages]
+        self._answer = next((m.text for m in reversed(messages) if m.role == "assistant" and m.text), self._answer)
         for event in step_events(messages, tokens_streamed=tokens_streamed):
             self._events.publish(event)
 
     def reached(self, result: RunResult, *, failure: str | None, failure_type: str | None) -> None:
         """The run stopped or paused: hand `result` (with the messages stored since the last
         outcome) to whoever waits, and end the outcome on the stream."""
-        self.latest = result.model_copy(update={"message_ids": self._stored})
-        self._stored = []
+        self.latest = result.model_copy(update={"message_ids": self._stored, "answer": self._answer})
+        self._stored, self._answer = [], None
         self.count += 1
         for event in outcome_events(
             result.run_id, result.stop_reason, result.usage, failure=failure, failure_type=failure_type

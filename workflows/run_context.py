@@ -14,6 +14,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from perdure.schemas.agent import DEFAULT_CONTEXT_WINDOW
     from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
+    from perdure.schemas.approvals import PendingApproval
     from perdure.schemas.messages import Message
     from perdure.schemas.run import (
         CheckpointInput,
@@ -30,6 +31,7 @@ from workflows import activity_calls
 from workflows.answers import AnswerBook
 from workflows.drafts import StepDraft
 from workflows.outcomes import RunOutcomes
+from workflows.summaries import checkpoint_summary, pending_details
 
 
 class RunContext:
@@ -37,6 +39,7 @@ class RunContext:
 
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
+        self.agent_name: str | None = None
         self.request: SendMessageRequest | None = None
         self.run_id: str | None = None
         self.status = RunStatus.created
@@ -60,13 +63,23 @@ class RunContext:
         self.current = text
         workflow.set_current_details(f"**{text}**" + (f" — run `{self.run_id}`" if self.run_id else ""))
 
+    def show_pending(self, request: PendingApproval, text: str) -> None:
+        """A pause: `text` for the state query; the current details name each waiting call, its
+        tool_call_id and the signal that answers it, ready to copy."""
+        self.current = text
+        workflow.set_current_details(pending_details(request, self.run_id))
+
     @staticmethod
     def new_message_id() -> str:
         return f"message-{workflow.uuid4()}"
 
     async def checkpoint(self, messages: list[Message], step: StepRecord) -> None:
         self.show(f"checkpoint, step {step.step_number}")
-        await activity_calls.checkpoint_step(CheckpointInput(agent_id=self.agent_id, messages=messages, step=step))
+        calls = self.draft.calls if self.draft is not None else []
+        await activity_calls.checkpoint_step(
+            CheckpointInput(agent_id=self.agent_id, messages=messages, step=step),
+            checkpoint_summary(step.step_number, messages, calls),
+        )
         self.outcomes.committed(messages, tokens_streamed=self.tokens_streamed)
 
     async def compact(self, mode: CompactMode, trigger: str) -> CompactOutput:
@@ -113,4 +126,5 @@ class RunContext:
             error=self.error,
             pending_approval=self.answers.request,
             rejected=self.answers.rejected,
+            agent_name=self.agent_name,
         )
