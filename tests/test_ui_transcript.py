@@ -333,3 +333,38 @@ async def test_the_readme_approval_example_pauses_on_the_local_model(
 
     assert finished.stop_reason.stop_reason is StopReasonType.tool_rule
     assert json.loads(pending.arguments)["content"] in block_value(db, agent_id)
+
+
+async def test_the_details_mark_each_call_answered_while_others_still_wait(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, temporal_address: str
+) -> None:
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": ""}],
+        tools=["core_memory_append"],
+        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
+        llm_config={"parallel_tool_calls": True},
+    )
+    remember = [
+        ScriptedToolCall(id=f"call_{n}", name="core_memory_append", arguments={"label": "human", "content": fact})
+        for n, fact in ((1, "Likes tea."), (2, "Sails."))
+    ]
+    llm.script(model_name, [ScriptedReply(tool_calls=remember), text("Noted both.")])
+    paused = await client.send_message(agent.id, "I like tea and I sail.")
+    assert paused.stop_reason.stop_reason is StopReasonType.requires_approval
+
+    handle = client.temporal.get_workflow_handle(workflow_id(agent.id))
+    await handle.signal("approve", {"tool_call_id": "call_1"})
+
+    async def details() -> str | None:
+        [answer] = (await temporal_cli(temporal_address, "workflow", "metadata", "-w", workflow_id(agent.id)))[
+            "queryResult"
+        ]
+        text = answer["currentDetails"]
+        return text if "answered" in text else None
+
+    shown = await eventually(details)
+    first, second = shown.split("\n\n")[1:]
+    assert "`call_1`" in first and "answered" in first and "signal" not in first
+    assert "`call_2`" in second and 'signal `approve`: `{"tool_call_id": "call_2"}`' in second
+    await handle.signal("approve", {"tool_call_id": "call_2"})
+    assert await eventually(lambda: _completed(temporal_address, agent.id), timeout=30)

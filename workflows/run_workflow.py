@@ -171,6 +171,7 @@ class AgentRunWorkflow:
         seen = run.outcomes.count
         run.stream_tokens = run.stream_tokens or request.stream_tokens
         run.answers.record(request.approvals)
+        self._show_answers()
         await workflow.wait_condition(lambda: run.outcomes.count > seen)
         assert run.outcomes.latest is not None
         return run.outcomes.latest
@@ -185,16 +186,25 @@ class AgentRunWorkflow:
     def approve(self, payload: Any = None) -> None:
         """Approve one call (`{"tool_call_id": ...}`), or every pending approval without an id."""
         self._run.answers.receive(names.APPROVE_SIGNAL, payload, workflow.now())
+        self._show_answers()
 
     @workflow.signal(name=names.DENY_SIGNAL, description=handlers.DENY)
     def deny(self, payload: Any = None) -> None:
         """Deny one call: `{"tool_call_id": ..., "reason": ...}`."""
         self._run.answers.receive(names.DENY_SIGNAL, payload, workflow.now())
+        self._show_answers()
 
     @workflow.signal(name=names.CLIENT_TOOL_RETURN_SIGNAL, description=handlers.CLIENT_TOOL_RETURN)
     def client_tool_return(self, payload: Any = None) -> None:
         """A client tool's result: `{"tool_call_id": ..., "status": ..., "tool_return": ...}`."""
         self._run.answers.receive(names.CLIENT_TOOL_RETURN_SIGNAL, payload, workflow.now())
+        self._show_answers()
+
+    def _show_answers(self) -> None:
+        """While calls still wait, the current details mark the ones answered so far."""
+        run = self._run
+        if run.answers.request is not None and not run.answers.complete:
+            run.show_pending(run.answers.request, run.current)
 
     @workflow.query(name=names.STATE_QUERY, description=handlers.STATE)
     def state(self) -> RunState:
