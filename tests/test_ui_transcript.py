@@ -368,3 +368,13 @@ async def test_the_details_mark_each_call_answered_while_others_still_wait(
     assert "`call_2`" in second and 'signal `approve`: `{"tool_call_id": "call_2"}`' in second
     await handle.signal("approve", {"tool_call_id": "call_2"})
     assert await eventually(lambda: _completed(temporal_address, agent.id), timeout=30)
+
+
+def test_deeply_nested_arguments_stay_a_string() -> None:
+    deep = '{"label": ' + "[" * 5_000 + "]" * 5_000 + "}"
+    output = LLMStepOutput(model="m", tool_calls=[ToolCall(id="c", name="memory_insert", arguments=deep)])
+
+    written = json.loads(output.model_dump_json())
+
+    assert written["tool_calls"][0]["arguments"] == deep
+    assert LLMStepOutput.model_validate_json(output.model_dump_json()) == output

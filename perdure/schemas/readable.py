@@ -16,15 +16,26 @@ from pydantic import BeforeValidator, SerializerFunctionWrapHandler, WrapSeriali
 from perdure.schemas.messages import ToolCall, ToolReturn
 
 
+MAX_DEPTH = 32
+"""Deeper JSON stays a string: serializers have recursion limits, and no person reads it anyway."""
+
+
 def json_object(text: str | None) -> dict[str, Any] | None:
-    """The object `text` encodes, or None when it is not a JSON object."""
+    """The object `text` encodes, or None when it is not a JSON object (or nests too deeply)."""
     if not text:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, dict) and _within_depth(value, MAX_DEPTH) else None
+
+
+def _within_depth(value: Any, budget: int) -> bool:
+    if budget == 0:
+        return False
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return all(_within_depth(child, budget - 1) for child in children)
 
 
 def encode_object(value: dict[str, Any]) -> str:
