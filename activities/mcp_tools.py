@@ -131,6 +131,7 @@ class McpActivities:
             invalid_prefill=invalid_prefill,
             arguments=arguments,
             tokens=count_message({"role": "tool", "tool_call_id": call.id, "content": full.func_response or ""}),
+            tool_call=call if arguments is None else call.model_copy(update={"arguments": arguments}),
         )
         return await asyncio.to_thread(self._record_call, key, output, full)
 

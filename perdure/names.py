@@ -28,7 +28,15 @@ RUN_STATUS_ATTRIBUTE = "RunStatus"
 STOP_REASON_ATTRIBUTE = "StopReason"
 PERDURE_RUN_ID_ATTRIBUTE = "PerdureRunId"
 """The run's Letta-style id (`run-…`), so the UI and `perdure follow --run` find its execution."""
-SEARCH_ATTRIBUTES = (AGENT_ID_ATTRIBUTE, RUN_STATUS_ATTRIBUTE, STOP_REASON_ATTRIBUTE, PERDURE_RUN_ID_ATTRIBUTE)
+AGENT_NAME_ATTRIBUTE = "AgentName"
+"""The agent's name, so the UI's list says whose run each row is."""
+SEARCH_ATTRIBUTES = (
+    AGENT_ID_ATTRIBUTE,
+    RUN_STATUS_ATTRIBUTE,
+    STOP_REASON_ATTRIBUTE,
+    PERDURE_RUN_ID_ATTRIBUTE,
+    AGENT_NAME_ATTRIBUTE,
+)
 """Keyword search attributes the Temporal UI filters runs by; the worker registers missing ones."""
 
 REQUEST_REJECTED = "RequestRejected"

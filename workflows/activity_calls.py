@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 
 from perdure import names
 from workflows.policies import MCP_HEARTBEAT, MCP_RETRY, MCP_TIMEOUT
+from workflows.summaries import tool_summary
 from workflows.policies import DB_RETRY, DB_TIMEOUT, LLM_DEADLINE, LLM_HEARTBEAT, LLM_RETRY, LLM_TIMEOUT, TOOL_TIMEOUT
 
 
@@ -61,17 +62,18 @@ async def execute_tool(input: ToolStepInput) -> ToolStepOutput:
         result_type=ToolStepOutput,
         start_to_close_timeout=TOOL_TIMEOUT,
         retry_policy=DB_RETRY,
-        summary=f"tool {input.tool_call.name}",
+        summary=tool_summary(input.tool_call),
     )
 
 
-async def checkpoint_step(input: CheckpointInput) -> None:
+async def checkpoint_step(input: CheckpointInput, summary: str | None = None) -> None:
+    """`summary` says what the step decided (see workflows.summaries); by default only its number."""
     await workflow.execute_local_activity(
         names.CHECKPOINT_STEP,
         input,
         start_to_close_timeout=DB_TIMEOUT,
         retry_policy=DB_RETRY,
-        summary=f"checkpoint step {input.step.step_number}",
+        summary=summary or f"checkpoint step {input.step.step_number}",
     )
 
 
@@ -128,5 +130,5 @@ async def call_mcp_tool(input: McpToolStepInput) -> ToolStepOutput:
         start_to_close_timeout=MCP_TIMEOUT,
         heartbeat_timeout=MCP_HEARTBEAT,
         retry_policy=MCP_RETRY,
-        summary=f"mcp tool {input.server}/{input.tool}",
+        summary=f"{tool_summary(input.tool_call)} via mcp {input.server}",
     )

@@ -33,6 +33,8 @@ class RunOutcomes:
         self.count = 0
         """How many outcomes so far: an update waits for this to grow."""
         self._stored: list[str] = []
+        self._answer: str | None = None
+        """The text of the last assistant message since the latest outcome."""
 
     def stored(self, message_ids: Sequence[str]) -> None:
         """Messages written outside a step (a compaction's summary and event)."""
@@ -43,6 +45,7 @@ class RunOutcomes:
         the Workflow Stream now (`publish`; a run whose stream is in the store has them written
         there by the checkpoint)."""
         self._stored += [m.id for m in messages]
+        self._answer = next((m.text for m in reversed(messages) if m.role == "assistant" and m.text), self._answer)
         if publish:
             for event in step_events(messages, tokens_streamed=tokens_streamed):
                 self._events.publish(event)
@@ -51,8 +54,8 @@ class RunOutcomes:
         """The run stopped or paused: hand `result` (with the messages stored since the last
         outcome) to whoever waits, and end the outcome with `events` on the Workflow Stream
         (`publish`; else an activity wrote them to the store)."""
-        self.latest = result.model_copy(update={"message_ids": self._stored})
-        self._stored = []
+        self.latest = result.model_copy(update={"message_ids": self._stored, "answer": self._answer})
+        self._stored, self._answer = [], None
         self.count += 1
         if publish:
             for event in events:

@@ -15,6 +15,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from perdure.schemas.agent import DEFAULT_CONTEXT_WINDOW
     from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
+    from perdure.schemas.approvals import PendingApproval
     from perdure.schemas.messages import Message
     from perdure.schemas.run import (
         AppendStreamInput,
@@ -33,6 +34,7 @@ from workflows.answers import AnswerBook
 from workflows.drafts import StepDraft
 from workflows.outcomes import RunOutcomes
 from workflows.stream_events import outcome_events
+from workflows.summaries import checkpoint_summary, pending_details
 
 
 class RunContext:
@@ -40,6 +42,7 @@ class RunContext:
 
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
+        self.agent_name: str | None = None
         self.request: SendMessageRequest | None = None
         self.run_id: str | None = None
         self.status = RunStatus.created
@@ -65,12 +68,19 @@ class RunContext:
         self.current = text
         workflow.set_current_details(f"**{text}**" + (f" — run `{self.run_id}`" if self.run_id else ""))
 
+    def show_pending(self, request: PendingApproval, text: str) -> None:
+        """A pause: `text` for the state query; the current details name each waiting call, its
+        tool_call_id and the signal that answers it, ready to copy."""
+        self.current = text
+        workflow.set_current_details(pending_details(request, self.run_id))
+
     @staticmethod
     def new_message_id() -> str:
         return f"message-{workflow.uuid4()}"
 
     async def checkpoint(self, messages: list[Message], step: StepRecord) -> None:
         self.show(f"checkpoint, step {step.step_number}")
+        calls = self.draft.calls if self.draft is not None else []
         await activity_calls.checkpoint_step(
             CheckpointInput(
                 agent_id=self.agent_id,
@@ -78,7 +88,8 @@ class RunContext:
                 step=step,
                 stream_in_store=self.stream_in_store,
                 tokens_streamed=self.tokens_streamed,
-            )
+            ),
+            checkpoint_summary(step.step_number, messages, calls),
         )
         self.outcomes.committed(messages, tokens_streamed=self.tokens_streamed, publish=not self.stream_in_store)
 
@@ -140,4 +151,5 @@ class RunContext:
             error=self.error,
             pending_approval=self.answers.request,
             rejected=self.answers.rejected,
+            agent_name=self.agent_name,
         )

@@ -45,6 +45,7 @@ from workflows.tool_runner import CallsCancelled, CallsOutcome, ToolRunner
 from workflows.waiting import wait_for
 
 ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
+CLEAR_STOP_REASON_ON_ANSWERS = "clear-stop-reason-on-answers"
 MAX_OVERFLOW_COMPACTIONS = 3
 
 
@@ -322,12 +323,21 @@ class StepLoop:
         if pausing:
             ctx.publish(StopReasonType.requires_approval, final=False)
             workflow.upsert_search_attributes([STOP_REASON.value_set(StopReasonType.requires_approval.value)])
-            ctx.show("awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.waiting))
+            ctx.stop_reason = StopReasonType.requires_approval
+            assert answers.request is not None
+            ctx.show_pending(
+                answers.request,
+                "awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.waiting),
+            )
             if not await wait_for(lambda: answers.complete, timedelta(seconds=timeout_s) if timeout_s else None):
                 # The request stays in the context for Letta's resume path, which answers every
                 # call again in a new run; answers given to this run end with it.
                 answers.close()
                 return StopReasonType.requires_approval
+            if workflow.patched(CLEAR_STOP_REASON_ON_ANSWERS):
+                # The run works again: the list and the state query stop saying it waits.
+                workflow.upsert_search_attributes([STOP_REASON.value_unset()])
+                ctx.stop_reason = None
         answered = answers.close()
         draft = self._draft(replace(draft, waiting=answered))
         ctx.show(f"running answered calls, step {draft.step.step_number}")

@@ -18,7 +18,8 @@ from perdure.schemas.approvals import ApprovalCreate, ClientTool, PendingApprova
 from perdure.schemas.agent import LLMConfig, ToolRule
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
 from perdure.schemas.mcp_refs import McpToolRef
-from perdure.schemas.messages import Message, ReasoningPart, ToolCall, ToolReturn
+from perdure.schemas.messages import Message, ReasoningPart, ToolCall
+from perdure.schemas.readable import ReadableToolCall, ReadableToolReturn
 
 DEFAULT_MAX_STEPS = 50
 MAX_STEPS_LIMIT = 1_000
@@ -96,6 +97,9 @@ class RunResult(BaseModel):
     error: str | None = None
     message_ids: list[str] = Field(default_factory=list)
     """Messages stored since the previous answer of this run (the send, or the last pause)."""
+    answer: str | None = None
+    """The text of the last assistant message among them: what the agent said, readable in the
+    Temporal UI next to the ids."""
 
 
 class RunState(BaseModel):
@@ -113,6 +117,8 @@ class RunState(BaseModel):
     pending_approval: PendingApproval | None = None
     rejected: list[RejectedAnswer] = Field(default_factory=list)
     """Signals that could not be taken (nothing pending, unknown id ...), newest last."""
+    agent_name: str | None = None
+    """The agent's name (the `AgentName` search attribute), once the run has loaded it."""
 
 
 class AgentSnapshot(BaseModel):
@@ -217,7 +223,8 @@ class LLMStepOutput(BaseModel):
     reasoning_parts: list[ReasoningPart] = Field(default_factory=list)
     """The thinking blocks as the provider sent them (signatures, redacted ones), when it sends
     them that way (Anthropic): they go back to it with the rest of the answer."""
-    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_calls: list[ReadableToolCall] = Field(default_factory=list)
+    """Arguments are recorded as objects, so the Temporal UI shows them readably."""
     finish_reason: str | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
     model: str
@@ -233,7 +240,7 @@ class ToolStepInput(BaseModel):
     agent_id: str
     run_id: str
     step_id: str
-    tool_call: ToolCall
+    tool_call: ReadableToolCall
     prefilled: dict[str, Any] | None = None
     """Arguments a tool rule fixes; they override the model's and are checked against the schema."""
     prefilled_source: str = ""
@@ -242,9 +249,14 @@ class ToolStepInput(BaseModel):
 class ToolStepOutput(BaseModel):
     """A tool's result as the workflow sees it: `tool_return.func_response` is a preview of at
     most `TOOL_RETURN_PREVIEW_CHARS`; the full return is recorded in the database under
-    `{step_id}:{tool_call_id}` and the checkpoint stores that, so history stays small."""
+    `{step_id}:{tool_call_id}` and the checkpoint stores that, so history stays small.
 
-    tool_return: ToolReturn
+    The record reads as one entry of a transcript: the call as it ran (arguments as an object),
+    then its return with the packaged response as an object whose message is plain text."""
+
+    tool_call: ReadableToolCall | None = None
+    """The call as it ran (a rule's prefilled arguments included); absent in records made before."""
+    tool_return: ReadableToolReturn
     duration_ns: int = 0
     invalid_prefill: bool = False
     """The rule's prefilled arguments did not fit the tool: the call did not run, the run stops."""
