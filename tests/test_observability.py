@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from letta_client import AsyncLetta
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from temporalio.testing import WorkflowEnvironment
 
@@ -31,11 +32,14 @@ from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedTo
 from perdure.settings import Settings
 from perdure.store.db import Database
 from starter.client import PerdureClient
-from tests.conftest import AgentFactory, eventually
+from tests.conftest import API_KEY, AgentFactory, eventually
 from tests.helpers import PERDURE, REPO
 
 SECRET = "sk-obs-test-secret-0123456789"
 """A provider key in the worker's environment: it must never appear in what is exported."""
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+"""A Letta program's own trace, passed to the HTTP API in a W3C `traceparent` header."""
 SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -395,42 +399,42 @@ def traced(env: dict[str, str], endpoint: str, service: str) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def traced_worker(receiver: tuple[Receiver, str], worker_env: dict[str, str], tmp_path: Path) -> Iterator[Receiver]:
+    received, endpoint = receiver
+    worker = start_worker([], traced(worker_env, endpoint, "perdure-worker"), tmp_path / "worker.log")
+    try:
+        yield received
+    finally:
+        stop(worker)
+
+
+def runs_exported(received: Receiver, count: int) -> list[Span] | None:
+    """Everything received once `count` runs' workflow spans are in (each is sent when its run ends)."""
+    spans = received.snapshot()
+    return spans if sum(s.name == "RunWorkflow:AgentRun" for s in spans) == count else None
+
+
 async def test_a_run_is_one_trace_from_the_send_through_its_llm_and_tool_calls(
+    traced_worker: Receiver,
     receiver: tuple[Receiver, str],
     worker_env: dict[str, str],
-    tmp_path: Path,
     llm: ScriptedLLMServer,
     make_agent: AgentFactory,
     model_name: str,
 ) -> None:
     received, endpoint = receiver
-    worker = start_worker([], traced(worker_env, endpoint, "perdure-worker"), tmp_path / "worker.log")
-    try:
-        agent = make_agent(memory_blocks=[{"label": "human", "value": ""}], tools=["core_memory_append"])
-        llm.script(
-            model_name,
-            [
-                ScriptedReply(
-                    tool_calls=[
-                        ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada."})
-                    ]
-                ),
-                ScriptedReply(content="Hello Ada."),
-                ScriptedReply(content="Again."),
-            ],
-        )
-        cli_env = traced(worker_env, endpoint, "perdure-cli")
-        for message in ("I am Ada.", "Hi again."):
-            sent = await asyncio.to_thread(run_cli, ["send", agent.id, message], cli_env)
-            assert sent.returncode == 0, sent.stderr
-
-        def both_runs_exported() -> list[Span] | None:
-            spans = received.snapshot()
-            return spans if sum(s.name == "RunWorkflow:AgentRun" for s in spans) == 2 else None
-
-        spans = await eventually(both_runs_exported, timeout=60)
-    finally:
-        stop(worker)
+    agent = make_agent(memory_blocks=[{"label": "human", "value": ""}], tools=["core_memory_append"])
+    remember = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Ada."})
+    llm.script(
+        model_name,
+        [ScriptedReply(tool_calls=[remember]), ScriptedReply(content="Hello Ada."), ScriptedReply(content="Again.")],
+    )
+    cli_env = traced(worker_env, endpoint, "perdure-cli")
+    for message in ("I am Ada.", "Hi again."):
+        sent = await asyncio.to_thread(run_cli, ["send", agent.id, message], cli_env)
+        assert sent.returncode == 0, sent.stderr
+    spans = await eventually(lambda: runs_exported(received, 2), timeout=60)
 
     sends = [s for s in spans if s.service == "perdure-cli" and s.name.startswith("StartUpdateWithStartWorkflow:")]
     assert len(sends) == 2, [s.name for s in spans if s.service == "perdure-cli"]
@@ -470,3 +474,71 @@ def _ancestors(span: Span, by_id: dict[str, Span]) -> list[str]:
     if span.parent_id:
         chain.append(span.parent_id)
     return chain
+
+
+async def test_a_message_through_the_http_api_continues_the_callers_trace(
+    traced_worker: Receiver,
+    receiver: tuple[Receiver, str],
+    worker_env: dict[str, str],
+    llm: ScriptedLLMServer,
+    make_agent: AgentFactory,
+    model_name: str,
+) -> None:
+    received, endpoint = receiver
+    agent = make_agent()
+    llm.script(model_name, [ScriptedReply(content="Hello.")])
+    port = free_port()
+    env = {**traced(worker_env, endpoint, "perdure-api"), "PERDURE_API_KEY": API_KEY}
+    api = subprocess.Popen(
+        [str(PERDURE), "serve", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        async def serving() -> bool:
+            assert api.poll() is None, api.communicate()
+            try:
+                async with httpx.AsyncClient() as http:
+                    health = await http.get(f"{base}/v1/health/", headers={"Authorization": f"Bearer {API_KEY}"})
+                    return health.status_code == 200
+            except httpx.ConnectError:
+                return False
+
+        await eventually(serving, timeout=60)
+        async with AsyncLetta(base_url=base, api_key=API_KEY) as letta:
+            response = await letta.agents.messages.create(
+                agent.id, input="Hi", extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+            )
+        assert response.stop_reason.stop_reason == "end_turn"
+        await eventually(lambda: runs_exported(received, 1) and api_sends(received), timeout=60)
+    finally:
+        api.send_signal(signal.SIGINT)
+        api.wait(30)
+    (send,) = api_sends(received)
+    spans = await eventually(lambda: _reaching(received.snapshot(), send, CALLER_SPAN), timeout=30)
+    assert {s.name for s in spans if s.service == "perdure-api" and s.trace_id == CALLER_TRACE} > {send.name}, (
+        "the request's own spans (FastAPI's) lead from the caller to the send"
+    )
+    run = next(s for s in spans if s.name == "RunWorkflow:AgentRun")
+    assert run.trace_id == CALLER_TRACE and run.parent_id == send.span_id
+    assert {s.name for s in spans if s.trace_id == send.trace_id} >= {"RunActivity:llm_step", "RunActivity:finish_run"}
+
+
+def api_sends(received: Receiver) -> list[Span]:
+    return [
+        s
+        for s in received.snapshot()
+        if s.service == "perdure-api" and s.name == "StartUpdateWithStartWorkflow:AgentRun"
+    ]
+
+
+def _reaching(spans: list[Span], span: Span, ancestor: str) -> list[Span] | None:
+    """`spans` once `span`'s chain of parents, all received, reaches `ancestor`."""
+    by_id = {s.span_id: s for s in spans}
+    while span.parent_id in by_id:
+        span = by_id[span.parent_id]
+    return spans if span.parent_id == ancestor else None
