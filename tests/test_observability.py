@@ -27,6 +27,7 @@ from letta_client import AsyncLetta
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from temporalio.testing import WorkflowEnvironment
 
+import observability
 from perdure.schemas.approvals import ApprovalAnswer
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.settings import Settings
@@ -308,6 +309,21 @@ async def test_dev_serves_metrics_on_loopback(tmp_path: Path) -> None:
 # --- traces ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("environ", "on"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "perdure-worker"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
+    ],
+)
+def test_tracing_is_on_only_when_an_otlp_endpoint_is_set(environ: dict[str, str], on: bool) -> None:
+    assert observability.tracing_requested(environ) is on
+
+
 @dataclass(frozen=True)
 class Span:
     service: str
@@ -542,3 +558,35 @@ def _reaching(spans: list[Span], span: Span, ancestor: str) -> list[Span] | None
     while span.parent_id in by_id:
         span = by_id[span.parent_id]
     return spans if span.parent_id == ancestor else None
+
+
+async def test_the_calls_an_approval_releases_stay_in_the_runs_trace(
+    traced_worker: Receiver,
+    receiver: tuple[Receiver, str],
+    worker_env: dict[str, str],
+    llm: ScriptedLLMServer,
+    make_agent: AgentFactory,
+    model_name: str,
+) -> None:
+    received, endpoint = receiver
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": ""}],
+        tools=["core_memory_append"],
+        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
+    )
+    held = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "Likes tea."})
+    llm.script(model_name, [ScriptedReply(tool_calls=[held]), ScriptedReply(content="Noted.")])
+    cli_env = traced(worker_env, endpoint, "perdure-cli")
+    paused = await asyncio.to_thread(run_cli, ["send", agent.id, "I like tea."], cli_env)
+    assert paused.returncode == 0 and "requires_approval" in paused.stdout, paused.stdout + paused.stderr
+    approved = await asyncio.to_thread(run_cli, ["approve", agent.id, held.id], cli_env)
+    assert approved.returncode == 0 and "end_turn" in approved.stdout, approved.stdout + approved.stderr
+    spans = await eventually(lambda: runs_exported(received, 1), timeout=60)
+
+    send = next(s for s in spans if s.name == "StartUpdateWithStartWorkflow:AgentRun")
+    answer = next(s for s in spans if s.name == "StartWorkflowUpdate:answer")
+    assert answer.trace_id != send.trace_id, "the answer is a trace of its own"
+    assert next(s for s in spans if s.name == "HandleUpdate:answer").trace_id == answer.trace_id
+    tool = next(s for s in spans if s.name == "RunActivity:execute_tool")
+    assert tool.trace_id == send.trace_id
+    assert tool.attributes["gen_ai.tool.name"] == "core_memory_append"
