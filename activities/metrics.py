@@ -20,27 +20,41 @@ from perdure.schemas.run import LLMStepOutput
 
 
 def record_llm_call(config: LLMConfig, provider: str, output: LLMStepOutput) -> None:
-    """Tokens and latency of one answered LLM request. When the provider reports no usage (as
+    """Tokens and latency of one answered step request. When the provider reports no usage (as
     llama.cpp does), the tokens are Perdure's own count of the request and the answer."""
-    prompt = output.usage.prompt_tokens or output.request_tokens
-    completion = output.usage.completion_tokens or output.response_tokens
-    labels = {"provider": provider, "model": config.model}
+    record_llm_usage(
+        provider,
+        config.model,
+        prompt=output.usage.prompt_tokens or output.request_tokens,
+        completion=output.usage.completion_tokens or output.response_tokens,
+        elapsed_ns=output.llm_request_ns,
+    )
+    trace.get_current_span().set_attributes(
+        {
+            "gen_ai.response.model": output.model or config.model_name,
+            "gen_ai.response.finish_reasons": [output.finish_reason or ""],
+            "perdure.tool_calls": len(output.tool_calls),
+        }
+    )
+
+
+def record_llm_usage(provider: str, model: str, *, prompt: int, completion: int, elapsed_ns: int) -> None:
+    """Tokens and latency of any LLM request (a step's, or a compaction's summary), on the metrics
+    and on the activity's span."""
+    labels = {"provider": provider, "model": model}
     meter = activity.metric_meter()
     tokens = meter.create_counter(metrics.LLM_TOKENS, metrics.LLM_TOKENS_HELP, "tokens")
     tokens.add(prompt, {**labels, "kind": "prompt"})
     tokens.add(completion, {**labels, "kind": "completion"})
     latency = meter.create_histogram_timedelta(metrics.LLM_LATENCY, metrics.LLM_LATENCY_HELP)
-    latency.record(timedelta(microseconds=output.llm_request_ns / 1000), labels)
+    latency.record(timedelta(microseconds=elapsed_ns / 1000), labels)
     trace.get_current_span().set_attributes(
         {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider,
-            "gen_ai.request.model": config.model,
-            "gen_ai.response.model": output.model or config.model_name,
+            "gen_ai.request.model": model,
             "gen_ai.usage.input_tokens": prompt,
             "gen_ai.usage.output_tokens": completion,
-            "gen_ai.response.finish_reasons": [output.finish_reason or ""],
-            "perdure.tool_calls": len(output.tool_calls),
         }
     )
 

@@ -186,16 +186,25 @@ async def test_the_metrics_endpoint_serves_the_sdk_metrics_and_perdures(
     assert total(text, "temporal_activity_execution_latency_count", activity_type="llm_step") == 3
     assert total(text, "temporal_num_pollers", task_queue=queue) >= 1
     assert SECRET not in text
+
+    llm.script(model_name, [ScriptedReply(content="SUMMARY: likes tea.")])
+    compacted = await asyncio.wait_for(client.compact(agent.id, "all"), 60)
+    assert compacted.evicted > 0
+    text = await eventually(lambda: _scraped_when(url, "perdure_llm_tokens_total", activity_type="compact_context"), 30)
+    assert total(text, "perdure_llm_tokens_total", activity_type="compact_context", kind="prompt", model=model) > 0
+    assert total(text, "perdure_llm_request_latency_count", activity_type="compact_context") == 1
+    assert total(text, "perdure_steps_total", model=model) == 3, "a compaction is not a step"
     assert worker.process.poll() is None
 
 
-async def _scraped_when(url: str, name: str) -> str | None:
-    """The exposition once `name` has a sample (metrics reach the endpoint a moment after the event)."""
+async def _scraped_when(url: str, name: str, **labels: str) -> str | None:
+    """The exposition once `name` has a sample with `labels` (metrics reach the endpoint a moment
+    after the event)."""
     try:
         text = await scrape(url)
     except httpx.HTTPError:
         return None
-    return text if total(text, name) > 0 else None
+    return text if total(text, name, **labels) > 0 else None
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
