@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -231,6 +232,18 @@ def test_a_bad_metrics_port_in_the_environment_is_one_line_and_exit_2(worker_env
     assert (refused.returncode, refused.stderr) == (
         2,
         "perdure: error: PERDURE_METRICS_PORT must be a port number (1-65535), not 'nine'\n",
+    )
+    alone = subprocess.run(
+        [sys.executable, "worker.py"],
+        cwd=REPO,
+        env={**worker_env, "PERDURE_METRICS_PORT": "nine"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (alone.returncode, alone.stderr) == (
+        2,
+        "worker: error: PERDURE_METRICS_PORT must be a port number (1-65535), not 'nine'\n",
     )
 
 
