@@ -27,7 +27,6 @@ from starter.cli_common import UsageError, first_line
 from starter.api.serve import DEFAULT_PORT, run_serve
 from starter.updates import RunRejectedError
 from starter.outages import DEFAULT_TIMEOUT_S
-from observability import MetricsEndpointError
 from worker import TemporalConfigError
 from starter.dev import run_dev
 from starter.workers import run_workers
@@ -40,9 +39,10 @@ BAD_INPUT = (
     RunRejectedError,
     SchemaOutOfDateError,
     TemporalConfigError,
-    MetricsEndpointError,
+    observability.MetricsEndpointError,
 )
-"""What the user can fix: one line, exit 2 (an out-of-date database and unusable Temporal settings included)."""
+"""What the user can fix: one line, exit 2 (an out-of-date database, unusable Temporal settings and an
+unusable metrics port included)."""
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe."""

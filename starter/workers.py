@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import os
+import signal
 import sys
 
 import observability
-
 from perdure.settings import Settings
 from perdure.store.db import get_database
 from worker import temporal_connect_config
