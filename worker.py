@@ -40,6 +40,7 @@ from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
+import observability
 from activities.compaction import CompactionActivities
 from activities.llm import LLMActivities
 from activities.mcp_tools import McpActivities
@@ -83,7 +84,9 @@ class PerdurePlugin(SimplePlugin):
 async def connect(settings: Settings) -> Client:
     """A client of the Temporal server in `settings` (and the SDK's environment configuration:
     profile, TLS, API key), speaking Perdure's payloads."""
-    return await Client.connect(**temporal_connect_config(settings), plugins=[PerdurePlugin()])
+    return await Client.connect(
+        **temporal_connect_config(settings), plugins=[PerdurePlugin(), *observability.tracing_plugins()]
+    )
 
 
 CONFIG_FILE_ENV = "TEMPORAL_CONFIG_FILE"
@@ -151,7 +154,9 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         mcp_sessions = McpSessions()  # stdio MCP servers stop with the worker
         stack.push_async_callback(mcp_sessions.aclose)
         plugin = PerdurePlugin(perdure_activities(db, settings, http, mcp_sessions))
-        worker_client = Client(client.service_client, namespace=client.namespace, plugins=[plugin])
+        worker_client = Client(
+            client.service_client, namespace=client.namespace, plugins=[plugin, *observability.tracing_plugins()]
+        )
         yield Worker(
             worker_client,
             task_queue=settings.task_queue,
@@ -200,18 +205,26 @@ def _signal_event() -> asyncio.Event:
     return event
 
 
-def serve() -> None:
-    """Run one worker in this process until SIGINT/SIGTERM, logging to stderr."""
+def serve(metrics_port: int | None = None) -> None:
+    """Run one worker in this process until SIGINT/SIGTERM, logging to stderr; with a metrics
+    port, serve Prometheus metrics on it (all interfaces: the scraper is usually elsewhere)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker())
+    if metrics_port is not None:
+        observability.install_metrics_runtime(observability.ALL_INTERFACES, metrics_port)
+        log.info("Prometheus metrics on port %d (/metrics)", metrics_port)
+    try:
+        asyncio.run(run_worker())
+    finally:
+        observability.shutdown_traces()
 
 
 def main() -> None:
     """`python worker.py`: settings the user must fix (an out-of-date database, unusable Temporal
-    connection settings) are one line and exit 2, as with `perdure worker`."""
+    connection settings, a metrics port that cannot be served) are one line and exit 2, as with
+    `perdure worker`. `PERDURE_METRICS_PORT` asks for the Prometheus endpoint."""
     try:
-        serve()
-    except (SchemaOutOfDateError, TemporalConfigError) as err:
+        serve(observability.metrics_port_from_env())
+    except (SchemaOutOfDateError, TemporalConfigError, observability.MetricsEndpointError) as err:
         print(f"worker: error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import not_found
-from activities.llm import LLMActivities, offered_tool_schemas
+from activities.llm import LLMActivities, offered_tool_schemas, provider_of
+from activities.metrics import record_llm_usage
 from activities.provider_calls import provider_call
 from perdure.compaction import (
     CompactionPlan,
@@ -33,7 +35,7 @@ from perdure.providers.openai_format import to_openai_messages
 from perdure.tools.returns import tool_return_cap
 from perdure.schemas.agent import AgentState
 from perdure.schemas.messages import Message, TextContent
-from perdure.schemas.run import CompactInput, CompactOutput
+from perdure.schemas.run import CompactInput, CompactOutput, TokenUsage
 from perdure.store import agents, messages
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
@@ -114,8 +116,17 @@ class CompactionActivities:
         provider = self._llm.provider(config)
         model = (config.compaction_model or config.model).partition("/")[2] or config.model_name
         request = ChatRequest(model=model, messages=summary_request_messages(transcript, SUMMARY_WORDS))
+        started = time.monotonic_ns()
         async with provider_call():
             response = await provider.complete(request)
+        usage = response.usage or TokenUsage()
+        record_llm_usage(
+            provider_of(config).name,
+            config.compaction_model or config.model,
+            prompt=usage.prompt_tokens,
+            completion=usage.completion_tokens,
+            elapsed_ns=time.monotonic_ns() - started,
+        )
         return clip_summary(response.content or "", max(500, SUMMARY_WORDS * 8))
 
     def _write(

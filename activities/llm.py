@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import not_found
+from activities.metrics import record_llm_call
 from activities.provider_calls import provider_call
 from activities.store_tokens import token_publisher
 from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse
@@ -70,7 +71,11 @@ class LLMActivities:
             if output.usage.prompt_tokens > 0
             else await asyncio.to_thread(count_request, request.messages, request.tools)
         )
-        return output.model_copy(update={"request_tokens": request_tokens, "response_tokens": _answer_tokens(output)})
+        answered = output.model_copy(
+            update={"request_tokens": request_tokens, "response_tokens": _answer_tokens(output)}
+        )
+        record_llm_call(config, provider_of(config).name, answered)
+        return answered
 
     def provider(self, config: LLMConfig) -> ChatProvider:
         """The agent's model over HTTP, on the protocol its provider speaks; for a model without

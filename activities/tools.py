@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from sqlalchemy.orm import Session
 from temporalio import activity
 
+from activities.metrics import describe_tool_call
 from perdure.schemas.messages import ToolCall, ToolReturn
 from perdure.schemas.run import TOOL_RETURN_PREVIEW_CHARS, ToolStepInput, ToolStepOutput
 from perdure.store.db import Database
@@ -39,6 +40,7 @@ class ToolActivities:
         """Run one call once. A tool that edits runs in the same transaction as the record of
         its result; a read-only one (the searches) runs in a reader transaction, so several can
         run at once, and its result is recorded after (it has no effect to keep atomic)."""
+        describe_tool_call(input.tool_call)
         key = f"{input.step_id}:{input.tool_call.id}"
         started = time.monotonic_ns()
         read_only = input.tool_call.name in READ_ONLY_TOOLS

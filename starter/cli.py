@@ -18,6 +18,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
+import observability
 import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.schema import SchemaOutOfDateError
@@ -38,8 +39,10 @@ BAD_INPUT = (
     RunRejectedError,
     SchemaOutOfDateError,
     TemporalConfigError,
+    observability.MetricsEndpointError,
 )
-"""What the user can fix: one line, exit 2 (an out-of-date database and unusable Temporal settings included)."""
+"""What the user can fix: one line, exit 2 (an out-of-date database, unusable Temporal settings and an
+unusable metrics port included)."""
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe."""
@@ -68,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _fail(str(err), EXIT_FAILURE)
     except KeyboardInterrupt:
         code = 130
+    observability.flush_traces()
     with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -186,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run_worker = sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS")
     run_worker.add_argument("--processes", type=int, default=1, metavar="N", help="N worker processes, supervised")
+    _metrics_flag(run_worker, "with --processes N, process i serves PORT+i-1")
     run_worker.set_defaults(handler=_worker)
 
     db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="action", required=True)
@@ -203,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--api-port", type=int, default=DEFAULT_PORT, help="port of the HTTP API on 127.0.0.1")
     dev.add_argument("--demo", action="store_true", help="run the demo conversation once the worker is up")
     dev.add_argument("--exit-after-demo", action="store_true", help="stop after the demo instead of serving")
+    _metrics_flag(dev, "on 127.0.0.1")
     dev.set_defaults(handler=_dev)
     return parser
 
@@ -230,6 +236,21 @@ def _stream_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _metrics_flag(parser: argparse.ArgumentParser, where: str) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        help=f"serve Prometheus metrics at :PORT/metrics ({where}; default: {observability.METRICS_PORT_ENV})",
+    )
+
+
+def _metrics_port(args: argparse.Namespace) -> int | None:
+    """The flag's port, else the environment's, else None (no metrics endpoint)."""
+    if args.metrics_port is None:
+        return observability.metrics_port_from_env()
+    return observability.metrics_port(args.metrics_port, "--metrics-port")
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -238,9 +259,10 @@ def _json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _worker(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise UsageError(f"--processes must be at least 1, not {args.processes}")
+    metrics_port = _metrics_port(args)
     if args.processes > 1:
-        return run_workers(args.processes)
-    worker.serve()
+        return run_workers(args.processes, metrics_port)
+    worker.serve(metrics_port)
     return 0
 
 
@@ -249,6 +271,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    metrics_port = _metrics_port(args)
+    if metrics_port is not None:
+        observability.install_metrics_runtime(observability.LOOPBACK, metrics_port)
+        print(f"Prometheus metrics at http://{observability.LOOPBACK}:{metrics_port}/metrics", flush=True)
     return asyncio.run(
         run_dev(
             port=args.port,

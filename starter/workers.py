@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
+import observability
 from perdure.settings import Settings
 from perdure.store.db import get_database
 from worker import temporal_connect_config
@@ -22,30 +24,47 @@ log = logging.getLogger("perdure.workers")
 RESTART_DELAY_SECONDS = 1.0
 
 
-def run_workers(count: int) -> int:
-    """Check what every process would refuse (schema, connection settings) once, then supervise."""
+def run_workers(count: int, metrics_port: int | None = None) -> int:
+    """Check what every process would refuse (schema, connection settings, metrics ports) once,
+    then supervise. With a metrics port, process i serves Prometheus metrics on port + i - 1."""
     settings = Settings.from_env()
     get_database(settings.database_url)
     temporal_connect_config(settings)
+    ports = worker_metrics_ports(metrics_port, count)
+    observability.check_ports_free(observability.ALL_INTERFACES, ports)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(_supervise(count))
+    return asyncio.run(_supervise(count, ports))
 
 
-async def _supervise(count: int) -> int:
+def worker_metrics_ports(first: int | None, count: int) -> list[int]:
+    """One port per process, consecutive from `first`; none without a first port."""
+    if first is None:
+        return []
+    if first + count - 1 > 65535:
+        raise observability.MetricsEndpointError(
+            f"--metrics-port {first} with {count} processes needs ports up to {first + count - 1}, past 65535"
+        )
+    return list(range(first, first + count))
+
+
+async def _supervise(count: int, metrics_ports: list[int]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    codes = await asyncio.gather(*(_keep_running(slot, stop) for slot in range(1, count + 1)))
+    ports: list[int | None] = list(metrics_ports) or [None] * count
+    codes = await asyncio.gather(*(_keep_running(slot, stop, ports[slot - 1]) for slot in range(1, count + 1)))
     log.info("all worker processes stopped")
     return max(codes)
 
 
-async def _keep_running(slot: int, stop: asyncio.Event) -> int:
+async def _keep_running(slot: int, stop: asyncio.Event, metrics_port: int | None) -> int:
     """Run one worker process, again after it dies, until `stop`; return its last exit code."""
+    env = {**os.environ, observability.METRICS_PORT_ENV: str(metrics_port) if metrics_port else ""}
     while True:
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "worker")
-        log.info("worker %d: process %d started", slot, process.pid)
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=env)
+        serving = f", metrics on port {metrics_port}" if metrics_port else ""
+        log.info("worker %d: process %d started%s", slot, process.pid, serving)
         exited = asyncio.ensure_future(process.wait())
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)

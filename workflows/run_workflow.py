@@ -42,6 +42,7 @@ from workflows import activity_calls, handlers
 from workflows.drafts import messages_on_cancel
 from workflows.failures import failure_text, reraise_cancellation
 from workflows.mcp_tools import with_mcp_tools
+from workflows.metrics import run_finished
 from workflows.policies import FIRST_MESSAGE_TIMEOUT
 from workflows.run_context import RunContext
 from workflows.search_attributes import AGENT_ID, AGENT_NAME, PERDURE_RUN_ID, RUN_STATUS, STOP_REASON
@@ -288,6 +289,7 @@ class AgentRunWorkflow:
         run.status = stop_reason.run_status
         self._finished = True
         run.show(f"finished: {stop_reason.value}")
+        run_finished(stop_reason.value)
         await activity_calls.finish_run(
             FinishRunInput(
                 agent_id=run.agent_id,

@@ -37,6 +37,7 @@ from workflows.drafts import (
     tool_message,
 )
 from workflows.failures import failure_text, reraise_cancellation
+from workflows.metrics import person_answered, step_taken
 from workflows.run_context import RunContext
 from workflows.step_results import CONTEXT_WINDOW_EXCEEDED, ContextOverflow, StepResult, failed_request
 from workflows.search_attributes import STOP_REASON
@@ -103,6 +104,7 @@ class StepLoop:
     async def _step_once(self, number: int, inputs: list[Message]) -> StepResult:
         """One LLM request and its tool calls."""
         ctx, agent = self._ctx, self._agent
+        step_taken(agent.llm_config.model)
         step = StepRecord(
             id=f"step-{workflow.uuid4()}",
             run_id=self._run_id,
@@ -329,7 +331,9 @@ class StepLoop:
                 answers.request,
                 "awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.waiting),
             )
-            if not await wait_for(lambda: answers.complete, timedelta(seconds=timeout_s) if timeout_s else None):
+            if not await person_answered(
+                wait_for(lambda: answers.complete, timedelta(seconds=timeout_s) if timeout_s else None)
+            ):
                 # The request stays in the context for Letta's resume path, which answers every
                 # call again in a new run; answers given to this run end with it.
                 answers.close()

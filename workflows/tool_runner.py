@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import activity_calls
 from workflows.decisions import precheck_tool_call
 from workflows.drafts import error_return
+from workflows.metrics import tool_called
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class ToolRunner:
             )
         else:
             output = await activity_calls.execute_tool(step_input)
+        tool_called(call.name, output.tool_return.status)
         ran = _Ran(output.tool_return, output.duration_ns, tokens=output.tokens, arguments=output.arguments)
         if output.invalid_prefill:
             return replace(ran, blocked=True)
