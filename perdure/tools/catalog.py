@@ -1,0 +1,57 @@
+"""Creating, listing and deleting custom tools: the checks the store alone cannot make."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from perdure.schemas.tools import ToolDef
+from perdure.store import tools as tool_store
+from perdure.store.db import Database
+from perdure.store.errors import InvalidRequestError, NotFoundError
+from perdure.store.tables import AgentRow
+from perdure.tools.custom import CustomToolCreate, build_custom_tool
+from perdure.tools.registry import ensure_builtin_tools
+from perdure.tools.source_schema import ToolSourceError
+
+
+def create_custom_tool(db: Database, request: CustomToolCreate) -> ToolDef:
+    """Store the tool `request` defines; a tool of the same name is replaced (Letta's upsert),
+    keeping its id, while runs that started with the old version go on with it."""
+    try:
+        built = build_custom_tool(request)
+    except ToolSourceError as err:
+        raise InvalidRequestError(str(err)) from err
+    with db.transaction() as session:
+        ensure_builtin_tools(session)
+        existing = tool_store.get_tool(session, built.name)
+        if existing is not None and not existing.is_custom:
+            raise InvalidRequestError(f"{built.name} is a built-in tool's name: rename the function")
+        if existing is not None:
+            built = built.model_copy(update={"id": existing.id})
+        return tool_store.save_custom_tool(session, built)
+
+
+def list_custom_tools(db: Database) -> list[ToolDef]:
+    with db.transaction(read_only=True) as session:
+        return [tool for tool in tool_store.list_tools(session) if tool.is_custom]
+
+
+def get_custom_tool(db: Database, name: str) -> ToolDef:
+    with db.transaction(read_only=True) as session:
+        tool = tool_store.get_tool(session, name)
+    if tool is None or not tool.is_custom:
+        raise NotFoundError(f"custom tool '{name}' not found")
+    return tool
+
+
+def delete_custom_tool(db: Database, name: str) -> ToolDef:
+    """Delete a tool no agent uses (an agent naming a missing tool could not run)."""
+    with db.transaction() as session:
+        tool = tool_store.get_tool(session, name)
+        if tool is None or not tool.is_custom:
+            raise NotFoundError(f"custom tool '{name}' not found")
+        users = [row.id for row in session.scalars(select(AgentRow)).all() if name in row.tools]
+        if users:
+            raise InvalidRequestError(f"tool {name} is used by agent(s) {', '.join(users)}: delete them first")
+        tool_store.delete_tool(session, name)
+    return tool
