@@ -41,11 +41,13 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
 from activities.compaction import CompactionActivities
+from activities.custom_tools import CustomToolActivities
 from activities.llm import LLMActivities
 from activities.runs import RunActivities
 from activities.tools import ToolActivities
 from perdure.names import SEARCH_ATTRIBUTES
-from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings
+from perdure.sandbox.service import ToolSandbox
+from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings, home_dir
 from perdure.store.db import Database, get_database
 from perdure.store.schema import SchemaOutOfDateError
 from perdure.tools.registry import ensure_builtin_tools
@@ -113,11 +115,22 @@ def _chosen(setting: str, default: str, from_profile: str | None) -> str:
     return setting if setting not in ("", default) else from_profile or default
 
 
-def perdure_activities(db: Database, settings: Settings, http: httpx.AsyncClient) -> list[Callable[..., Any]]:
-    """Every activity of the run workflow, bound to this worker's database and HTTP client."""
+def perdure_activities(
+    db: Database, settings: Settings, http: httpx.AsyncClient, sandbox: ToolSandbox | None = None
+) -> list[Callable[..., Any]]:
+    """Every activity of the run workflow, bound to this worker's database, HTTP client and tool sandbox."""
     runs, tools, llm = RunActivities(db), ToolActivities(db), LLMActivities(db, settings, http)
     compaction = CompactionActivities(db, llm)
-    return [runs.begin_run, runs.checkpoint_step, runs.finish_run, tools.execute_tool, llm.llm_step, compaction.compact]
+    custom = [CustomToolActivities(db, sandbox).execute_custom_tool] if sandbox is not None else []
+    return [
+        runs.begin_run,
+        runs.checkpoint_step,
+        runs.finish_run,
+        tools.execute_tool,
+        llm.llm_step,
+        compaction.compact,
+        *custom,
+    ]
 
 
 @asynccontextmanager
@@ -129,9 +142,13 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
             ensure_builtin_tools(session)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0)))
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=ACTIVITY_THREADS))
+        sandbox = ToolSandbox.for_worker(home_dir(), settings.database_url)
+        stack.callback(sandbox.close)
+        log.info(sandbox.config.describe())
+        sandbox.warm()
         # A client of its own on the same connection, so the caller's client (which may carry a
         # PerdurePlugin without activities) does not register the workflow a second time.
-        plugin = PerdurePlugin(perdure_activities(db, settings, http))
+        plugin = PerdurePlugin(perdure_activities(db, settings, http, sandbox))
         worker_client = Client(client.service_client, namespace=client.namespace, plugins=[plugin])
         yield Worker(
             worker_client,

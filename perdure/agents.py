@@ -8,7 +8,7 @@ from perdure.schemas.agent import AgentCreate, AgentState, RequiresApprovalToolR
 from perdure.store import agents as agent_store
 from perdure.store.db import Database
 from perdure.store.errors import InvalidRequestError
-from perdure.store.tool_variables import set_tool_variables
+from perdure.store.tool_variables import add_tool_variables
 from perdure.tool_rules import check_rules
 from perdure.tools.registry import ensure_builtin_tools, get_tool_defs, known_tool_names
 
@@ -49,5 +49,5 @@ def create_agent(db: Database, request: AgentCreate) -> AgentState:
             system_message_id=f"message-{uuid.uuid4()}",
             approval_timeout_seconds=request.approval_timeout_seconds,
         )
-        set_tool_variables(session, agent_id, request.tool_exec_environment_variables)
+        add_tool_variables(session, agent_id, request.tool_exec_environment_variables)
         return state

@@ -18,9 +18,13 @@ CLIENT_TOOL_RETURN_SIGNAL = "client_tool_return"
 BEGIN_RUN = "begin_run"
 LLM_STEP = "llm_step"
 EXECUTE_TOOL = "execute_tool"
+EXECUTE_CUSTOM_TOOL = "execute_custom_tool"
 CHECKPOINT_STEP = "checkpoint_step"
 FINISH_RUN = "finish_run"
 COMPACT = "compact_context"
+
+CUSTOM_TOOLS_PATCH = "custom-python-tools"
+"""Runs that call custom tools (a regular activity in a sandbox) mark their histories with it."""
 
 AGENT_ID_ATTRIBUTE = "AgentId"
 RUN_STATUS_ATTRIBUTE = "RunStatus"

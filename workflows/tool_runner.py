@@ -20,9 +20,10 @@ from temporalio.exceptions import is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from perdure.schemas.messages import ToolCall, ToolReturn
-    from perdure.schemas.run import AgentSnapshot, StepRecord, ToolStepInput
+    from perdure.schemas.run import AgentSnapshot, CustomToolStepInput, StepRecord, ToolStepInput
     from perdure.tool_rules import ToolRulesSolver
 
+from perdure import names
 from workflows import activity_calls
 from workflows.decisions import precheck_tool_call
 from workflows.drafts import error_return
@@ -84,16 +85,20 @@ class ToolRunner:
             return _Ran(error_return(call.id, problem, now))
         prefilled = self._solver.prefilled_args(call.name)
         self._show(f"tool {call.name}, step {step.step_number}")
-        output = await activity_calls.execute_tool(
-            ToolStepInput(
-                agent_id=self._agent.agent_id,
-                run_id=step.run_id,
-                step_id=step.id,
-                tool_call=call,
-                prefilled=prefilled[0] if prefilled else None,
-                prefilled_source=prefilled[1] if prefilled else "",
-            )
+        request = ToolStepInput(
+            agent_id=self._agent.agent_id,
+            run_id=step.run_id,
+            step_id=step.id,
+            tool_call=call,
+            prefilled=prefilled[0] if prefilled else None,
+            prefilled_source=prefilled[1] if prefilled else "",
         )
+        custom = self._agent.custom_tools.get(call.name)
+        if custom is not None and workflow.patched(names.CUSTOM_TOOLS_PATCH):
+            versioned = CustomToolStepInput(**request.model_dump(), tool_version=custom.version)
+            output = await activity_calls.execute_custom_tool(versioned, custom)
+        else:
+            output = await activity_calls.execute_tool(request)
         ran = _Ran(output.tool_return, output.duration_ns, tokens=output.tokens, arguments=output.arguments)
         if output.invalid_prefill:
             return replace(ran, blocked=True)

@@ -18,6 +18,7 @@ from perdure.schemas.approvals import ApprovalCreate, ClientTool, PendingApprova
 from perdure.schemas.agent import LLMConfig, ToolRule
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
 from perdure.schemas.messages import Message, ReasoningPart, ToolCall, ToolReturn
+from perdure.schemas.tools import CustomToolRef
 
 DEFAULT_MAX_STEPS = 50
 MAX_STEPS_LIMIT = 1_000
@@ -125,6 +126,9 @@ class AgentSnapshot(BaseModel):
     approval_timeout_seconds: float | None = None
     parallel_safe_tools: list[str] = Field(default_factory=list)
     """Tools marked `enable_parallel_execution`: they may run concurrently within a step."""
+    custom_tools: dict[str, CustomToolRef] = Field(default_factory=dict)
+    """The agent's custom Python tools by name, at the versions this run calls (edits made
+    while it runs or waits do not reach it)."""
 
     @property
     def parallel_allowed(self) -> bool:
@@ -229,6 +233,12 @@ class ToolStepInput(BaseModel):
     prefilled: dict[str, Any] | None = None
     """Arguments a tool rule fixes; they override the model's and are checked against the schema."""
     prefilled_source: str = ""
+
+
+class CustomToolStepInput(ToolStepInput):
+    """A call of a custom Python tool: the activity loads exactly `tool_version` from the store."""
+
+    tool_version: str
 
 
 class ToolStepOutput(BaseModel):

@@ -23,6 +23,15 @@ class PipRequirement(BaseModel):
         return f"{self.name}=={self.version}" if self.version else self.name
 
 
+class CustomToolRef(BaseModel):
+    """What a run fixes about a custom tool when it starts: the version it calls, and its timeout."""
+
+    version: str
+    timeout_seconds: float = DEFAULT_TOOL_TIMEOUT_S
+    installs: bool = False
+    """The tool has pip requirements: its first call may wait for their venv to be made."""
+
+
 class ToolDef(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
     description: str = ""

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from perdure.store.tables import AgentToolVariableRow
 
 
-def set_tool_variables(session: Session, agent_id: str, variables: Mapping[str, str]) -> None:
-    """Replace the agent's tool variables with `variables`."""
-    session.execute(delete(AgentToolVariableRow).where(AgentToolVariableRow.agent_id == agent_id))
+def add_tool_variables(session: Session, agent_id: str, variables: Mapping[str, str]) -> None:
+    """Store a new agent's tool variables."""
     session.add_all(AgentToolVariableRow(agent_id=agent_id, key=k, value=v) for k, v in variables.items())
     session.flush()
 
@@ -24,7 +23,3 @@ def set_tool_variables(session: Session, agent_id: str, variables: Mapping[str, 
 def get_tool_variables(session: Session, agent_id: str) -> dict[str, str]:
     rows = session.scalars(select(AgentToolVariableRow).where(AgentToolVariableRow.agent_id == agent_id)).all()
     return {row.key: row.value for row in rows}
-
-
-def delete_tool_variables(session: Session, agent_id: str) -> None:
-    session.execute(delete(AgentToolVariableRow).where(AgentToolVariableRow.agent_id == agent_id))
