@@ -27,14 +27,15 @@ from perdure.schemas.letta import LettaResponse, LettaToolReturn, RunStatus, Sto
 from perdure.schemas.messages import ToolCall
 from perdure.schemas.run import CustomToolStepInput
 from perdure.schemas.tools import ToolDef
-from perdure.scripted.server import ScriptedLLMServer
+from perdure.scripted.server import ScriptedLLMServer, ScriptedToolCall
 from perdure.settings import home_dir
 from perdure.store.db import Database
 from perdure.tools.catalog import create_custom_tool
 from perdure.tools.custom import CustomToolCreate
 from starter.client import PerdureClient
 from tests.conftest import AgentFactory, eventually
-from tests.helpers import call, text, tool_returns, types_of
+from tests.helpers import call, calls, text, tool_returns, types_of
+from tests.test_replay import replay_and_record
 
 DEADLINE_S = 60.0
 
@@ -340,3 +341,25 @@ async def test_a_retried_call_returns_the_recorded_result_without_running_again(
         sandbox.close()
     assert first.tool_return.status == "success"
     assert again == first
+
+
+async def test_a_run_with_custom_tools_replays(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    """The custom tool's activity sits behind a patch marker: the run's history replays on the
+    current code (and, recorded, keeps replaying on later code)."""
+    name = unique("replayed")
+    make_tool(db, name, "x: int", "return x * 2", "x: A number.", enable_parallel_execution=True)
+    agent = make_agent(tools=[name], llm_config={"parallel_tool_calls": True})
+    llm.script(
+        model_name,
+        [
+            calls(ScriptedToolCall(name=name, arguments={"x": 2}), ScriptedToolCall(name=name, arguments={"x": 3})),
+            text("4 and 6"),
+        ],
+    )
+
+    response = await send(client, agent.id, "double")
+
+    assert [r.tool_return for r in tool_returns(response)] == ["4", "6"]
+    await replay_and_record(client, agent.id, "custom-tools")
