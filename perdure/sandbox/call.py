@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import select
 import signal
 import subprocess
+import threading
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -17,6 +19,8 @@ from perdure.sandbox.runner import STDERR_FILE, STDOUT_FILE
 
 CAPTURE_LIMIT = 100_000
 """Characters of stdout and of stderr kept per call."""
+EXIT_WAIT_S = 5.0
+"""How long a process that closed its result pipe may take to exit before it is killed."""
 
 
 class SandboxCall(BaseModel):
@@ -49,22 +53,49 @@ def run_call(process: WarmProcess, call: SandboxCall, memory_bytes: int) -> Sand
         "cpu_seconds": math.ceil(call.timeout_s),
         "memory_bytes": memory_bytes,
     }
-    timed_out = False
     try:
-        try:
-            out, err = process.popen.communicate(json.dumps(request) + "\n", timeout=call.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            process.kill()
-            out, err = process.popen.communicate()
+        line, timed_out = _exchange(process, json.dumps(request) + "\n", call.timeout_s)
         stdout, stderr = _captured(process, STDOUT_FILE), _captured(process, STDERR_FILE)
-        result = _result(out)
+        result = _result(line)
         if result is not None:
             return SandboxOutcome.model_validate({**result, "stdout": stdout, "stderr": stderr})
-        error_type, message = _failure(process.popen.returncode, timed_out, call.timeout_s, err)
+        if timed_out:
+            process.kill()
+        returncode, err = _ended(process)
+        error_type, message = _failure(returncode, timed_out, call.timeout_s, err)
         return SandboxOutcome(status="error", error_type=error_type, message=message, stdout=stdout, stderr=stderr)
     finally:
-        process.discard()
+        threading.Thread(target=process.discard, daemon=True, name="sandbox-discard").start()
+
+
+def _exchange(process: WarmProcess, request: str, timeout_s: float) -> tuple[str, bool]:
+    """Send the request, then wait at most `timeout_s` for the result line: ('', True) when the
+    time ran out, ('', False) when the process ended without one. The process's exit and its
+    removal are left to the caller, off the call's path."""
+    stdin, stdout = process.popen.stdin, process.popen.stdout
+    if stdin is None or stdout is None:
+        raise RuntimeError("a sandbox process is started with pipes")
+    try:
+        stdin.write(request)
+        stdin.close()
+    except (BrokenPipeError, OSError):
+        return "", False
+    ready, _, _ = select.select([stdout], [], [], timeout_s)
+    if not ready:
+        return "", True
+    return stdout.readline(), False
+
+
+def _ended(process: WarmProcess) -> tuple[int | None, str]:
+    """The exit code of a process that gave no result, and the last of what it wrote to stderr
+    before the runner took stderr over (a failed start, bubblewrap's complaint)."""
+    try:
+        returncode = process.popen.wait(timeout=EXIT_WAIT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        returncode = process.popen.wait()
+    err = process.popen.stderr.read(CAPTURE_LIMIT) if process.popen.stderr is not None else ""
+    return returncode, err
 
 
 def _result(out: str) -> dict[str, Any] | None:

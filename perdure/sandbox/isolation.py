@@ -25,7 +25,9 @@ MEMORY_ENV = "PERDURE_SANDBOX_MEMORY_MB"
 DEFAULT_MEMORY_MB = 512
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 RUNNER_SOURCE = Path(runner.__file__).read_text(encoding="utf-8")
-"""Passed with `python -c`, so the sandbox needs no path into the worker's tree."""
+"""Passed with `python -c`, so the sandbox needs no path into the worker's tree. Python starts
+with `-I -S`: no user site, no environment variables, and no `site` import (the slow part of a
+start; the runner adds a requirements venv's packages itself)."""
 PROBE_TIMEOUT_S = 10.0
 
 
@@ -54,7 +56,7 @@ class SandboxConfig:
 
 def command(config: SandboxConfig, python: str, scratch: Path, network: bool) -> list[str]:
     """The command line of one sandbox process whose working directory is `scratch`."""
-    start = [python, "-I", "-c", RUNNER_SOURCE]
+    start = [python, "-I", "-S", "-c", RUNNER_SOURCE]
     if config.isolation is Isolation.PROCESS:
         return start
     args = ["bwrap", "--die-with-parent", "--unshare-all"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from perdure.sandbox.isolation import SandboxConfig, clean_environment, command
 
-DEFAULT_SPARES = 2
+DEFAULT_SPARES = 3
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,14 @@ class WarmProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
 
     def discard(self) -> None:
+        """Kill the process (if it still runs), reap it and remove its scratch directory."""
         self.kill()
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.communicate(timeout=5)
+            self.popen.wait(timeout=5)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 

@@ -105,7 +105,19 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         return {"status": "error", "error_type": type(err).__name__, "message": str(err)}
 
 
+def add_venv_packages() -> None:
+    """In a requirements venv, its packages (started with -S, Python added none): done while
+    the process waits, not during the call. Outside one, tools get the standard library only."""
+    home = os.path.dirname(os.path.dirname(sys.executable))
+    if os.path.exists(os.path.join(home, "pyvenv.cfg")):
+        import site
+
+        sys.prefix = sys.exec_prefix = home  # what `site` does for a venv when it runs
+        site.addsitedir(f"{home}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
+
+
 def main() -> None:
+    add_venv_packages()
     results = os.fdopen(os.dup(1), "w", encoding="utf-8")
     line = sys.stdin.readline()
     if not line:
