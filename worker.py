@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -50,6 +51,7 @@ from perdure.sandbox.service import ToolSandbox
 from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings, home_dir
 from perdure.store.db import Database, get_database
 from perdure.store.schema import SchemaOutOfDateError
+from perdure.tools.catalog import requirement_sets
 from perdure.tools.registry import ensure_builtin_tools
 from workflows.run_workflow import AgentRunWorkflow
 from workflows.sandbox import workflow_runner
@@ -146,6 +148,7 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         stack.callback(sandbox.close)
         log.info(sandbox.config.describe())
         sandbox.warm()
+        threading.Thread(target=sandbox.install, args=(requirement_sets(db),), daemon=True, name="venvs").start()
         # A client of its own on the same connection, so the caller's client (which may carry a
         # PerdurePlugin without activities) does not register the workflow a second time.
         plugin = PerdurePlugin(perdure_activities(db, settings, http, sandbox))

@@ -24,6 +24,7 @@ from temporalio import activity
 from activities.tools import preview
 from perdure import names
 from perdure.sandbox.call import SandboxCall, SandboxOutcome
+from perdure.sandbox.pool import WarmProcess
 from perdure.sandbox.service import ToolSandbox
 from perdure.sandbox.venvs import VenvInstallError
 from perdure.schemas.messages import ToolCall, ToolReturn
@@ -120,10 +121,14 @@ class CustomToolActivities:
         if tool is None or sandbox_call is None:
             return None
         requirements = [r.specifier() for r in tool.pip_requirements]
+        starting = asyncio.ensure_future(asyncio.to_thread(self._sandbox.process_for, requirements, tool.network))
         try:
-            process = await asyncio.to_thread(self._sandbox.process_for, requirements, tool.network)
+            process = await asyncio.shield(starting)
         except VenvInstallError as err:
             return SandboxOutcome(status="error", error_type="VenvInstallError", message=str(err))
+        except asyncio.CancelledError:
+            starting.add_done_callback(_discard_unused)  # cancelled while the process was being taken
+            raise
         try:
             return await asyncio.to_thread(self._sandbox.run, process, sandbox_call)
         except asyncio.CancelledError:
@@ -133,6 +138,11 @@ class CustomToolActivities:
     def _record(self, key: str, output: ToolStepOutput, full: ToolReturn) -> ToolStepOutput:
         with self._db.transaction() as session:
             return record_once(session, key, output, full)
+
+
+def _discard_unused(taken: asyncio.Future[WarmProcess]) -> None:
+    if not taken.cancelled() and taken.exception() is None:
+        taken.result().discard()
 
 
 def _agent_view(session: Any, agent_id: str) -> dict[str, Any]:

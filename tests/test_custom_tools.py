@@ -363,3 +363,18 @@ async def test_a_run_with_custom_tools_replays(
 
     assert [r.tool_return for r in tool_returns(response)] == ["4", "6"]
     await replay_and_record(client, agent.id, "custom-tools")
+
+
+async def test_tool_rules_hold_for_custom_tools(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    """A custom tool as an exit_loop tool ends the run with `tool_rule` after it ran."""
+    name = unique("finish")
+    make_tool(db, name, "", 'return "finished"')
+    agent = make_agent(tools=[name], tool_rules=[{"type": "exit_loop", "tool_name": name}])
+    llm.script(model_name, [call(name), text("never asked")])
+
+    response = await send(client, agent.id, "finish")
+
+    assert response.stop_reason.stop_reason is StopReasonType.tool_rule
+    assert only_return(response)[1] == "finished"

@@ -193,3 +193,13 @@ def test_a_failed_install_says_why_and_leaves_nothing_behind(sandbox: ToolSandbo
     with pytest.raises(VenvInstallError, match=r"^could not install iniconfig==0\.0\.0\.999: ERROR: "):
         sandbox.process_for(["iniconfig==0.0.0.999"], network=False)
     assert [p.name for p in sandbox.venv_root.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_worker_installs_requirement_sets_ahead_and_logs_one_that_fails(
+    sandbox: ToolSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="perdure.sandbox")
+    sandbox.install([["iniconfig"], ["iniconfig==0.0.0.999"]])
+    assert (sandbox.venv_root / requirements_key(["iniconfig"]) / ".ready").exists()
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("tool requirements iniconfig==0.0.0.999: could not install iniconfig==0.0.0.999: ERROR: ")

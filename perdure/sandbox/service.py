@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from perdure.sandbox.call import SandboxCall, SandboxOutcome, run_call
 from perdure.sandbox.isolation import SandboxConfig, choose_config
 from perdure.sandbox.pool import PoolKey, SandboxPool, WarmProcess
-from perdure.sandbox.venvs import venv_python
+from perdure.sandbox.venvs import VenvInstallError, venv_python
+
+log = logging.getLogger("perdure.sandbox")
 
 
 class ToolSandbox:
@@ -25,6 +28,15 @@ class ToolSandbox:
     def warm(self) -> None:
         """Start the spares of the common case (no requirements, no network)."""
         self.pool.warm(self.pool.default_key())
+
+    def install(self, requirement_sets: list[list[str]]) -> None:
+        """Make the venvs of `requirement_sets` ahead of their first calls (a worker starting
+        does this in the background); one that fails is logged, and its calls say why."""
+        for requirements in requirement_sets:
+            try:
+                venv_python(self.venv_root, self.config.python, requirements)
+            except VenvInstallError as err:
+                log.warning("tool requirements %s: %s", " ".join(requirements), err)
 
     def process_for(self, requirements: list[str], network: bool) -> WarmProcess:
         """A process for one call, on the venv of `requirements` (made first if need be:

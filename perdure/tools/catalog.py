@@ -36,6 +36,12 @@ def list_custom_tools(db: Database) -> list[ToolDef]:
         return [tool for tool in tool_store.list_tools(session) if tool.is_custom]
 
 
+def requirement_sets(db: Database) -> list[list[str]]:
+    """The distinct `pip_requirements` of the stored custom tools, for a worker to install ahead."""
+    sets = {tuple(sorted(r.specifier() for r in t.pip_requirements)) for t in list_custom_tools(db)}
+    return [list(s) for s in sorted(sets) if s]
+
+
 def get_custom_tool(db: Database, name: str) -> ToolDef:
     with db.transaction(read_only=True) as session:
         tool = tool_store.get_tool(session, name)
