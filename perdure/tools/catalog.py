@@ -14,9 +14,14 @@ from perdure.tools.registry import ensure_builtin_tools
 from perdure.tools.source_schema import ToolSourceError
 
 
-def create_custom_tool(db: Database, request: CustomToolCreate) -> ToolDef:
+class ToolExistsError(InvalidRequestError):
+    """A create (not an upsert) named a tool that exists."""
+
+
+def create_custom_tool(db: Database, request: CustomToolCreate, *, replace: bool = True) -> ToolDef:
     """Store the tool `request` defines; a tool of the same name is replaced (Letta's upsert),
-    keeping its id, while runs that started with the old version go on with it."""
+    keeping its id, while runs that started with the old version go on with it. With
+    `replace=False` (Letta's create) an existing name is refused instead."""
     try:
         built = build_custom_tool(request)
     except ToolSourceError as err:
@@ -26,6 +31,8 @@ def create_custom_tool(db: Database, request: CustomToolCreate) -> ToolDef:
         existing = tool_store.get_tool(session, built.name)
         if existing is not None and not existing.is_custom:
             raise InvalidRequestError(f"{built.name} is a built-in tool's name: rename the function")
+        if existing is not None and not replace:
+            raise ToolExistsError(f"a tool named {built.name} exists already (PUT /v1/tools/ replaces it)")
         if existing is not None:
             built = built.model_copy(update={"id": existing.id})
         return tool_store.save_custom_tool(session, built)
