@@ -20,6 +20,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.custom_tools import CustomToolActivities
+from perdure.names import workflow_id
 from perdure.sandbox.isolation import Isolation
 from perdure.sandbox.service import ToolSandbox
 from perdure.schemas.approvals import ApprovalAnswer
@@ -92,6 +93,23 @@ async def test_a_tool_sees_its_agent_variables_and_none_of_the_workers(
     assert seen["WEATHER_TOKEN"] == "tok-123"
     assert "OPENAI_API_KEY" not in seen and "PERDURE_DATABASE_URL" not in seen
     assert set(seen) <= {"PATH", "HOME", "TMPDIR", "LANG", "WEATHER_TOKEN"}
+
+
+async def test_tool_variables_and_sources_never_enter_the_workflows_history(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    secret = f"tok-{uuid.uuid4().hex}"
+    name = unique("uses_secret")
+    make_tool(db, name, "", '# source-marker-7f3a\nreturn len(os.environ["API_TOKEN"])')
+    agent = make_agent(tools=[name], tool_exec_environment_variables={"API_TOKEN": secret})
+    llm.script(model_name, [call(name), text("done")])
+
+    response = await send(client, agent.id, "use it")
+
+    assert only_return(response)[1] == str(len(secret))
+    history = (await client.temporal.get_workflow_handle(workflow_id(agent.id)).fetch_history()).to_json()
+    assert secret not in history and "API_TOKEN" not in history, "a tool variable entered the workflow's history"
+    assert "source-marker-7f3a" not in history, "the activity loads the tool's source; its input carries the version"
 
 
 async def test_return_values_stdout_stderr_and_exceptions_as_letta_has_them(
