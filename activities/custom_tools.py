@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy.orm import Session
 from temporalio import activity
 
 from activities.tools import preview
@@ -145,7 +146,8 @@ def _discard_unused(taken: asyncio.Future[WarmProcess]) -> None:
         taken.result().discard()
 
 
-def _agent_view(session: Any, agent_id: str) -> dict[str, Any]:
+def _agent_view(session: Session, agent_id: str) -> dict[str, Any]:
+    """What a tool's `agent_state` shows: the id, the name and the memory blocks' labels and values."""
     agent = agents.get_agent(session, agent_id)
     return {"id": agent.id, "name": agent.name, "blocks": [{"label": b.label, "value": b.value} for b in agent.blocks]}
 

@@ -396,3 +396,21 @@ async def test_tool_rules_hold_for_custom_tools(
 
     assert response.stop_reason.stop_reason is StopReasonType.tool_rule
     assert only_return(response)[1] == "finished"
+
+
+async def test_a_failed_requirements_install_is_the_calls_error_return(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    name = unique("needs_pkg")
+    make_tool(db, name, "", "import iniconfig\nreturn 'ran'", pip_requirements=["iniconfig==0.0.0.999"])
+    agent = make_agent(tools=[name])
+    llm.script(model_name, [call(name), text("could not install")])
+
+    response = await send(client, agent.id, "use the package")
+
+    assert response.stop_reason.stop_reason is StopReasonType.end_turn
+    tool_return, returned = only_return(response)
+    assert tool_return.status == "error"
+    assert returned.startswith(
+        f"Error executing function {name}: VenvInstallError: could not install iniconfig==0.0.0.999: ERROR: "
+    ), returned
