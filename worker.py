@@ -44,8 +44,11 @@ from temporalio.worker import Worker
 from activities.compaction import CompactionActivities
 from activities.custom_tools import CustomToolActivities
 from activities.llm import LLMActivities
+from activities.mcp_tools import McpActivities
 from activities.runs import RunActivities
+from activities.run_stream import StreamActivities
 from activities.tools import ToolActivities
+from perdure.mcp.sessions import McpSessions
 from perdure.names import SEARCH_ATTRIBUTES
 from perdure.sandbox.service import ToolSandbox
 from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings, home_dir
@@ -118,11 +121,18 @@ def _chosen(setting: str, default: str, from_profile: str | None) -> str:
 
 
 def perdure_activities(
-    db: Database, settings: Settings, http: httpx.AsyncClient, sandbox: ToolSandbox | None = None
+    db: Database,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    mcp_sessions: McpSessions | None = None,
+    sandbox: ToolSandbox | None = None,
 ) -> list[Callable[..., Any]]:
-    """Every activity of the run workflow, bound to this worker's database, HTTP client and tool sandbox."""
+    """Every activity of the run workflow, bound to this worker's database, HTTP client, MCP sessions
+    and tool sandbox."""
     runs, tools, llm = RunActivities(db), ToolActivities(db), LLMActivities(db, settings, http)
     compaction = CompactionActivities(db, llm)
+    stream = StreamActivities(db)
+    mcp = McpActivities(db, mcp_sessions or McpSessions())
     custom = [CustomToolActivities(db, sandbox).execute_custom_tool] if sandbox is not None else []
     return [
         runs.begin_run,
@@ -131,6 +141,9 @@ def perdure_activities(
         tools.execute_tool,
         llm.llm_step,
         compaction.compact,
+        stream.append_stream,
+        mcp.list_mcp_tools,
+        mcp.call_mcp_tool,
         *custom,
     ]
 
@@ -151,7 +164,9 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         threading.Thread(target=sandbox.install, args=(requirement_sets(db),), daemon=True, name="venvs").start()
         # A client of its own on the same connection, so the caller's client (which may carry a
         # PerdurePlugin without activities) does not register the workflow a second time.
-        plugin = PerdurePlugin(perdure_activities(db, settings, http, sandbox))
+        mcp_sessions = McpSessions()  # stdio MCP servers stop with the worker
+        stack.push_async_callback(mcp_sessions.aclose)
+        plugin = PerdurePlugin(perdure_activities(db, settings, http, mcp_sessions, sandbox))
         worker_client = Client(client.service_client, namespace=client.namespace, plugins=[plugin])
         yield Worker(
             worker_client,

@@ -175,6 +175,7 @@ def _packaged(
     )
     prefilled = input.prefilled is not None and not prepared.invalid_prefill and prepared.call is not None
     output = ToolStepOutput(
+        tool_call=call,
         tool_return=preview(full).model_copy(update={"stdout": None, "stderr": None}),
         duration_ns=time.monotonic_ns() - started,
         invalid_prefill=prepared.invalid_prefill,

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import not_found
 from activities.provider_calls import provider_call
-from activities.token_stream import TokenPublisher
+from activities.store_tokens import token_publisher
 from perdure.providers.base import ChatProvider, ChatRequest, ChatResponse
 from perdure.providers.anthropic import AnthropicProvider
 from perdure.providers.anthropic_format import to_anthropic_messages
@@ -33,7 +33,7 @@ from perdure.schemas.tools import ToolDef, client_tool_def
 from perdure.schemas.run import LLMStepInput, LLMStepOutput, TokenUsage
 from perdure.tokens import count_message, count_request
 from perdure.settings import LOCAL_MODEL_URL_ENV, SCRIPTED_MODEL_URL_ENV, Settings
-from perdure.store import agents, messages
+from perdure.store import agents, mcp_servers, messages
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
 from perdure.tools.registry import get_tool_defs
@@ -57,7 +57,7 @@ class LLMActivities:
         started = time.monotonic_ns()
         async with provider_call():
             if input.stream_tokens:
-                async with TokenPublisher(input) as publisher:
+                async with token_publisher(input, self._db) as publisher:
                     response = await provider.stream(request, publisher.add)
             else:
                 response = await provider.complete(request)
@@ -132,6 +132,7 @@ class LLMActivities:
             context = messages.load_in_context(session, input.agent_id)
             offered = input.allowed_tools if input.allowed_tools is not None else agent.tools
             tools = get_tool_defs(session, offered)
+            tools |= mcp_servers.run_tool_defs(session, input.run_id, [name for name in offered if name not in tools])
         config = agent.llm_config
         schemas = offered_tool_schemas([tools[name] for name in offered if name in tools], input.client_tools)
         if config.tool_call_mode == "json_schema":

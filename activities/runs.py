@@ -6,6 +6,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import not_found
+from activities.run_stream import append_outcome, append_step
 from perdure.approvals import NO_PENDING, check_complete_answers, pending_message
 from perdure.schemas.run import AgentSnapshot, BeginRunInput, BeginRunOutput, CheckpointInput, FinishRunInput
 from perdure.store import agents, runs
@@ -13,6 +14,7 @@ from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
 from perdure.store.unanswered import already_answered, find_unanswered_request
 from perdure.tools.registry import custom_tool_refs, get_tool_defs, with_default_approvals
+from perdure.mcp.attachments import split_tools
 from perdure import names
 
 
@@ -65,14 +67,16 @@ class RunActivities:
                 )
         except NotFoundError as err:
             raise not_found(err) from err
+        tools, mcp_attachments = split_tools(agent.tools)
         snapshot = AgentSnapshot(
             agent_id=agent.id,
             name=agent.name,
-            tools=agent.tools,
+            tools=tools,
             tool_rules=with_default_approvals(agent.tool_rules, definitions),
             llm_config=agent.llm_config,
             approval_timeout_seconds=agent.approval_timeout_seconds,
             parallel_safe_tools=parallel_safe,
+            mcp_attachments=mcp_attachments,
             custom_tools=custom_tools,
         )
         return BeginRunOutput(agent=snapshot, unanswered=stored, answers_already_processed=replayed)
@@ -83,6 +87,8 @@ class RunActivities:
         try:
             with self._db.transaction() as session:
                 runs.checkpoint_step(session, input.agent_id, input.messages, input.step)
+                if input.stream_in_store:
+                    append_step(session, input)
         except NotFoundError as err:
             raise not_found(err) from err
 
@@ -90,6 +96,8 @@ class RunActivities:
     def finish_run(self, input: FinishRunInput) -> None:
         """Record how the run ended; a run whose agent was deleted meanwhile has nothing to record."""
         with self._db.transaction() as session:
+            if input.stream_events:  # even for a run the store never took: its readers wait for the end
+                append_outcome(session, input.agent_id, input.stream_events)
             if not runs.run_exists(session, input.run_id):
                 activity.logger.warning(
                     "run %s is gone (agent %s deleted?); nothing to record", input.run_id, input.agent_id

@@ -1,7 +1,10 @@
-"""Forwarding the model's tokens from the LLM activity to the run's Workflow Stream.
+"""Forwarding the model's tokens from the LLM activity to the run's stream.
 
-Every publish is a signal, and each signal adds events to the run's history, so pieces are
-gathered for FLUSH_EVERY_S and merged into one Letta message chunk per kind before they go:
+Runs started with the stream in the store (`LLMStepInput.stream_in_store`) get each piece
+written to the `stream_chunks` table as soon as the write before it is done (see
+`activities.store_tokens`). Runs started before keep their stream in the Workflow Stream:
+every publish there is a signal, and each signal adds events to the run's history, so pieces
+are gathered for FLUSH_EVERY_S and merged into one Letta message chunk per kind before they go:
 the history cost follows the time spent streaming, not the number of tokens.
 """
 
@@ -37,7 +40,7 @@ FINAL_FLUSH_BACKOFF_S = 0.5
 
 
 class TokenPublisher:
-    """Collects pieces for one LLM request and publishes them as Letta chunks under the ids
+    """For runs whose stream is in history: collects pieces for one LLM request and publishes them as Letta chunks under the ids
     the step will store them with: the answer's, or for a call that will wait for a person or
     the client, the approval request's (as Letta streams `approval_request_message` chunks)."""
 
@@ -105,33 +108,34 @@ class TokenPublisher:
     def _publish_pending(self) -> None:
         pending, self._pending = self._pending, []
         for chunk in merge_pieces(pending):
-            self._send(self._chunk(chunk))
-
-    def _chunk(self, piece: StreamPiece) -> StreamEvent:
-        step = self._step
-        if piece.kind == "content":
-            return AssistantMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, content=piece.text)
-        if piece.kind == "reasoning":
-            return ReasoningMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, reasoning=piece.text)
-        if piece.kind == "hidden_reasoning":
-            return HiddenReasoningMessage(
-                id=step.message_id,
-                run_id=step.run_id,
-                step_id=step.step_id,
-                state="redacted",
-                hidden_reasoning=piece.text,
-            )
-        call = LettaToolCall(name=piece.name, arguments=piece.text, tool_call_id=piece.tool_call_id)
-        if piece.name in step.held_tools:
-            return ApprovalRequestMessage(
-                id=step.approval_message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call]
-            )
-        return ToolCallMessage(
-            id=step.message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call]
-        )
+            self._send(chunk_event(self._step, chunk))
 
     def _send(self, event: StreamEvent) -> None:
         self._topic.publish(event.model_dump(mode="json", exclude_none=True))
+
+
+def chunk_event(step: LLMStepInput, piece: StreamPiece) -> StreamEvent:
+    """A piece as the Letta chunk the step will store it under."""
+    if piece.kind == "content":
+        return AssistantMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, content=piece.text)
+    if piece.kind == "reasoning":
+        return ReasoningMessage(id=step.message_id, run_id=step.run_id, step_id=step.step_id, reasoning=piece.text)
+    if piece.kind == "hidden_reasoning":
+        return HiddenReasoningMessage(
+            id=step.message_id,
+            run_id=step.run_id,
+            step_id=step.step_id,
+            state="redacted",
+            hidden_reasoning=piece.text,
+        )
+    call = LettaToolCall(name=piece.name, arguments=piece.text, tool_call_id=piece.tool_call_id)
+    if piece.name in step.held_tools:
+        return ApprovalRequestMessage(
+            id=step.approval_message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call]
+        )
+    return ToolCallMessage(
+        id=step.message_id, run_id=step.run_id, step_id=step.step_id, tool_call=call, tool_calls=[call]
+    )
 
 
 def merge_pieces(pieces: list[StreamPiece]) -> list[StreamPiece]:

@@ -67,6 +67,7 @@ def _execute(session: Session, input: ToolStepInput, started: int) -> tuple[Tool
         func_response=package_function_response(success, text, datetime.now(timezone.utc)),
     )
     output = ToolStepOutput(
+        tool_call=call,
         tool_return=preview(full),
         duration_ns=time.monotonic_ns() - started,
         invalid_prefill=problem is not None,

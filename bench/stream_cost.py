@@ -2,12 +2,11 @@
 
 One answer of about `--tokens` tokens is asked for twice with the same script, once with token
 streaming and a reader on the stream (as `perdure send --stream`), once without; the history
-difference is the streaming cost. The model writes at `--tokens-per-second`, so batching by
-time shows as it would against a real provider. A run with a 50x larger memory block shows
-that the cost does not grow with the context.
+difference is the streaming cost. The model writes at `--tokens-per-second`, as a real
+provider would. A run with a 50x larger memory block shows that the cost does not grow with
+the context. The stream itself is rows of the database's `stream_chunks` table, counted too.
 
     python bench/stream_cost.py [--tokens 1000] [--tokens-per-second 100]
-        [--flush-seconds S] [--poll-seconds S]   (try other batching than the defaults)
 """
 
 from __future__ import annotations
@@ -16,12 +15,8 @@ import argparse
 import asyncio
 import json
 import uuid
-from datetime import timedelta
 
 from harness import bench_setup
-
-import activities.token_stream
-import starter.stream
 
 from perdure.agents import create_agent
 from perdure.schemas.agent import AgentCreate
@@ -64,11 +59,7 @@ async def one_run(
     return len(history.events), sum(event.ByteSize() for event in history.events), len(read)
 
 
-async def main(tokens: int, rate: float, flush: float | None, poll: float | None) -> dict[str, object]:
-    if flush is not None:
-        activities.token_stream.FLUSH_EVERY_S = flush
-    if poll is not None:
-        starter.stream.POLL_INTERVAL = timedelta(seconds=poll)
+async def main(tokens: int, rate: float) -> dict[str, object]:
     text = answer_text(tokens)
     streamed_tokens = len(token_pieces(text))
     delay = 1 / rate
@@ -81,8 +72,6 @@ async def main(tokens: int, rate: float, flush: float | None, poll: float | None
     return {
         "streamed_tokens": streamed_tokens,
         "tokens_per_second": rate,
-        "flush_seconds": activities.token_stream.FLUSH_EVERY_S,
-        "poll_seconds": starter.stream.POLL_INTERVAL.total_seconds(),
         "history_events": {
             "without_streaming": plain[0],
             "with_streaming": streamed[0],
@@ -105,11 +94,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=1_000)
     parser.add_argument("--tokens-per-second", type=float, default=100.0)
-    parser.add_argument("--flush-seconds", type=float)
-    parser.add_argument("--poll-seconds", type=float)
     args = parser.parse_args()
-    print(
-        json.dumps(
-            asyncio.run(main(args.tokens, args.tokens_per_second, args.flush_seconds, args.poll_seconds)), indent=2
-        )
-    )
+    print(json.dumps(asyncio.run(main(args.tokens, args.tokens_per_second)), indent=2))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from perdure.mcp.agents import check_attachments
+from perdure.mcp.attachments import is_attachment
 from perdure.schemas.agent import AgentCreate, AgentState, RequiresApprovalToolRule
 from perdure.store import agents as agent_store
 from perdure.store.db import Database
@@ -19,15 +21,17 @@ def create_agent(db: Database, request: AgentCreate) -> AgentState:
         ensure_builtin_tools(session)
         known = known_tool_names(session)
         tools = request.resolved_tools()
-        unknown = [name for name in tools if name not in known]
+        mcp_functions = check_attachments(session, tools, known)
+        unknown = [name for name in tools if name not in known and not is_attachment(name)]
         if unknown:
             raise InvalidRequestError(
                 f"unknown tool(s): {', '.join(unknown)}; available tools: {', '.join(sorted(known))}"
             )
-        unknown_in_rules = sorted({rule.tool_name for rule in request.tool_rules if rule.tool_name not in tools})
+        ruled_tools = [*tools, *mcp_functions]  # rules name an MCP tool by the function name the model calls
+        unknown_in_rules = sorted({rule.tool_name for rule in request.tool_rules if rule.tool_name not in ruled_tools})
         if unknown_in_rules:
             raise InvalidRequestError(f"tool rules name tool(s) the agent does not have: {', '.join(unknown_in_rules)}")
-        problem = check_rules(request.tool_rules, tools)
+        problem = check_rules(request.tool_rules, ruled_tools)
         if problem is not None:
             raise InvalidRequestError(problem)
         rules = list(request.tool_rules)

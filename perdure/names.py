@@ -21,6 +21,7 @@ EXECUTE_TOOL = "execute_tool"
 EXECUTE_CUSTOM_TOOL = "execute_custom_tool"
 CHECKPOINT_STEP = "checkpoint_step"
 FINISH_RUN = "finish_run"
+APPEND_STREAM = "append_stream"
 COMPACT = "compact_context"
 
 CUSTOM_TOOLS_PATCH = "custom-python-tools"
@@ -31,7 +32,15 @@ RUN_STATUS_ATTRIBUTE = "RunStatus"
 STOP_REASON_ATTRIBUTE = "StopReason"
 PERDURE_RUN_ID_ATTRIBUTE = "PerdureRunId"
 """The run's Letta-style id (`run-…`), so the UI and `perdure follow --run` find its execution."""
-SEARCH_ATTRIBUTES = (AGENT_ID_ATTRIBUTE, RUN_STATUS_ATTRIBUTE, STOP_REASON_ATTRIBUTE, PERDURE_RUN_ID_ATTRIBUTE)
+AGENT_NAME_ATTRIBUTE = "AgentName"
+"""The agent's name, so the UI's list says whose run each row is."""
+SEARCH_ATTRIBUTES = (
+    AGENT_ID_ATTRIBUTE,
+    RUN_STATUS_ATTRIBUTE,
+    STOP_REASON_ATTRIBUTE,
+    PERDURE_RUN_ID_ATTRIBUTE,
+    AGENT_NAME_ATTRIBUTE,
+)
 """Keyword search attributes the Temporal UI filters runs by; the worker registers missing ones."""
 
 REQUEST_REJECTED = "RequestRejected"
@@ -48,3 +57,7 @@ def workflow_id(agent_id: str) -> str:
     itself: `temporal workflow signal -w AGENT_ID` works with the id the CLI prints.
     """
     return f"agent-{agent_id.removeprefix('agent-')}"
+
+
+LIST_MCP_TOOLS = "list_mcp_tools"
+CALL_MCP_TOOL = "call_mcp_tool"

@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.schema import SchemaOutOfDateError
-from starter import cli_agents, cli_db, cli_runs, cli_tools
+from starter import cli_agents, cli_db, cli_mcp, cli_runs, cli_tools
 from starter.cli_common import UsageError, first_line
 from starter.api.serve import DEFAULT_PORT, run_serve
 from starter.updates import RunRejectedError
@@ -186,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what the agent's latest run is doing")
     status.add_argument("agent_id")
     _json_flag(status).set_defaults(handler=cli_runs.status)
+
+    cli_mcp.add_parser(sub)
 
     run_worker = sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS")
     run_worker.add_argument("--processes", type=int, default=1, metavar="N", help="N worker processes, supervised")

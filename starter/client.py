@@ -328,7 +328,9 @@ class PerdureClient:
     async def _outcome_stream(
         self, agent_id: str, handle: WorkflowUpdateHandle[RunResult], offset: int
     ) -> AsyncIterator[StreamItem]:
-        async for item in until_outcome(read_stream(self.temporal, agent_id, offset, run_id=handle.workflow_run_id)):
+        async for item in until_outcome(
+            read_stream(self.temporal, self.db, agent_id, offset, run_id=handle.workflow_run_id)
+        ):
             yield item
         try:
             await update_outcome(handle)  # a request the begin activity refused ends the stream empty
@@ -350,7 +352,7 @@ class PerdureClient:
         self._require_agent(agent_id)
         update, offset = None, 0
         with contextlib.suppress(NoRunError):  # never ran: the resume path says why
-            offset = await current_offset(self.temporal, agent_id)
+            offset = await current_offset(self.temporal, self.db, agent_id)
             request = AnswerRequest(approvals=answers, stream_tokens=stream_tokens)
             update = await self._deliver_answers(agent_id, request, WorkflowUpdateStage.ACCEPTED)
         if update is None:
@@ -379,7 +381,7 @@ class PerdureClient:
         if execution is None and await self._waiting_at(agent_id, from_offset):
             return
         watch = OutcomeWatch()
-        async for item in read_stream(self.temporal, agent_id, from_offset, run_id=execution):
+        async for item in read_stream(self.temporal, self.db, agent_id, from_offset, run_id=execution):
             yield item
             watch.see(item.event)
             if not watch.ended:
@@ -401,7 +403,7 @@ class PerdureClient:
 
     async def _waiting_at(self, agent_id: str, offset: int) -> bool:
         """True when the run waits for a person and `offset` is past its last event."""
-        if await current_offset(self.temporal, agent_id) > offset:
+        if await current_offset(self.temporal, self.db, agent_id) > offset:
             return False
         state = await self.state(agent_id)
         return state is not None and state.pending_approval is not None

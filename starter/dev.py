@@ -24,6 +24,7 @@ from perdure.store.db import upgrade_database
 from starter.api.serve import DEFAULT_PORT, api_key, api_server, bind, url
 from starter.client import PerdureClient
 from starter.demo import run_demo
+from starter.ui_links import run_view_lines
 from starter.devserver import ensure_running, start_dev_server, stop_dev_server
 from starter.local_model import LocalModelServer, install_commands
 from starter.temporal import connect_when_serving
@@ -47,6 +48,7 @@ async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool,
         os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
         ui_url = f"http://localhost:{ui_port}"
         print(f"Temporal dev server on 127.0.0.1:{port}, web UI at {ui_url}", flush=True)
+        print("\n".join(["views to save in the UI (README: Temporal UI):", *run_view_lines(ui_url)]), flush=True)
         await _start_local_model(stack, home)
         _start_scripted_model(stack)
         settings = Settings.from_env()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
@@ -22,10 +23,17 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from perdure.schemas.letta import LettaStopReason, LettaUsageStatistics, StopReasonType
 from perdure.schemas.stream import STREAM_EVENT, STREAM_TOPIC, LettaErrorMessage, StreamEvent
+from perdure.store import stream_chunks
+from perdure.store.db import Database
 from perdure import names
 
+STORE_POLL_INTERVAL = timedelta(milliseconds=10)
+"""How often a reader asks the database for a live run's new events: one indexed read."""
+DESCRIBE_EVERY_S = 0.25
+"""How often an idle reader asks Temporal whether the run has closed without a last event."""
 POLL_INTERVAL = timedelta(milliseconds=200)
-"""How often a reader asks a live run for new events; the LLM activity publishes every 0.5 s."""
+"""How often a reader asks a run streaming through history for new events (its LLM activity
+publishes every 0.5 s)."""
 _POLL_QUERY = "__temporal_workflow_stream_poll"
 """The stream's read-only query (the SDK's own reader uses it for closed runs). The SDK has no
 public reader by query, so its name is written here; the offset has one (`get_offset`)."""
@@ -60,18 +68,70 @@ class OutcomeWatch:
 
 
 async def read_stream(
-    temporal: Client, agent_id: str, from_offset: int = 0, *, run_id: str | None = None
+    temporal: Client, db: Database, agent_id: str, from_offset: int = 0, *, run_id: str | None = None
 ) -> AsyncIterator[StreamItem]:
     """Every event of one run of the agent (`run_id`, a Temporal run id; else the latest) from
-    `from_offset`, live or after the run has closed, until a closed run's stream is drained.
+    `from_offset`, live or after the run has closed, until the run's last event.
 
-    It reads through the stream's query rather than its long-poll update: a query adds nothing
-    to the run's history and counts against none of Temporal's per-run update limits (2,000 in
-    a run's history, 10 at once), so any number of readers may follow a run for any length.
-    The price is a short delay (POLL_INTERVAL) before a new event is seen."""
+    Runs keep their stream in the database (`stream_chunks`), written by the activities, so a
+    reader in any process polls a table every STORE_POLL_INTERVAL and Temporal sees none of it.
+    Runs started before the stream moved there are read from their Workflow Stream."""
     handle = temporal.get_workflow_handle(names.workflow_id(agent_id), run_id=run_id)
     if run_id is None:
         handle = temporal.get_workflow_handle(handle.id, run_id=(await _describe(handle, agent_id)).run_id)
+    key = handle.run_id or ""
+    if await asyncio.to_thread(_next_stored, db, key) == 0 and await _history_offset(handle) > 0:
+        async for item in _read_history(temporal, handle, agent_id, from_offset):
+            yield item
+        return
+    offset, closed, described = from_offset, False, 0.0
+    while True:
+        stored = await asyncio.to_thread(_read_stored, db, key, offset)
+        for event in stored:
+            yield StreamItem(offset=event.offset, event=STREAM_EVENT.validate_python(event.event))
+            offset = event.offset + 1
+            if event.final:
+                return
+        if len(stored) == stream_chunks.READ_LIMIT:
+            continue
+        if closed:
+            if offset == 0 and await asyncio.to_thread(_next_stored, db, key) == 0:
+                # A run started before the move that had published nothing when the read began.
+                async for item in _read_history(temporal, handle, agent_id, from_offset):
+                    yield item
+            return  # this read came after the close, so it had everything
+        if not stored and time.monotonic() - described >= DESCRIBE_EVERY_S:
+            # A run ends with a `final` event, unless it was terminated or refused its request.
+            described = time.monotonic()
+            closed = (await _describe(handle, agent_id)).status is not WorkflowExecutionStatus.RUNNING
+            if closed:
+                continue
+        await asyncio.sleep(STORE_POLL_INTERVAL.total_seconds())
+
+
+def _read_stored(db: Database, key: str, offset: int) -> list[stream_chunks.StoredEvent]:
+    with db.transaction(read_only=True) as session:
+        return stream_chunks.read(session, key, offset)
+
+
+def _next_stored(db: Database, key: str) -> int:
+    with db.transaction(read_only=True) as session:
+        return stream_chunks.next_offset(session, key)
+
+
+async def _history_offset(handle: WorkflowHandle[Any, Any]) -> int:
+    """Where a run's Workflow Stream stands: more than 0 only for runs that stream through history."""
+    result = await handle.query(_POLL_QUERY, PollInput(topics=[STREAM_TOPIC], from_offset=0), result_type=PollResult)
+    return result.next_offset
+
+
+async def _read_history(
+    temporal: Client, handle: WorkflowHandle[Any, Any], agent_id: str, from_offset: int
+) -> AsyncIterator[StreamItem]:
+    """A run's Workflow Stream, through the stream's query rather than its long-poll update: a
+    query adds nothing to the run's history and counts against none of Temporal's per-run
+    update limits (2,000 in a run's history, 10 at once), so any number of readers may follow
+    a run for any length. The price is a short delay (POLL_INTERVAL) before a new event is seen."""
     converter = temporal.data_converter.payload_converter
     offset, closed = from_offset, False
     while True:
@@ -116,8 +176,13 @@ def _payload(wire: str) -> Payload:
     return payload
 
 
-async def current_offset(temporal: Client, agent_id: str) -> int:
+async def current_offset(temporal: Client, db: Database, agent_id: str) -> int:
     """Where the next event of the agent's latest run will be: answers start reading here."""
+    handle = temporal.get_workflow_handle(names.workflow_id(agent_id))
+    key = (await _describe(handle, agent_id)).run_id
+    stored = await asyncio.to_thread(_next_stored, db, key)
+    if stored > 0:
+        return stored
     with _run_of(agent_id):
         return await WorkflowStreamClient.create(temporal, names.workflow_id(agent_id)).get_offset()
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from perdure.schemas.approvals import ApprovalAnswer, ClientTool, ClientToolReturn
 from perdure.schemas.letta import StopReasonType
@@ -27,6 +29,7 @@ from tests.test_approvals import approval_agent
 from tests.test_context_window import OVERFLOW, summarizing_agent, warm_up
 from perdure.names import workflow_id
 from worker import PerdurePlugin
+from workflows.run_workflow import AgentRunWorkflow
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
@@ -57,6 +60,17 @@ def replayer() -> Replayer:
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     await replayer().replay_workflow(history)
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_recorded_history_replays_in_the_strict_sandbox(path: Path) -> None:
+    """The worker passes `workflows/` through the sandbox for speed, so the sandbox no longer
+    guards that code at run time; here it does: replayed with `workflows/` imported inside the
+    default sandbox, a clock read, a random number or I/O on any recorded path fails the replay."""
+    strict = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("perdure"))
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[AgentRunWorkflow], data_converter=pydantic_data_converter, workflow_runner=strict)
+    await replayer.replay_workflow(history)
 
 
 def test_recorded_histories_exist() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from perdure import names
 from perdure.schemas.approvals import ApprovalAnswer
 from perdure.schemas.letta import AssistantMessage, LettaStopReason, StopReasonType, ToolCallMessage
 from perdure.schemas.stream import AttemptStarted, LettaErrorMessage
@@ -35,7 +36,13 @@ def call(name: str, call_id: str = "", **arguments: object) -> ScriptedReply:
 
 
 def kinds(items: list[StreamItem]) -> list[str]:
-    return [i.event.message_type for i in items]
+    """Message types in order, runs of the same type collapsed: tokens arrive as they come, so
+    a short answer may be one chunk or several."""
+    out: list[str] = []
+    for item in items:
+        if not out or out[-1] != item.event.message_type:
+            out.append(item.event.message_type)
+    return out
 
 
 async def collect(stream: AsyncIterator[StreamItem]) -> list[StreamItem]:
@@ -76,7 +83,7 @@ def assert_contiguous(items: list[StreamItem], start: int = 0) -> None:
     assert [i.offset for i in items] == list(range(start, start + len(items)))
 
 
-async def test_tokens_arrive_in_batches_then_steps_then_the_finish(
+async def test_tokens_arrive_as_they_come_then_steps_then_the_finish(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     agent = make_agent(memory_blocks=[{"label": "human", "value": ""}], tools=["core_memory_append"])
@@ -93,8 +100,7 @@ async def test_tokens_arrive_in_batches_then_steps_then_the_finish(
     assert_contiguous(items)
     stored = stored_answer(db, agent.id)
     chunks = [i.event for i in items if isinstance(i.event, AssistantMessage)]
-    assert len(chunks) > 1, "a slow answer arrives in several batches"
-    assert len(chunks) < len(ANSWER.split()), "tokens are batched, not one event each"
+    assert len(chunks) >= len(ANSWER.split()) // 2, "a slow answer's tokens arrive as they come, not batched"
     assert {c.id for c in chunks} == {stored.id}, "chunks carry the id the answer is stored under"
     assert "".join(c.content for c in chunks) == ANSWER == stored.text
     call_chunks = [i.event for i in items if isinstance(i.event, ToolCallMessage)]
@@ -107,6 +113,9 @@ async def test_tokens_arrive_in_batches_then_steps_then_the_finish(
     assert items[-2].event == LettaStopReason(stop_reason=StopReasonType.end_turn)
     assert items[-1].event.step_count == 2  # type: ignore[union-attr]
     assert llm.requests(model_name)[0]["stream"] is True
+    history = await client.temporal.get_workflow_handle(names.workflow_id(agent.id)).fetch_history()
+    signalled = [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert signalled == [], "tokens travel outside the run's history"
 
 
 async def test_without_token_streaming_each_step_arrives_whole(
@@ -297,7 +306,7 @@ async def test_reading_a_run_by_id_from_an_offset(
     llm.script(model_name, [ScriptedReply(content="One answer.")])
     everything = await collect(client.stream_message(agent.id, message_request("Hi")))
 
-    tail = await collect(read_stream(client.temporal, agent.id, 1))
+    tail = await collect(read_stream(client.temporal, client.db, agent.id, 1))
 
     assert tail == everything[1:]
 

@@ -39,6 +39,9 @@ async def test_the_plugin_carries_payloads_sandbox_workflow_and_the_workers_acti
             "execute_tool",
             "llm_step",
             "compact",
+            "append_stream",
+            "list_mcp_tools",
+            "call_mcp_tool",
         ]
     assert PerdurePlugin().activities == []
 

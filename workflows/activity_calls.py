@@ -13,6 +13,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from perdure.schemas.run import (
+        AppendStreamInput,
         BeginRunInput,
         CompactInput,
         CompactOutput,
@@ -25,9 +26,12 @@ with workflow.unsafe.imports_passed_through():
         ToolStepInput,
         ToolStepOutput,
     )
+    from perdure.schemas.mcp import McpListInput, McpListOutput, McpToolStepInput
     from perdure.schemas.tools import CustomToolRef
 
 from perdure import names
+from workflows.policies import MCP_HEARTBEAT, MCP_RETRY, MCP_TIMEOUT
+from workflows.summaries import tool_summary
 from workflows.policies import DB_RETRY, DB_TIMEOUT, LLM_DEADLINE, LLM_HEARTBEAT, LLM_RETRY, LLM_TIMEOUT, TOOL_TIMEOUT
 from workflows.policies import CUSTOM_TOOL_HEARTBEAT, CUSTOM_TOOL_INSTALL, CUSTOM_TOOL_MARGIN, CUSTOM_TOOL_RETRY
 
@@ -63,7 +67,7 @@ async def execute_tool(input: ToolStepInput) -> ToolStepOutput:
         result_type=ToolStepOutput,
         start_to_close_timeout=TOOL_TIMEOUT,
         retry_policy=DB_RETRY,
-        summary=f"tool {input.tool_call.name}",
+        summary=tool_summary(input.tool_call),
     )
 
 
@@ -79,17 +83,18 @@ async def execute_custom_tool(input: CustomToolStepInput, tool: CustomToolRef) -
         heartbeat_timeout=CUSTOM_TOOL_HEARTBEAT,
         retry_policy=CUSTOM_TOOL_RETRY,
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        summary=f"tool {input.tool_call.name} (custom)",
+        summary=f"{tool_summary(input.tool_call)} (custom)",
     )
 
 
-async def checkpoint_step(input: CheckpointInput) -> None:
+async def checkpoint_step(input: CheckpointInput, summary: str | None = None) -> None:
+    """`summary` says what the step decided (see workflows.summaries); by default only its number."""
     await workflow.execute_local_activity(
         names.CHECKPOINT_STEP,
         input,
         start_to_close_timeout=DB_TIMEOUT,
         retry_policy=DB_RETRY,
-        summary=f"checkpoint step {input.step.step_number}",
+        summary=summary or f"checkpoint step {input.step.step_number}",
     )
 
 
@@ -103,6 +108,16 @@ async def finish_run(input: FinishRunInput) -> None:
     )
 
 
+async def append_stream(input: AppendStreamInput) -> None:
+    await workflow.execute_local_activity(
+        names.APPEND_STREAM,
+        input,
+        start_to_close_timeout=DB_TIMEOUT,
+        retry_policy=DB_RETRY,
+        summary="stream: outcome",
+    )
+
+
 async def compact(input: CompactInput) -> CompactOutput:
     return await workflow.execute_activity(
         names.COMPACT,
@@ -113,4 +128,28 @@ async def compact(input: CompactInput) -> CompactOutput:
         heartbeat_timeout=LLM_HEARTBEAT,
         retry_policy=LLM_RETRY,
         summary=f"compact {input.mode}",
+    )
+
+
+async def list_mcp_tools(input: McpListInput) -> McpListOutput:
+    return await workflow.execute_activity(
+        names.LIST_MCP_TOOLS,
+        input,
+        result_type=McpListOutput,
+        start_to_close_timeout=MCP_TIMEOUT,
+        heartbeat_timeout=MCP_HEARTBEAT,
+        retry_policy=MCP_RETRY,
+        summary="list mcp tools: " + ", ".join(input.attachments),
+    )
+
+
+async def call_mcp_tool(input: McpToolStepInput) -> ToolStepOutput:
+    return await workflow.execute_activity(
+        names.CALL_MCP_TOOL,
+        input,
+        result_type=ToolStepOutput,
+        start_to_close_timeout=MCP_TIMEOUT,
+        heartbeat_timeout=MCP_HEARTBEAT,
+        retry_policy=MCP_RETRY,
+        summary=f"{tool_summary(input.tool_call)} via mcp {input.server}",
     )

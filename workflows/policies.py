@@ -27,6 +27,13 @@ LLM_HEARTBEAT = timedelta(seconds=15)
 DB_TIMEOUT = timedelta(seconds=30)
 TOOL_TIMEOUT = timedelta(minutes=2)
 FIRST_MESSAGE_TIMEOUT = timedelta(minutes=5)
+MCP_TIMEOUT = timedelta(minutes=65)
+"""Longer than the longest per-server timeout (an hour): the activity answers a slow server itself."""
+MCP_HEARTBEAT = timedelta(seconds=30)
+MCP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
+)
+"""Servers' failures are results, not errors: only a lost worker or the database makes an attempt fail."""
 CUSTOM_TOOL_HEARTBEAT = timedelta(seconds=10)
 CUSTOM_TOOL_MARGIN = timedelta(seconds=15)
 """The sandbox stops a tool at its own timeout and answers with an error return; the activity's

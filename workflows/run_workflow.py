@@ -38,16 +38,19 @@ with workflow.unsafe.imports_passed_through():
 
 from perdure import names
 
-from workflows import activity_calls
+from workflows import activity_calls, handlers
 from workflows.drafts import messages_on_cancel
 from workflows.failures import failure_text, reraise_cancellation
+from workflows.mcp_tools import with_mcp_tools
 from workflows.policies import FIRST_MESSAGE_TIMEOUT
 from workflows.run_context import RunContext
-from workflows.search_attributes import AGENT_ID, PERDURE_RUN_ID, RUN_STATUS, STOP_REASON
+from workflows.search_attributes import AGENT_ID, AGENT_NAME, PERDURE_RUN_ID, RUN_STATUS, STOP_REASON
 from workflows.step_loop import StepLoop
+from workflows.stream_events import STREAM_IN_STORE_PATCH
 from workflows.waiting import wait_for
 
 RUN_ID_SEARCH_ATTRIBUTE = "run-id-search-attribute"
+AGENT_NAME_SEARCH_ATTRIBUTE = "agent-name-search-attribute"
 
 
 @workflow.defn(name=names.WORKFLOW)
@@ -93,7 +96,7 @@ class AgentRunWorkflow:
 
     # --- handlers ---------------------------------------------------------------------------
 
-    @workflow.update(name=names.SEND_MESSAGE)
+    @workflow.update(name=names.SEND_MESSAGE, description=handlers.SEND_MESSAGE)
     async def send_message(self, request: SendMessageRequest) -> RunResult:
         run = self._run
         run.request = request
@@ -130,7 +133,7 @@ class AgentRunWorkflow:
                 type="AgentBusy",
             )
 
-    @workflow.update(name=names.COMPACT_UPDATE)
+    @workflow.update(name=names.COMPACT_UPDATE, description=handlers.COMPACT)
     async def compact(self, request: CompactRequest) -> CompactOutput:
         """Compact the context on demand: between runs, or while a run waits for a person (a
         pending approval is never evicted)."""
@@ -143,7 +146,10 @@ class AgentRunWorkflow:
         finally:
             self._compacting = False
             self._maintenance_done = self._run.request is None
-            self._run.show(shown)
+            if self._run.answers.request is not None:
+                self._run.show_pending(self._run.answers.request, shown)
+            else:
+                self._run.show(shown)
 
     @compact.validator
     def _validate_compact(self, request: CompactRequest) -> None:
@@ -160,13 +166,14 @@ class AgentRunWorkflow:
                 type="AgentBusy",
             )
 
-    @workflow.update(name=names.ANSWER)
+    @workflow.update(name=names.ANSWER, description=handlers.ANSWER)
     async def answer(self, request: AnswerRequest) -> RunResult:
         """Answer pending calls; returns when the run stops or pauses again."""
         run = self._run
         seen = run.outcomes.count
         run.stream_tokens = run.stream_tokens or request.stream_tokens
         run.answers.record(request.approvals)
+        self._show_answers()
         await workflow.wait_condition(lambda: run.outcomes.count > seen)
         assert run.outcomes.latest is not None
         return run.outcomes.latest
@@ -177,22 +184,31 @@ class AgentRunWorkflow:
         if problem is not None:
             raise ApplicationError(problem, type="InvalidApproval")
 
-    @workflow.signal(name=names.APPROVE_SIGNAL)
+    @workflow.signal(name=names.APPROVE_SIGNAL, description=handlers.APPROVE)
     def approve(self, payload: Any = None) -> None:
         """Approve one call (`{"tool_call_id": ...}`), or every pending approval without an id."""
         self._run.answers.receive(names.APPROVE_SIGNAL, payload, workflow.now())
+        self._show_answers()
 
-    @workflow.signal(name=names.DENY_SIGNAL)
+    @workflow.signal(name=names.DENY_SIGNAL, description=handlers.DENY)
     def deny(self, payload: Any = None) -> None:
         """Deny one call: `{"tool_call_id": ..., "reason": ...}`."""
         self._run.answers.receive(names.DENY_SIGNAL, payload, workflow.now())
+        self._show_answers()
 
-    @workflow.signal(name=names.CLIENT_TOOL_RETURN_SIGNAL)
+    @workflow.signal(name=names.CLIENT_TOOL_RETURN_SIGNAL, description=handlers.CLIENT_TOOL_RETURN)
     def client_tool_return(self, payload: Any = None) -> None:
         """A client tool's result: `{"tool_call_id": ..., "status": ..., "tool_return": ...}`."""
         self._run.answers.receive(names.CLIENT_TOOL_RETURN_SIGNAL, payload, workflow.now())
+        self._show_answers()
 
-    @workflow.query(name=names.STATE_QUERY)
+    def _show_answers(self) -> None:
+        """While calls still wait, the current details mark the ones answered so far."""
+        run = self._run
+        if run.answers.request is not None and not run.answers.complete:
+            run.show_pending(run.answers.request, run.current)
+
+    @workflow.query(name=names.STATE_QUERY, description=handlers.STATE)
     def state(self) -> RunState:
         return self._run.state()
 
@@ -202,6 +218,16 @@ class AgentRunWorkflow:
         begun = await self._begin(request, run_id)
         if begun is None:
             return
+        try:
+            begun = await with_mcp_tools(begun, run_id)
+        except ActivityError as err:
+            reraise_cancellation(err)
+            self._run.error = failure_text(err)
+            await self._finish(StopReasonType.error, None)
+            return
+        self._run.agent_name = begun.agent.name
+        if workflow.patched(AGENT_NAME_SEARCH_ATTRIBUTE):
+            workflow.upsert_search_attributes([AGENT_NAME.value_set(begun.agent.name)])
         self._run.context_window = begun.agent.llm_config.context_window
         ended = await StepLoop(self._run, begun, request, run_id).run()
         assert ended.stop is not None
@@ -217,6 +243,7 @@ class AgentRunWorkflow:
         attributes = [AGENT_ID.value_set(run.agent_id), RUN_STATUS.value_set(run.status.value)]
         if workflow.patched(RUN_ID_SEARCH_ATTRIBUTE):
             attributes.append(PERDURE_RUN_ID.value_set(run_id))
+        run.stream_in_store = workflow.patched(STREAM_IN_STORE_PATCH)
         workflow.upsert_search_attributes(attributes)
         run.show("starting")
         try:
@@ -270,6 +297,7 @@ class AgentRunWorkflow:
                 error=run.error,
                 finished_at=workflow.now(),
                 failed_step=failed_step,
+                stream_events=run.outcome_events(stop_reason, final=True) if run.stream_in_store else [],
             )
         )
         workflow.upsert_search_attributes(

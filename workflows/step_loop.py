@@ -45,6 +45,7 @@ from workflows.tool_runner import CallsCancelled, CallsOutcome, ToolRunner
 from workflows.waiting import wait_for
 
 ANSWER_IDS_BEFORE_REQUEST = "answer-ids-before-request"
+CLEAR_STOP_REASON_ON_ANSWERS = "clear-stop-reason-on-answers"
 MAX_OVERFLOW_COMPACTIONS = 3
 
 
@@ -110,7 +111,9 @@ class StepLoop:
             model=agent.llm_config.model,
         )
         ids = self._step_message_ids()
-        ctx.tokens_streamed = stream_tokens_now(ctx.stream_tokens, workflow.info().get_current_history_length())
+        ctx.tokens_streamed = stream_tokens_now(
+            ctx.stream_tokens, workflow.info().get_current_history_length(), in_store=ctx.stream_in_store
+        )
         started = workflow.now()
         allowed = self._solver.allowed_tools()
         draft = self._draft(
@@ -132,6 +135,7 @@ class StepLoop:
                 approval_message_id=ids.approval_request,
                 held_tools=sorted(self._held_names(allowed)),
                 stream_tokens=ctx.tokens_streamed,
+                stream_in_store=ctx.stream_in_store,
             )
             output = await self._request_with_room(llm_input)
         except (ActivityError, ContextOverflow) as err:
@@ -304,6 +308,9 @@ class StepLoop:
         assert draft.waiting is not None
         ctx, answers = self._ctx, self._ctx.answers
         timeout_s = self._request.approval_timeout_seconds or self._agent.approval_timeout_seconds
+        pausing = any(c.answer is None for c in draft.waiting)
+        if pausing:
+            await ctx.store_pause(draft.step.id)
         now = workflow.now()
         answers.open(
             PendingApproval(
@@ -313,15 +320,24 @@ class StepLoop:
                 timeout_at=now + timedelta(seconds=timeout_s) if timeout_s else None,
             )
         )
-        if any(c.answer is None for c in draft.waiting):
+        if pausing:
             ctx.publish(StopReasonType.requires_approval, final=False)
             workflow.upsert_search_attributes([STOP_REASON.value_set(StopReasonType.requires_approval.value)])
-            ctx.show("awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.waiting))
+            ctx.stop_reason = StopReasonType.requires_approval
+            assert answers.request is not None
+            ctx.show_pending(
+                answers.request,
+                "awaiting approval: " + ", ".join(f"{c.name}({_clip(c.arguments)})" for c in draft.waiting),
+            )
             if not await wait_for(lambda: answers.complete, timedelta(seconds=timeout_s) if timeout_s else None):
                 # The request stays in the context for Letta's resume path, which answers every
                 # call again in a new run; answers given to this run end with it.
                 answers.close()
                 return StopReasonType.requires_approval
+            if workflow.patched(CLEAR_STOP_REASON_ON_ANSWERS):
+                # The run works again: the list and the state query stop saying it waits.
+                workflow.upsert_search_attributes([STOP_REASON.value_unset()])
+                ctx.stop_reason = None
         answered = answers.close()
         draft = self._draft(replace(draft, waiting=answered))
         ctx.show(f"running answered calls, step {draft.step.step_number}")

@@ -1,60 +1,31 @@
-"""What the workflow publishes to the run's stream, in Letta's shapes: pure, so it replays.
+"""When the model's tokens go out, and the events of committed steps and outcomes (made in
+`perdure.stream_events`, shared with the activities that write a run's stream to the store).
 
-A step is published once it is committed, so a client never sees what the store may lose.
-With token streaming on, the model's answer already went out chunk by chunk from the LLM
-activity under the same message id, so only what happened after it (tool returns, the
-approval request, answers) follows. Input messages are not echoed, as in Letta's stream.
-
-What is published is part of the workflow's determinism for readers that long-poll by update
-(the SDK's `subscribe`): a poll completes when an event lands. Perdure's own readers use the
-query, but a change to what is published still goes behind `workflow.patched()`.
+What is published to a run's Workflow Stream is part of the workflow's determinism for
+readers that long-poll by update (the SDK's `subscribe`), so a change to it goes behind
+`workflow.patched()`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from perdure.convert import to_letta_messages
-    from perdure.schemas.letta import LettaStopReason, LettaUsageStatistics, StopReasonType
-    from perdure.schemas.messages import Message
-    from perdure.schemas.stream import error_event
+    from perdure.stream_events import outcome_events, step_events
 
+__all__ = ["STREAM_IN_STORE_PATCH", "outcome_events", "step_events", "stream_tokens_now"]
+
+STREAM_IN_STORE_PATCH = "stream-in-store"
+"""Runs started with it keep their whole stream (tokens, steps, outcomes) in the database's
+`stream_chunks` table; runs started before it keep theirs in the Workflow Stream."""
 
 TOKEN_STREAM_HISTORY_LIMIT = 20_000
-"""Token chunks cost about four history events per 0.5 s batch (the signal and its workflow
-task). Past this many events a run streams whole steps only, so even a run of a thousand
-streamed steps stays well inside Temporal's 51,200-event limit."""
+"""For runs whose stream is in history: token chunks cost about four history events per 0.5 s
+batch (the signal and its workflow task). Past this many events such a run streams whole steps
+only, so even a run of a thousand streamed steps stays well inside Temporal's 51,200-event limit."""
 
 
-def stream_tokens_now(requested: bool, history_length: int) -> bool:
-    return requested and history_length < TOKEN_STREAM_HISTORY_LIMIT
-
-
-def step_events(messages: Sequence[Message], *, tokens_streamed: bool) -> list[dict[str, Any]]:
-    shown = [m for m in messages if m.role != "user" and not (tokens_streamed and _streamed(m))]
-    return [_wire(event) for event in to_letta_messages(shown)]
-
-
-def _streamed(message: Message) -> bool:
-    """The model's answer, and the approval request holding its calls, went out as chunks."""
-    return message.role == "assistant" or (message.role == "approval" and bool(message.tool_calls))
-
-
-def outcome_events(
-    run_id: str, stop: StopReasonType, usage: LettaUsageStatistics, *, failure: str | None, failure_type: str | None
-) -> list[dict[str, Any]]:
-    """Letta's finish: `stop_reason` then `usage_statistics`; a run that failed with an error
-    ends with `stop_reason` then the `error_message` instead."""
-    end = LettaStopReason(stop_reason=stop)
-    if failure is None:
-        return [_wire(end), _wire(usage.model_copy(update={"run_ids": [run_id]}))]
-    overflow = stop is StopReasonType.context_window_overflow_in_system_prompt
-    return [_wire(end), _wire(error_event(run_id, failure_type, failure, overflow))]
-
-
-def _wire(event: Any) -> dict[str, Any]:
-    return event.model_dump(mode="json", exclude_none=True)
+def stream_tokens_now(requested: bool, history_length: int, *, in_store: bool = False) -> bool:
+    """Tokens written to the store cost history nothing, so only runs streaming through
+    history have a limit."""
+    return requested and (in_store or history_length < TOKEN_STREAM_HISTORY_LIMIT)

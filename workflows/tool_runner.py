@@ -21,6 +21,7 @@ from temporalio.exceptions import is_cancelled_exception
 with workflow.unsafe.imports_passed_through():
     from perdure.schemas.messages import ToolCall, ToolReturn
     from perdure.schemas.run import AgentSnapshot, CustomToolStepInput, StepRecord, ToolStepInput
+    from perdure.schemas.mcp import McpToolStepInput
     from perdure.tool_rules import ToolRulesSolver
 
 from perdure import names
@@ -85,7 +86,7 @@ class ToolRunner:
             return _Ran(error_return(call.id, problem, now))
         prefilled = self._solver.prefilled_args(call.name)
         self._show(f"tool {call.name}, step {step.step_number}")
-        request = ToolStepInput(
+        step_input = ToolStepInput(
             agent_id=self._agent.agent_id,
             run_id=step.run_id,
             step_id=step.id,
@@ -93,12 +94,17 @@ class ToolRunner:
             prefilled=prefilled[0] if prefilled else None,
             prefilled_source=prefilled[1] if prefilled else "",
         )
+        mcp_tool = next((t for t in self._agent.mcp_tools if t.function == call.name), None)
         custom = self._agent.custom_tools.get(call.name)
-        if custom is not None and workflow.patched(names.CUSTOM_TOOLS_PATCH):
-            versioned = CustomToolStepInput(**request.model_dump(), tool_version=custom.version)
+        if mcp_tool is not None:  # only runs that listed MCP tools (behind the "mcp-tools" patch) have any
+            output = await activity_calls.call_mcp_tool(
+                McpToolStepInput(**step_input.model_dump(), server=mcp_tool.server, tool=mcp_tool.tool)
+            )
+        elif custom is not None and workflow.patched(names.CUSTOM_TOOLS_PATCH):
+            versioned = CustomToolStepInput(**step_input.model_dump(), tool_version=custom.version)
             output = await activity_calls.execute_custom_tool(versioned, custom)
         else:
-            output = await activity_calls.execute_tool(request)
+            output = await activity_calls.execute_tool(step_input)
         ran = _Ran(output.tool_return, output.duration_ns, tokens=output.tokens, arguments=output.arguments)
         if output.invalid_prefill:
             return replace(ran, blocked=True)

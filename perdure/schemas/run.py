@@ -17,7 +17,9 @@ from perdure.schemas.approvals import ApprovalCreate, ClientTool, PendingApprova
 
 from perdure.schemas.agent import LLMConfig, ToolRule
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
-from perdure.schemas.messages import Message, ReasoningPart, ToolCall, ToolReturn
+from perdure.schemas.mcp_refs import McpToolRef
+from perdure.schemas.messages import Message, ReasoningPart, ToolCall
+from perdure.schemas.readable import ReadableToolCall, ReadableToolReturn
 from perdure.schemas.tools import CustomToolRef
 
 DEFAULT_MAX_STEPS = 50
@@ -96,6 +98,9 @@ class RunResult(BaseModel):
     error: str | None = None
     message_ids: list[str] = Field(default_factory=list)
     """Messages stored since the previous answer of this run (the send, or the last pause)."""
+    answer: str | None = None
+    """The text of the last assistant message among them: what the agent said, readable in the
+    Temporal UI next to the ids."""
 
 
 class RunState(BaseModel):
@@ -113,6 +118,8 @@ class RunState(BaseModel):
     pending_approval: PendingApproval | None = None
     rejected: list[RejectedAnswer] = Field(default_factory=list)
     """Signals that could not be taken (nothing pending, unknown id ...), newest last."""
+    agent_name: str | None = None
+    """The agent's name (the `AgentName` search attribute), once the run has loaded it."""
 
 
 class AgentSnapshot(BaseModel):
@@ -126,6 +133,10 @@ class AgentSnapshot(BaseModel):
     approval_timeout_seconds: float | None = None
     parallel_safe_tools: list[str] = Field(default_factory=list)
     """Tools marked `enable_parallel_execution`: they may run concurrently within a step."""
+    mcp_attachments: list[str] = Field(default_factory=list)
+    """The agent's MCP tools as it names them (`SERVER/TOOL`, `SERVER/*`): listed once when the run begins."""
+    mcp_tools: list[McpToolRef] = Field(default_factory=list)
+    """The MCP tools this run offers, by function name (in `tools` too), once they are listed."""
     custom_tools: dict[str, CustomToolRef] = Field(default_factory=dict)
     """The agent's custom Python tools by name, at the versions this run calls (edits made
     while it runs or waits do not reach it)."""
@@ -193,6 +204,9 @@ class LLMStepInput(BaseModel):
     request_number: int = 1
     """1, or more when the step asks again after compacting because the provider said the
     request did not fit: what an earlier request streamed is then void, as after a retry."""
+    stream_in_store: bool = False
+    """Write the token chunks to the run's stream in the database (False: signal them into the
+    run's Workflow Stream, as runs started before the stream moved to the store do)."""
 
 
 class TokenUsage(BaseModel):
@@ -213,7 +227,8 @@ class LLMStepOutput(BaseModel):
     reasoning_parts: list[ReasoningPart] = Field(default_factory=list)
     """The thinking blocks as the provider sent them (signatures, redacted ones), when it sends
     them that way (Anthropic): they go back to it with the rest of the answer."""
-    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_calls: list[ReadableToolCall] = Field(default_factory=list)
+    """Arguments are recorded as objects, so the Temporal UI shows them readably."""
     finish_reason: str | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
     model: str
@@ -229,7 +244,7 @@ class ToolStepInput(BaseModel):
     agent_id: str
     run_id: str
     step_id: str
-    tool_call: ToolCall
+    tool_call: ReadableToolCall
     prefilled: dict[str, Any] | None = None
     """Arguments a tool rule fixes; they override the model's and are checked against the schema."""
     prefilled_source: str = ""
@@ -244,9 +259,14 @@ class CustomToolStepInput(ToolStepInput):
 class ToolStepOutput(BaseModel):
     """A tool's result as the workflow sees it: `tool_return.func_response` is a preview of at
     most `TOOL_RETURN_PREVIEW_CHARS`; the full return is recorded in the database under
-    `{step_id}:{tool_call_id}` and the checkpoint stores that, so history stays small."""
+    `{step_id}:{tool_call_id}` and the checkpoint stores that, so history stays small.
 
-    tool_return: ToolReturn
+    The record reads as one entry of a transcript: the call as it ran (arguments as an object),
+    then its return with the packaged response as an object whose message is plain text."""
+
+    tool_call: ReadableToolCall | None = None
+    """The call as it ran (a rule's prefilled arguments included); absent in records made before."""
+    tool_return: ReadableToolReturn
     duration_ns: int = 0
     invalid_prefill: bool = False
     """The rule's prefilled arguments did not fit the tool: the call did not run, the run stops."""
@@ -278,6 +298,10 @@ class CheckpointInput(BaseModel):
     agent_id: str
     messages: list[Message]
     step: StepRecord
+    stream_in_store: bool = False
+    """Also write the step's events to the run's stream in the database, in the same transaction."""
+    tokens_streamed: bool = False
+    """The step's answer already went out as token chunks, so it is not written whole."""
 
 
 class FinishRunInput(BaseModel):
@@ -288,6 +312,18 @@ class FinishRunInput(BaseModel):
     error: str | None = None
     finished_at: datetime
     failed_step: StepRecord | None = None
+    stream_events: list[dict[str, Any]] = Field(default_factory=list)
+    """The outcome's events, written as the end of the run's stream in the database (empty for
+    runs whose stream is in history)."""
+
+
+class AppendStreamInput(BaseModel):
+    """Events the workflow adds to the run's stream in the database (a pause's outcome);
+    `dedup_key` lets a retried activity recognise its own write."""
+
+    agent_id: str
+    events: list[dict[str, Any]]
+    dedup_key: str
 
 
 CompactMode = Literal["all", "sliding_window"]

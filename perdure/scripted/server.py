@@ -52,6 +52,7 @@ class ScriptedLLMServer:
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._headers: dict[str, list[dict[str, str]]] = defaultdict(list)
         self._in_flight: dict[str, int] = defaultdict(int)
+        self._sent_events: dict[str, list[tuple[float, bytes]]] = defaultdict(list)
         self._server = _Server((host, port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-llm", daemon=True)
 
@@ -94,6 +95,16 @@ class ScriptedLLMServer:
         or a stream still sending."""
         with self._lock:
             return self._in_flight[model]
+
+    def stream_events_sent(self, model: str) -> list[tuple[float, bytes]]:
+        """Each streamed event with the wall-clock time it was written (for latency benchmarks)."""
+        with self._lock:
+            return list(self._sent_events[model])
+
+    def _sent(self, model: str, event: bytes) -> None:
+        sent = time.time()
+        with self._lock:
+            self._sent_events[model].append((sent, event))
 
     def _track(self, model: str, change: int) -> None:
         with self._lock:
@@ -150,11 +161,11 @@ class ScriptedLLMServer:
 
             def _answer(self, api: str, model: str, request: dict[str, Any], reply: ScriptedReply) -> None:
                 if api == ANTHROPIC and reply.streams(request):
-                    self._send_stream(reply.status, anthropic_stream(reply, model, request), reply)
+                    self._send_stream(reply.status, anthropic_stream(reply, model, request), reply, model)
                 elif api == ANTHROPIC:
                     self._send_raw(reply.status, anthropic_body(reply, model, request), reply.headers)
                 elif reply.streams(request):
-                    self._send_stream(reply.status, reply.stream(model, request), reply)
+                    self._send_stream(reply.status, reply.stream(model, request), reply, model)
                 else:
                     self._send_raw(reply.status, reply.body(model, request), reply.headers)
 
@@ -173,7 +184,7 @@ class ScriptedLLMServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-            def _send_stream(self, status: int, stream: ScriptedStream, reply: ScriptedReply) -> None:
+            def _send_stream(self, status: int, stream: ScriptedStream, reply: ScriptedReply, model: str) -> None:
                 """Chunked transfer encoding, one chunk per event: the body's end is the
                 zero-length chunk, so closing before it is a visible truncation to the client."""
                 try:
@@ -189,6 +200,7 @@ class ScriptedLLMServer:
                             time.sleep(reply.chunk_delay_s)
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                         self.wfile.flush()
+                        server._sent(model, event)
                     if stream.dropped:
                         time.sleep(reply.chunk_delay_s)
                         self.close_connection = True

@@ -137,3 +137,46 @@ class ToolExecutionRow(Base):
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     tool_return: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StreamChunkRow(Base):
+    """One event of a run's stream: a token chunk the LLM activity wrote, or a committed step's
+    or outcome's event. `seq` is the event's offset in the run's stream; `dedup_key` marks the
+    first event of a write a retried activity must not repeat."""
+
+    __tablename__ = "stream_chunks"
+    __table_args__ = (UniqueConstraint("run_key", "dedup_key", name="uq_stream_chunks_dedup"),)
+    run_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The Temporal run id of the run's workflow execution."""
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The run's last event: readers stop after it."""
+    dedup_key: Mapped[str | None] = mapped_column(String(100))
+
+
+class McpServerRow(Base):
+    """A registered MCP server. `env` and `headers` are secrets: read by the worker and the CLI only."""
+
+    __tablename__ = "mcp_servers"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    transport: Mapped[str] = mapped_column(String(16))
+    command: Mapped[str | None] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    env: Mapped[dict[str, Any]] = mapped_column(JSON)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    timeout_seconds: Mapped[float] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class McpRunToolRow(Base):
+    """The MCP tools one run offers, as listed when it began: the LLM requests read their schemas here."""
+
+    __tablename__ = "mcp_run_tools"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    server_name: Mapped[str] = mapped_column(String(64))
+    tool_name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    input_schema: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,0 +1,115 @@
+"""Worker memory per run waiting for a person, and the time of a new run's first workflow task,
+printed as JSON.
+
+`--runs` agents each send a message whose tool call needs approval, so each run stays paused
+in the worker's workflow cache. The worker (`perdure worker`, a process of its own, the model
+stand-in in another) is measured by its resident set size (VmRSS) before and after; the first
+workflow task of each run is read from its history (started to completed).
+
+    python bench/cached_runs.py [--runs 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from model_process import model_process  # noqa: E402
+from speed import new_agent  # noqa: E402
+from throughput import cpu_seconds, workers  # noqa: E402
+
+from perdure.names import workflow_id  # noqa: E402
+from perdure.scripted.server import ScriptedReply, ScriptedToolCall  # noqa: E402
+from perdure.store.db import get_database, upgrade_database  # noqa: E402
+from starter.client import PerdureClient  # noqa: E402
+from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
+from worker import PerdurePlugin  # noqa: E402
+
+BATCH = 20
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def first_task_ms(client: PerdureClient, agent_id: str) -> float:
+    history = await client.temporal.get_workflow_handle(workflow_id(agent_id)).fetch_history()
+    started = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
+    completed = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    return (completed.event_time.ToDatetime() - started.event_time.ToDatetime()).total_seconds() * 1000
+
+
+async def main(runs: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp, model_process() as model_server:
+        db_url = f"sqlite:///{tmp}/cached.db"
+        upgrade_database(db_url)
+        env = await WorkflowEnvironment.start_local(
+            plugins=[PerdurePlugin()],
+            dev_server_existing_path=temporal_binary(),
+            dev_server_extra_args=dev_server_args(None),
+        )
+        try:
+            queue = f"cached-{uuid.uuid4().hex[:8]}"
+            worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
+            worker_env |= {
+                "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+                "PERDURE_DATABASE_URL": db_url,
+                "PERDURE_TASK_QUEUE": queue,
+                "PERDURE_SCRIPTED_BASE_URL": model_server.base_url,
+            }
+            client = PerdureClient(env.client, get_database(db_url), queue)
+
+            async def pause() -> str:
+                agent_id, model = new_agent(
+                    client,
+                    model_server.base_url,
+                    tools=["core_memory_append"],
+                    tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
+                )
+                call = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "x"})
+                model_server.script(model, [ScriptedReply(tool_calls=[call])])
+                response = await client.send_message(agent_id, "remember x")
+                assert response.stop_reason.stop_reason.value == "requires_approval"
+                return agent_id
+
+            with workers(1, worker_env, Path(tmp) / "worker.log") as [pid]:
+                await asyncio.gather(*(pause() for _ in range(BATCH)))  # warm up: imports, caches, pools
+                before, cpu_before = rss_kib(pid), cpu_seconds(pid)
+                paused: list[str] = []
+                while len(paused) < runs:
+                    paused += await asyncio.gather(*(pause() for _ in range(min(BATCH, runs - len(paused)))))
+                after, cpu = rss_kib(pid), cpu_seconds(pid) - cpu_before
+                firsts = [await first_task_ms(client, agent_id) for agent_id in paused[-BATCH:]]
+        finally:
+            await env.shutdown()
+    return {
+        "benchmark": "cached_runs",
+        "paused_runs": runs,
+        "worker_rss_mib": {"before": round(before / 1024, 1), "after": round(after / 1024, 1)},
+        "kib_per_cached_run": round((after - before) / runs, 1),
+        "worker_cpu_ms_per_paused_run": round(cpu * 1000 / runs, 1),
+        "first_workflow_task_ms": {"median": round(statistics.median(firsts), 1), "max": round(max(firsts), 1)},
+    }
+
+
+if __name__ == "__main__":
+    assert __doc__ is not None, "the module docstring is the command's description"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=300)
+    print(json.dumps(asyncio.run(main(parser.parse_args().runs)), indent=2))

@@ -1,0 +1,1 @@
+"""MCP servers: attaching their tools to agents, and talking to them with the official `mcp` SDK."""

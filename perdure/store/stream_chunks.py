@@ -1,0 +1,83 @@
+"""A run's stream in the database: what the activities write, what readers poll.
+
+Every event of a run (token chunks from the LLM activity, a committed step's messages, the
+outcome) is a row numbered by its offset in the run's stream, so a reader on any machine
+resumes from an offset and history never carries a token. Writers of one run take turns: the
+write lock on SQLite, a transaction-scoped advisory lock on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.orm import Session
+
+from perdure.store.tables import StreamChunkRow
+
+READ_LIMIT = 500
+"""At most this many events per read, so a long stream is read in pieces."""
+
+
+class StoredEvent(BaseModel):
+    offset: int
+    event: dict[str, Any]
+    final: bool
+
+
+def append(
+    session: Session,
+    run_key: str,
+    agent_id: str,
+    events: Sequence[dict[str, Any]],
+    *,
+    final: bool = False,
+    dedup_key: str | None = None,
+) -> int | None:
+    """Add `events` at the end of the run's stream and return the first one's offset; None
+    when a write with the same `dedup_key` is already there (a retried activity)."""
+    if not events:
+        return None
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": run_key})
+    if (
+        dedup_key is not None
+        and session.scalar(
+            select(StreamChunkRow.seq).where(StreamChunkRow.run_key == run_key, StreamChunkRow.dedup_key == dedup_key)
+        )
+        is not None
+    ):
+        return None
+    first = next_offset(session, run_key)
+    session.execute(
+        insert(StreamChunkRow),
+        [
+            {
+                "run_key": run_key,
+                "seq": first + i,
+                "agent_id": agent_id,
+                "event": event,
+                "final": final and i == len(events) - 1,
+                "dedup_key": dedup_key if i == 0 else None,
+            }
+            for i, event in enumerate(events)
+        ],
+    )
+    return first
+
+
+def next_offset(session: Session, run_key: str) -> int:
+    last = session.scalar(select(func.max(StreamChunkRow.seq)).where(StreamChunkRow.run_key == run_key))
+    return 0 if last is None else last + 1
+
+
+def read(session: Session, run_key: str, from_offset: int, limit: int = READ_LIMIT) -> list[StoredEvent]:
+    rows = session.execute(
+        select(StreamChunkRow.seq, StreamChunkRow.event, StreamChunkRow.final)
+        .where(StreamChunkRow.run_key == run_key, StreamChunkRow.seq >= from_offset)
+        .order_by(StreamChunkRow.seq)
+        .limit(limit)
+    ).all()
+    return [StoredEvent(offset=seq, event=event, final=final) for seq, event, final in rows]
