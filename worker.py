@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -42,6 +43,7 @@ from temporalio.worker import Worker
 
 import observability
 from activities.compaction import CompactionActivities
+from activities.custom_tools import CustomToolActivities
 from activities.llm import LLMActivities
 from activities.mcp_tools import McpActivities
 from activities.runs import RunActivities
@@ -49,9 +51,11 @@ from activities.run_stream import StreamActivities
 from activities.tools import ToolActivities
 from perdure.mcp.sessions import McpSessions
 from perdure.names import SEARCH_ATTRIBUTES
-from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings
+from perdure.sandbox.service import ToolSandbox
+from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings, home_dir
 from perdure.store.db import Database, get_database
 from perdure.store.schema import SchemaOutOfDateError
+from perdure.tools.catalog import requirement_sets
 from perdure.tools.registry import ensure_builtin_tools
 from workflows.run_workflow import AgentRunWorkflow
 from workflows.sandbox import workflow_runner
@@ -120,13 +124,19 @@ def _chosen(setting: str, default: str, from_profile: str | None) -> str:
 
 
 def perdure_activities(
-    db: Database, settings: Settings, http: httpx.AsyncClient, mcp_sessions: McpSessions | None = None
+    db: Database,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    mcp_sessions: McpSessions | None = None,
+    sandbox: ToolSandbox | None = None,
 ) -> list[Callable[..., Any]]:
-    """Every activity of the run workflow, bound to this worker's database, HTTP client and MCP sessions."""
+    """Every activity of the run workflow, bound to this worker's database, HTTP client, MCP sessions
+    and tool sandbox."""
     runs, tools, llm = RunActivities(db), ToolActivities(db), LLMActivities(db, settings, http)
     compaction = CompactionActivities(db, llm)
     stream = StreamActivities(db)
     mcp = McpActivities(db, mcp_sessions or McpSessions())
+    custom = [CustomToolActivities(db, sandbox).execute_custom_tool] if sandbox is not None else []
     return [
         runs.begin_run,
         runs.checkpoint_step,
@@ -137,6 +147,7 @@ def perdure_activities(
         stream.append_stream,
         mcp.list_mcp_tools,
         mcp.call_mcp_tool,
+        *custom,
     ]
 
 
@@ -149,11 +160,16 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
             ensure_builtin_tools(session)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0)))
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=ACTIVITY_THREADS))
+        sandbox = ToolSandbox.for_worker(home_dir(), settings.database_url)
+        stack.callback(sandbox.close)
+        log.info(sandbox.config.describe())
+        sandbox.warm()
+        threading.Thread(target=sandbox.install, args=(requirement_sets(db),), daemon=True, name="venvs").start()
         # A client of its own on the same connection, so the caller's client (which may carry a
         # PerdurePlugin without activities) does not register the workflow a second time.
         mcp_sessions = McpSessions()  # stdio MCP servers stop with the worker
         stack.push_async_callback(mcp_sessions.aclose)
-        plugin = PerdurePlugin(perdure_activities(db, settings, http, mcp_sessions))
+        plugin = PerdurePlugin(perdure_activities(db, settings, http, mcp_sessions, sandbox))
         worker_client = Client(
             client.service_client, namespace=client.namespace, plugins=[plugin, *observability.tracing_plugins()]
         )

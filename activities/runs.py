@@ -13,7 +13,7 @@ from perdure.store import agents, runs
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
 from perdure.store.unanswered import already_answered, find_unanswered_request
-from perdure.tools.registry import get_tool_defs
+from perdure.tools.registry import custom_tool_refs, get_tool_defs, with_default_approvals
 from perdure.mcp.attachments import split_tools
 from perdure import names
 
@@ -55,9 +55,9 @@ class RunActivities:
                     replayed = already_answered(session, input.agent_id, {a.tool_call_id for a in approval.approvals})
                     if not replayed:
                         raise _rejected(NO_PENDING)
-                parallel_safe = [
-                    name for name, tool in get_tool_defs(session, agent.tools).items() if tool.enable_parallel_execution
-                ]
+                definitions = get_tool_defs(session, agent.tools)
+                parallel_safe = [name for name, tool in definitions.items() if tool.enable_parallel_execution]
+                custom_tools = custom_tool_refs(definitions)
                 runs.create_run(
                     session,
                     run_id=input.run_id,
@@ -72,11 +72,12 @@ class RunActivities:
             agent_id=agent.id,
             name=agent.name,
             tools=tools,
-            tool_rules=agent.tool_rules,
+            tool_rules=with_default_approvals(agent.tool_rules, definitions),
             llm_config=agent.llm_config,
             approval_timeout_seconds=agent.approval_timeout_seconds,
             parallel_safe_tools=parallel_safe,
             mcp_attachments=mcp_attachments,
+            custom_tools=custom_tools,
         )
         return BeginRunOutput(agent=snapshot, unanswered=stored, answers_already_processed=replayed)
 

@@ -10,6 +10,7 @@ from perdure.schemas.agent import AgentCreate, AgentState, RequiresApprovalToolR
 from perdure.store import agents as agent_store
 from perdure.store.db import Database
 from perdure.store.errors import InvalidRequestError
+from perdure.store.tool_variables import add_tool_variables
 from perdure.tool_rules import check_rules
 from perdure.tools.registry import ensure_builtin_tools, get_tool_defs, known_tool_names
 
@@ -39,7 +40,7 @@ def create_agent(db: Database, request: AgentCreate) -> AgentState:
             if tool.default_requires_approval and name not in ruled:
                 rules.append(RequiresApprovalToolRule(tool_name=name))
         agent_id = f"agent-{uuid.uuid4()}"
-        return agent_store.insert_agent(
+        state = agent_store.insert_agent(
             session,
             agent_id=agent_id,
             name=request.name,
@@ -52,3 +53,5 @@ def create_agent(db: Database, request: AgentCreate) -> AgentState:
             system_message_id=f"message-{uuid.uuid4()}",
             approval_timeout_seconds=request.approval_timeout_seconds,
         )
+        add_tool_variables(session, agent_id, request.tool_exec_environment_variables)
+        return state

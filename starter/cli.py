@@ -22,7 +22,7 @@ import observability
 import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.schema import SchemaOutOfDateError
-from starter import cli_agents, cli_db, cli_mcp, cli_runs
+from starter import cli_agents, cli_db, cli_mcp, cli_runs, cli_tools
 from starter.cli_common import UsageError, first_line
 from starter.api.serve import DEFAULT_PORT, run_serve
 from starter.updates import RunRejectedError
@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--system", help="system prompt")
     create.add_argument("--block", action="append", default=[], metavar="LABEL=VALUE")
     create.add_argument("--tool", action="append", default=[], metavar="NAME")
+    create.add_argument(
+        "--tool-env", action="append", default=[], metavar="KEY=VALUE", help="a variable the agent's custom tools see"
+    )
     create.add_argument("--parallel-tool-calls", action="store_true", default=None)
     create.add_argument(
         "--approval-timeout",
@@ -176,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel the agent's live run")
     cancel.add_argument("agent_id")
     _json_flag(cancel).set_defaults(handler=cli_runs.cancel)
+
+    cli_tools.add_parser(sub, _json_flag)
 
     history = sub.add_parser("messages", help="the agent's stored history as Letta messages")
     history.add_argument("agent_id")

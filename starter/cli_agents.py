@@ -33,6 +33,9 @@ def create(args: argparse.Namespace) -> int:
         fields["memory_blocks"] = [*fields.get("memory_blocks", []), *(_block(b).model_dump() for b in args.block)]
     if args.tool:
         fields["tools"] = [*fields.get("tools", []), *args.tool]
+    if args.tool_env:
+        given = fields.get("tool_exec_environment_variables") or {}
+        fields["tool_exec_environment_variables"] = {**_variables(given), **dict(_variable(v) for v in args.tool_env)}
     llm_config = fields.get("llm_config") or {}
     if not isinstance(llm_config, dict):
         raise UsageError(f"llm_config must be a JSON object, got {type(llm_config).__name__}")
@@ -54,6 +57,22 @@ def _block(spec: str) -> BlockCreate:
     if not sep:
         raise UsageError(f"--block takes LABEL=VALUE, got {spec!r}")
     return BlockCreate(label=label, value=value)
+
+
+def _variable(spec: str) -> tuple[str, str]:
+    key, sep, value = spec.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--tool-env takes KEY=VALUE, got {spec.partition('=')[0]!r} without a value")
+    return key, value
+
+
+def _variables(given: Any) -> dict[Any, Any]:
+    """The agent file's tool variables as a dict (Letta's files list `{key, value}` objects)."""
+    if isinstance(given, list):
+        return {item.get("key"): item.get("value") for item in given if isinstance(item, dict)}
+    if not isinstance(given, dict):
+        raise UsageError("tool_exec_environment_variables must be a JSON object of strings")
+    return given
 
 
 def list_agents(args: argparse.Namespace) -> int:

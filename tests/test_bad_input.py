@@ -303,7 +303,8 @@ BAD_AGENT_BODIES: list[tuple[str, bytes, str]] = [
     ("not-json", b"name=helper", "JSON"),
     ("array", b"[]", "body"),
     ("wrong-type", b'{"name": ["a"]}', "name"),
-    ("refused-field", b'{"secrets": {"KEY": "v"}}', "secrets"),
+    ("refused-field", b'{"tool_ids": ["tool-123"]}', "tool_ids"),
+    ("bad-tool-variable", b'{"secrets": {"1KEY": "v"}}', "tool variable names"),
     ("non-utf8", b'{"name": "caf\xe9"}', UNPARSED),
     ("deeply-nested", ('{"metadata": ' + DEEP_LIST + "}").encode(), UNPARSED),
 ]

@@ -89,9 +89,9 @@ async def test_agent_create_takes_a_letta_agent_file(cli_env: dict[str, str], tm
     config = json.loads(result.stdout)["llm_config"]
     assert (config["model"], config["endpoint"]) == ("openai/gpt-4o-mini", "http://127.0.0.1:9/v1")
 
-    agent_file.write_text(json.dumps({**fields, "secrets": {"TOKEN": "x"}}))
+    agent_file.write_text(json.dumps({**fields, "tool_ids": ["tool-x"]}))
     refused = await perdure(cli_env, "agent", "create", "--file", str(agent_file))
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
-        "perdure: error: unsupported create-agent field(s): secrets: tool variables are not supported yet"
+        "perdure: error: unsupported create-agent field(s): tool_ids: name the tools in `tools` instead"
     ]

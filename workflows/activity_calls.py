@@ -7,6 +7,8 @@ and built-in tools are local activities (a few ms instead of a round trip throug
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -16,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         CompactInput,
         CompactOutput,
         BeginRunOutput,
+        CustomToolStepInput,
         CheckpointInput,
         FinishRunInput,
         LLMStepInput,
@@ -24,11 +27,13 @@ with workflow.unsafe.imports_passed_through():
         ToolStepOutput,
     )
     from perdure.schemas.mcp import McpListInput, McpListOutput, McpToolStepInput
+    from perdure.schemas.tools import CustomToolRef
 
 from perdure import names
 from workflows.policies import MCP_HEARTBEAT, MCP_RETRY, MCP_TIMEOUT
 from workflows.summaries import tool_summary
 from workflows.policies import DB_RETRY, DB_TIMEOUT, LLM_DEADLINE, LLM_HEARTBEAT, LLM_RETRY, LLM_TIMEOUT, TOOL_TIMEOUT
+from workflows.policies import CUSTOM_TOOL_HEARTBEAT, CUSTOM_TOOL_INSTALL, CUSTOM_TOOL_MARGIN, CUSTOM_TOOL_RETRY
 
 
 async def begin_run(input: BeginRunInput) -> BeginRunOutput:
@@ -63,6 +68,22 @@ async def execute_tool(input: ToolStepInput) -> ToolStepOutput:
         start_to_close_timeout=TOOL_TIMEOUT,
         retry_policy=DB_RETRY,
         summary=tool_summary(input.tool_call),
+    )
+
+
+async def execute_custom_tool(input: CustomToolStepInput, tool: CustomToolRef) -> ToolStepOutput:
+    """A custom Python tool: a regular activity (it may be slow) that heartbeats, so cancelling
+    the run kills the tool's process; the run waits until it has."""
+    timeout = timedelta(seconds=tool.timeout_seconds) + CUSTOM_TOOL_MARGIN
+    return await workflow.execute_activity(
+        names.EXECUTE_CUSTOM_TOOL,
+        input,
+        result_type=ToolStepOutput,
+        start_to_close_timeout=timeout + CUSTOM_TOOL_INSTALL if tool.installs else timeout,
+        heartbeat_timeout=CUSTOM_TOOL_HEARTBEAT,
+        retry_policy=CUSTOM_TOOL_RETRY,
+        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        summary=f"{tool_summary(input.tool_call)} (custom)",
     )
 
 

@@ -34,3 +34,11 @@ MCP_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10
 )
 """Servers' failures are results, not errors: only a lost worker or the database makes an attempt fail."""
+CUSTOM_TOOL_HEARTBEAT = timedelta(seconds=10)
+CUSTOM_TOOL_MARGIN = timedelta(seconds=15)
+"""The sandbox stops a tool at its own timeout and answers with an error return; the activity's
+start-to-close timeout leaves this much more, so it only fires for a lost worker."""
+CUSTOM_TOOL_INSTALL = timedelta(minutes=10)
+"""Added for a tool with pip requirements: its first call may wait for their venv."""
+CUSTOM_TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+"""The tool's own failures are returns, not activity failures: a retry means a lost worker."""

@@ -20,10 +20,11 @@ from temporalio.exceptions import is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from perdure.schemas.messages import ToolCall, ToolReturn
-    from perdure.schemas.run import AgentSnapshot, StepRecord, ToolStepInput
+    from perdure.schemas.run import AgentSnapshot, CustomToolStepInput, StepRecord, ToolStepInput
     from perdure.schemas.mcp import McpToolStepInput
     from perdure.tool_rules import ToolRulesSolver
 
+from perdure import names
 from workflows import activity_calls
 from workflows.decisions import precheck_tool_call
 from workflows.drafts import error_return
@@ -95,10 +96,14 @@ class ToolRunner:
             prefilled_source=prefilled[1] if prefilled else "",
         )
         mcp_tool = next((t for t in self._agent.mcp_tools if t.function == call.name), None)
+        custom = self._agent.custom_tools.get(call.name)
         if mcp_tool is not None:  # only runs that listed MCP tools (behind the "mcp-tools" patch) have any
             output = await activity_calls.call_mcp_tool(
                 McpToolStepInput(**step_input.model_dump(), server=mcp_tool.server, tool=mcp_tool.tool)
             )
+        elif custom is not None and workflow.patched(names.CUSTOM_TOOLS_PATCH):
+            versioned = CustomToolStepInput(**step_input.model_dump(), tool_version=custom.version)
+            output = await activity_calls.execute_custom_tool(versioned, custom)
         else:
             output = await activity_calls.execute_tool(step_input)
         tool_called(call.name, output.tool_return.status)

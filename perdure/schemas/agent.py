@@ -5,6 +5,7 @@ Field names follow Letta's create-agent API so an agent file written for Letta l
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ LOCAL_MODEL = "local/SmolLM2-135M-Instruct"
 """The bundled model `perdure dev` serves with llama.cpp when no other endpoint is configured."""
 LOCAL_CONTEXT_WINDOW = 8_192
 """SmolLM2 was trained at 8,192 tokens; the local server's `n_ctx` is the same."""
+TOOL_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 BASE_TOOLS: tuple[str, ...] = ("conversation_search", "memory_replace", "memory_insert")
 
 
@@ -234,6 +236,27 @@ class AgentCreate(BaseModel):
     approval_timeout_seconds: float | None = Field(default=None, gt=0)
     """How long a run may wait for an approval before ending `requires_approval` (None: forever)."""
     compaction_settings: CompactionSettings | None = None
+    tool_exec_environment_variables: dict[str, str] = Field(default_factory=dict)
+    """Variables the agent's custom tools see in their sandbox (Letta's field; `secrets` in
+    newer agent files). Stored apart from the agent's state and messages."""
+
+    @field_validator("tool_exec_environment_variables", mode="before")
+    @classmethod
+    def _variables_from_list(cls, value: Any) -> Any:
+        """Letta's agent files list them as `{key, value}` objects."""
+        if isinstance(value, list):
+            return {item.get("key"): item.get("value") for item in value if isinstance(item, dict)}
+        return value
+
+    @field_validator("tool_exec_environment_variables")
+    @classmethod
+    def _variable_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(key for key in value if not TOOL_VARIABLE_NAME.fullmatch(key or ""))
+        if bad:
+            raise ValueError(
+                f"tool variable names must be letters, digits and _ (not starting with a digit): {bad[0]!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _unique_labels(self) -> AgentCreate:

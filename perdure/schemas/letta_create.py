@@ -19,8 +19,6 @@ REFUSED_WHEN_SET: dict[str, str] = {
     "tool_ids": "name the tools in `tools` instead",
     "block_ids": "shared blocks are not supported; give the blocks in `memory_blocks`",
     "initial_message_sequence": "an agent starts with its system message alone",
-    "secrets": "tool variables are not supported yet",
-    "tool_exec_environment_variables": "tool variables are not supported yet",
     "message_buffer_autoclear": "every agent keeps its conversation",
     "enable_sleeptime": "sleep-time agents are not supported",
     "response_format": "structured final answers are not supported",
@@ -36,7 +34,7 @@ MODEL_SETTINGS_MAP = {
     "parallel_tool_calls": "parallel_tool_calls",
 }
 """The part of Letta's `model_settings` that has an `llm_config` counterpart here."""
-MAPPED = frozenset({"max_tokens", "model_settings"})
+MAPPED = frozenset({"max_tokens", "model_settings", "secrets"})
 """Top-level fields folded into `llm_config`."""
 
 
@@ -62,6 +60,8 @@ def parse_create_agent(payload: dict[str, Any]) -> ParsedCreateAgent:
     given = {key: value for key, value in payload.items() if _given(value)}
     fields = {key: value for key, value in given.items() if key in known}
     ignored = sorted(key for key in given if key not in known | set(REFUSED_WHEN_SET) | MAPPED)
+    if _given(payload.get("secrets")) and "tool_exec_environment_variables" not in fields:
+        fields["tool_exec_environment_variables"] = payload["secrets"]  # Letta's newer name for them
     llm = dict(fields.get("llm_config") or {})
     if isinstance(payload.get("max_tokens"), int):
         llm.setdefault("max_tokens", payload["max_tokens"])

@@ -20,6 +20,7 @@ from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonTyp
 from perdure.schemas.mcp_refs import McpToolRef
 from perdure.schemas.messages import Message, ReasoningPart, ToolCall
 from perdure.schemas.readable import ReadableToolCall, ReadableToolReturn
+from perdure.schemas.tools import CustomToolRef
 
 DEFAULT_MAX_STEPS = 50
 MAX_STEPS_LIMIT = 1_000
@@ -136,6 +137,9 @@ class AgentSnapshot(BaseModel):
     """The agent's MCP tools as it names them (`SERVER/TOOL`, `SERVER/*`): listed once when the run begins."""
     mcp_tools: list[McpToolRef] = Field(default_factory=list)
     """The MCP tools this run offers, by function name (in `tools` too), once they are listed."""
+    custom_tools: dict[str, CustomToolRef] = Field(default_factory=dict)
+    """The agent's custom Python tools by name, at the versions this run calls (edits made
+    while it runs or waits do not reach it)."""
 
     @property
     def parallel_allowed(self) -> bool:
@@ -244,6 +248,12 @@ class ToolStepInput(BaseModel):
     prefilled: dict[str, Any] | None = None
     """Arguments a tool rule fixes; they override the model's and are checked against the schema."""
     prefilled_source: str = ""
+
+
+class CustomToolStepInput(ToolStepInput):
+    """A call of a custom Python tool: the activity loads exactly `tool_version` from the store."""
+
+    tool_version: str
 
 
 class ToolStepOutput(BaseModel):

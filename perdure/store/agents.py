@@ -15,7 +15,16 @@ from perdure.schemas.messages import Message, TextContent
 from perdure.store.errors import NotFoundError
 from perdure.store.messages import insert_messages, load_message, lock_agent, replace_message
 from perdure.tool_rules import ToolRulesSolver
-from perdure.store.tables import AgentRow, BlockRow, MessageRow, PassageRow, RunRow, StepRow, StreamChunkRow
+from perdure.store.tables import (
+    AgentRow,
+    AgentToolVariableRow,
+    BlockRow,
+    MessageRow,
+    PassageRow,
+    RunRow,
+    StepRow,
+    StreamChunkRow,
+)
 from pydantic import TypeAdapter
 
 _RULES = TypeAdapter(list[ToolRule])
@@ -85,7 +94,7 @@ def list_agents(session: Session) -> list[AgentState]:
 def delete_agent(session: Session, agent_id: str) -> None:
     if session.get(AgentRow, agent_id) is None:
         raise NotFoundError(f"agent '{agent_id}' not found")
-    for table in (BlockRow, MessageRow, PassageRow, StepRow, RunRow, StreamChunkRow):
+    for table in (BlockRow, MessageRow, PassageRow, StepRow, RunRow, StreamChunkRow, AgentToolVariableRow):
         session.execute(delete(table).where(table.agent_id == agent_id))
     session.execute(delete(AgentRow).where(AgentRow.id == agent_id))
 

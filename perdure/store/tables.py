@@ -52,6 +52,26 @@ class ToolRow(Base):
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class ToolVersionRow(Base):
+    """Every version a custom tool has had: a run calls the version it started with, even after an edit."""
+
+    __tablename__ = "tool_versions"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentToolVariableRow(Base):
+    """An agent's tool variables (Letta's `tool_exec_environment_variables`): kept apart from its
+    messages and state, read only by the activity that starts a sandbox."""
+
+    __tablename__ = "agent_tool_variables"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class MessageRow(Base):
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_agent_seq", "agent_id", "seq"),)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from perdure.schemas.tools import ToolDef
 from perdure.store.db import upsert_statement
-from perdure.store.tables import ToolRow
+from perdure.store.tables import ToolRow, ToolVersionRow
 
 
 def upsert_tools(session: Session, definitions: Iterable[ToolDef]) -> None:
@@ -30,3 +30,32 @@ def get_tools(session: Session, names: Iterable[str]) -> dict[str, ToolDef]:
     wanted = list(dict.fromkeys(names))
     rows = session.scalars(select(ToolRow).where(ToolRow.name.in_(wanted))).all()
     return {row.name: ToolDef.model_validate(row.definition) for row in rows}
+
+
+def save_custom_tool(session: Session, tool: ToolDef) -> ToolDef:
+    """Make `tool` the current definition of its name and keep its version for runs that started with it."""
+    upsert_tools(session, [tool])
+    if session.get(ToolVersionRow, (tool.name, tool.version)) is None:
+        session.add(ToolVersionRow(name=tool.name, version=tool.version, definition=tool.model_dump(mode="json")))
+        session.flush()
+    return tool
+
+
+def get_tool(session: Session, name: str) -> ToolDef | None:
+    row = session.get(ToolRow, name)
+    return None if row is None else ToolDef.model_validate(row.definition)
+
+
+def get_tool_version(session: Session, name: str, version: str) -> ToolDef | None:
+    row = session.get(ToolVersionRow, (name, version))
+    return None if row is None else ToolDef.model_validate(row.definition)
+
+
+def list_tools(session: Session) -> list[ToolDef]:
+    rows = session.scalars(select(ToolRow).order_by(ToolRow.name)).all()
+    return [ToolDef.model_validate(row.definition) for row in rows]
+
+
+def delete_tool(session: Session, name: str) -> None:
+    """Forget the tool's current definition; its versions stay for runs that started with them."""
+    session.execute(delete(ToolRow).where(ToolRow.name == name))

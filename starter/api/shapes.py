@@ -125,7 +125,7 @@ def letta_agent(agent: AgentState, tools: dict[str, ToolDef]) -> LettaAgentState
 
 
 def _letta_tool(tool: ToolDef) -> LettaTool:
-    return LettaTool(id=f"tool-{tool.name}", **tool.model_dump())
+    return LettaTool(**{**tool.model_dump(), "id": tool.id or f"tool-{tool.name}"})
 
 
 def letta_run(run: RunInfo) -> LettaRun:
