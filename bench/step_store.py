@@ -63,10 +63,23 @@ def measure(db: Database, steps: int, steps_per_agent: int) -> tuple[list[float]
         started = time.thread_time()
         output = tools.execute_tool(ToolStepInput(agent_id=agent_id, run_id=run_id, step_id=step_id, tool_call=call))
         tool_seconds.append(time.thread_time() - started)
-        common = {"agent_id": agent_id, "run_id": run_id, "step_id": step_id}
         messages = [
-            Message(id=f"message-{uuid.uuid4()}", role="assistant", tool_calls=[call], **common),
-            Message(id=f"message-{uuid.uuid4()}", role="tool", tool_returns=[output.tool_return], **common),
+            Message(
+                id=f"message-{uuid.uuid4()}",
+                agent_id=agent_id,
+                role="assistant",
+                tool_calls=[call],
+                run_id=run_id,
+                step_id=step_id,
+            ),
+            Message(
+                id=f"message-{uuid.uuid4()}",
+                agent_id=agent_id,
+                role="tool",
+                tool_returns=[output.tool_return],
+                run_id=run_id,
+                step_id=step_id,
+            ),
         ]
         step = StepRecord(id=step_id, run_id=run_id, agent_id=agent_id, step_number=number + 1, model="bench")
         started = time.thread_time()
