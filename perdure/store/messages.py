@@ -87,7 +87,12 @@ def try_lock_agent(session: Session, agent_id: str) -> AgentRow | None:
 
 def append_in_context(session: Session, agent_id: str, message_ids: Sequence[str]) -> list[str]:
     """Append ids to the agent's in-context list, skipping ids already there (idempotent)."""
-    agent = lock_agent(session, agent_id)
+    return append_to_locked(lock_agent(session, agent_id), message_ids)
+
+
+def append_to_locked(agent: AgentRow, message_ids: Sequence[str]) -> list[str]:
+    """`append_in_context` for an agent row this transaction has already locked and read, which
+    saves reading it again (a step's checkpoint locks it first)."""
     current = list(agent.message_ids)
     present = set(current)
     added = [mid for mid in message_ids if mid not in present]

@@ -11,7 +11,7 @@ from perdure.schemas.messages import Message, ToolReturn
 from perdure.schemas.stream import LettaErrorMessage, error_event
 from perdure.store.errors import NotFoundError
 from perdure.store.db import upsert_statement
-from perdure.store.messages import append_in_context, insert_messages, lock_agent
+from perdure.store.messages import append_to_locked, insert_messages, lock_agent
 from perdure.store.tables import AgentRow, RunRow, StepRow, ToolExecutionRow, utcnow
 from pydantic import BaseModel
 from datetime import datetime
@@ -52,10 +52,10 @@ def checkpoint_step(session: Session, agent_id: str, messages: list[Message], st
     """Commit a step. Tool returns the workflow holds as previews are replaced by the full
     returns the tool activity recorded, so the step's payloads stay small. The agent is locked
     first, so a checkpoint and any other write to the agent take turns, on any database."""
-    lock_agent(session, agent_id)
+    agent = lock_agent(session, agent_id)
     messages = [_with_recorded_returns(session, m) for m in messages]
     insert_messages(session, messages)
-    append_in_context(session, agent_id, [m.id for m in messages])
+    append_to_locked(agent, [m.id for m in messages])
     upsert_step(session, step)
     if step.stop_reason is StopReasonType.requires_approval:
         _mark_paused(session, step.run_id, agent_id)

@@ -9,14 +9,16 @@ write lock on SQLite, a transaction-scoped advisory lock on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from perdure.store.tables import StreamChunkRow
 
+STREAM_CHUNKS = cast(Table, StreamChunkRow.__table__)
+"""The table itself: an insert on it is a Core statement, without the ORM's bulk-insert handling."""
 READ_LIMIT = 500
 """At most this many events per read, so a long stream is read in pieces."""
 
@@ -52,7 +54,7 @@ def append(
         return None
     first = next_offset(session, run_key)
     session.execute(
-        insert(StreamChunkRow),
+        insert(STREAM_CHUNKS),
         [
             {
                 "run_key": run_key,
