@@ -88,7 +88,11 @@ def limit(kind: int, amount: int) -> None:
 def run(request: dict[str, Any]) -> dict[str, Any]:
     os.environ.clear()
     os.environ.update(request["env"])
-    limit(resource.RLIMIT_CPU, int(request["cpu_seconds"]))
+    cpu_seconds = int(request["cpu_seconds"])
+    if cpu_seconds > 0:
+        # The soft limit under the hard one: the kernel sends SIGXCPU (reported as the CPU-time
+        # limit) a second before SIGKILL, which would read as an unexplained kill.
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
     limit(resource.RLIMIT_AS, int(request["memory_bytes"]))
     limit(resource.RLIMIT_FSIZE, MAX_OUTPUT_FILE_BYTES)
     namespace: dict[str, Any] = {"__name__": "__perdure_tool__"}
