@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from model_process import model_process  # noqa: E402
 from speed import new_agent  # noqa: E402
-from throughput import cpu_seconds, workers  # noqa: E402
+from throughput import cpu_seconds, worker_process_env, workers  # noqa: E402
 
 from perdure.names import workflow_id  # noqa: E402
 from perdure.scripted.server import ScriptedReply, ScriptedToolCall  # noqa: E402
@@ -66,13 +65,9 @@ async def main(runs: int) -> dict[str, object]:
         )
         try:
             queue = f"cached-{uuid.uuid4().hex[:8]}"
-            worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
-            worker_env |= {
-                "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-                "PERDURE_DATABASE_URL": db_url,
-                "PERDURE_TASK_QUEUE": queue,
-                "PERDURE_SCRIPTED_BASE_URL": model_server.base_url,
-            }
+            worker_env = worker_process_env(
+                env.client.service_client.config.target_host, db_url, queue, model_server.base_url
+            )
             client = PerdureClient(env.client, get_database(db_url), queue)
 
             async def pause() -> str:

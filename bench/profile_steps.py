@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from model_process import model_process  # noqa: E402
 from speed import perdure_turn  # noqa: E402
-from throughput import workers  # noqa: E402
+from throughput import worker_process_env, workers  # noqa: E402
 
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
@@ -68,13 +67,9 @@ async def main(seconds: float, agents: int, tool_calls: int, count: int) -> dict
         )
         try:
             queue = f"profile-{uuid.uuid4().hex[:8]}"
-            worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
-            worker_env |= {
-                "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-                "PERDURE_DATABASE_URL": db_url,
-                "PERDURE_TASK_QUEUE": queue,
-                "PERDURE_SCRIPTED_BASE_URL": model_server.base_url,
-            }
+            worker_env = worker_process_env(
+                env.client.service_client.config.target_host, db_url, queue, model_server.base_url
+            )
             client = PerdureClient(env.client, get_database(db_url), queue)
             raw = Path(tmp) / "profile.txt"
             with workers(1, worker_env, Path(tmp) / "worker.log") as [pid]:

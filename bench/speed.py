@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from floor import FLOOR_WORKFLOW, SEND, FloorTurn  # noqa: E402
 from model_process import ModelProcess, model_process  # noqa: E402
 from streaming_latency import stream_latency  # noqa: E402
-from throughput import cpu_seconds, measure, workers  # noqa: E402
+from throughput import cpu_seconds, measure, worker_process_env, workers  # noqa: E402
 
 from perdure.agents import create_agent  # noqa: E402
 from perdure.schemas.agent import AgentCreate  # noqa: E402
@@ -178,13 +177,7 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
         try:
             address = env.client.service_client.config.target_host
             queue = f"speed-{uuid.uuid4().hex[:8]}"
-            worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
-            worker_env |= {
-                "TEMPORAL_ADDRESS": address,
-                "PERDURE_DATABASE_URL": db_url,
-                "PERDURE_TASK_QUEUE": queue,
-                "PERDURE_SCRIPTED_BASE_URL": model_server.base_url,
-            }
+            worker_env = worker_process_env(address, db_url, queue, model_server.base_url)
             floor = Client(env.client.service_client, namespace="default", data_converter=pydantic_data_converter)
             client = PerdureClient(env.client, get_database(db_url), queue)
             steps = options.tool_calls + 1

@@ -111,6 +111,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def worker_process_env(temporal_address: str, db_url: str, queue: str, model_url: str) -> dict[str, str]:
+    """The environment of a benchmark's worker process: this one's, less any Perdure, Temporal
+    or provider setting the caller's shell may carry, plus the benchmark's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
+    return env | {
+        "TEMPORAL_ADDRESS": temporal_address,
+        "PERDURE_DATABASE_URL": db_url,
+        "PERDURE_TASK_QUEUE": queue,
+        "PERDURE_SCRIPTED_BASE_URL": model_url,
+    }
+
+
 @contextmanager
 def workers(processes: int, env: dict[str, str], log: Path) -> Iterator[list[int]]:
     """`perdure worker --processes N`; yields the pids of the processes that run workers."""
@@ -145,13 +157,7 @@ async def measure(
     env: WorkflowEnvironment, db_url: str, model_url: str, agents: int, processes: int, seconds: float, log: Path
 ) -> Measurement:
     queue = f"throughput-{uuid.uuid4().hex[:8]}"
-    worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
-    worker_env.update(
-        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-        PERDURE_DATABASE_URL=db_url,
-        PERDURE_TASK_QUEUE=queue,
-        PERDURE_SCRIPTED_BASE_URL=model_url,
-    )
+    worker_env = worker_process_env(env.client.service_client.config.target_host, db_url, queue, model_url)
     db = get_database(db_url)
     client = PerdureClient(env.client, db, queue)
     config = {"model": "scripted/demo", "endpoint": model_url}
