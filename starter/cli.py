@@ -23,7 +23,7 @@ import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.schema import SchemaOutOfDateError
 from starter import cli_agents, cli_db, cli_mcp, cli_runs, cli_tools
-from starter.cli_common import UsageError, first_line
+from starter.cli_common import UsageError, first_line, json_flag
 from starter.api.serve import DEFAULT_PORT, run_serve
 from starter.updates import RunRejectedError
 from starter.outages import DEFAULT_TIMEOUT_S
@@ -112,14 +112,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="default for this agent's pauses (wait forever without)",
     )
-    _json_flag(create).set_defaults(handler=cli_agents.create)
-    _json_flag(agent.add_parser("list", help="list agents")).set_defaults(handler=cli_agents.list_agents)
+    json_flag(create).set_defaults(handler=cli_agents.create)
+    json_flag(agent.add_parser("list", help="list agents")).set_defaults(handler=cli_agents.list_agents)
     show = agent.add_parser("show", help="an agent with its memory blocks")
     show.add_argument("agent_id")
-    _json_flag(show).set_defaults(handler=cli_agents.show)
+    json_flag(show).set_defaults(handler=cli_agents.show)
     delete = agent.add_parser("delete", help="delete an agent and its history")
     delete.add_argument("agent_id")
-    _json_flag(delete).set_defaults(handler=cli_agents.delete)
+    json_flag(delete).set_defaults(handler=cli_agents.delete)
 
     send = sub.add_parser("send", help="send a message and wait for the run to stop")
     send.add_argument("agent_id")
@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _stream_flag(send)
     _timeout_flag(send)
-    _json_flag(send).set_defaults(handler=cli_runs.send)
+    json_flag(send).set_defaults(handler=cli_runs.send)
 
     follow = sub.add_parser("follow", help="print the latest run's stream from an offset, live until it stops or waits")
     follow.add_argument("agent_id")
@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         "--run", dest="run_id", metavar="RUN_ID", help="one of the agent's runs (run-…) rather than the latest"
     )
     _timeout_flag(follow)
-    _json_flag(follow).set_defaults(handler=cli_runs.follow)
+    json_flag(follow).set_defaults(handler=cli_runs.follow)
 
     approve = sub.add_parser("approve", help="approve a pending tool call (all pending approvals without an id)")
     approve.add_argument("agent_id")
@@ -175,21 +175,21 @@ def _parser() -> argparse.ArgumentParser:
     compact = sub.add_parser("compact", help="compact the agent's context now (a summary replaces old messages)")
     compact.add_argument("agent_id")
     compact.add_argument("--mode", choices=["sliding_window", "all"], default="sliding_window")
-    _json_flag(compact).set_defaults(handler=cli_runs.compact)
+    json_flag(compact).set_defaults(handler=cli_runs.compact)
     cancel = sub.add_parser("cancel", help="cancel the agent's live run")
     cancel.add_argument("agent_id")
-    _json_flag(cancel).set_defaults(handler=cli_runs.cancel)
+    json_flag(cancel).set_defaults(handler=cli_runs.cancel)
 
-    cli_tools.add_parser(sub, _json_flag)
+    cli_tools.add_parser(sub)
 
     history = sub.add_parser("messages", help="the agent's stored history as Letta messages")
     history.add_argument("agent_id")
     history.add_argument("--limit", type=int)
-    _json_flag(history).set_defaults(handler=cli_agents.history)
+    json_flag(history).set_defaults(handler=cli_agents.history)
 
     status = sub.add_parser("status", help="what the agent's latest run is doing")
     status.add_argument("agent_id")
-    _json_flag(status).set_defaults(handler=cli_runs.status)
+    json_flag(status).set_defaults(handler=cli_runs.status)
 
     cli_mcp.add_parser(sub)
 
@@ -200,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="action", required=True)
     upgrade = db.add_parser("upgrade", help="apply pending schema migrations to PERDURE_DATABASE_URL")
-    _json_flag(upgrade).set_defaults(handler=cli_db.upgrade)
+    json_flag(upgrade).set_defaults(handler=cli_db.upgrade)
 
     serve = sub.add_parser("serve", help="serve the Letta-compatible HTTP API (auth: PERDURE_API_KEY)")
     serve.add_argument("--host", default="127.0.0.1", help="without PERDURE_API_KEY, loopback only")
@@ -222,7 +222,7 @@ def _answer_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-wait", action="store_true", help="deliver the answer as a signal and return at once")
     _stream_flag(parser)
     _timeout_flag(parser)
-    return _json_flag(parser)
+    return json_flag(parser)
 
 
 def _timeout_flag(parser: argparse.ArgumentParser) -> None:
@@ -254,11 +254,6 @@ def _metrics_port(args: argparse.Namespace) -> int | None:
     if args.metrics_port is None:
         return observability.metrics_port_from_env()
     return observability.metrics_port(args.metrics_port, "--metrics-port")
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -40,6 +40,12 @@ def first_line(err: Exception) -> str:
     return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
 
 
+def json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser` with `--json`, the flag every command that prints a result takes."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
 def out(args: argparse.Namespace, value: BaseModel | dict[str, Any], text: str) -> int:
     if args.json:
         data = value.model_dump(mode="json", exclude_none=True) if isinstance(value, BaseModel) else value

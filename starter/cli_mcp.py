@@ -15,7 +15,7 @@ from perdure.mcp.client import connected, list_tools
 from perdure.mcp.sessions import McpUnavailable
 from perdure.schemas.mcp import DEFAULT_MCP_TIMEOUT_S, SERVER_NAME_PATTERN, McpServerConfig, McpServerView, McpToolSpec
 from perdure.store import mcp_servers
-from starter.cli_common import UsageError, open_db, print_json
+from starter.cli_common import UsageError, json_flag, open_db, print_json
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
@@ -38,19 +38,14 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="SECONDS",
         help=f"how long a call may take before the model gets an error return (default {DEFAULT_MCP_TIMEOUT_S:g})",
     )
-    _json(add).set_defaults(handler=add_server)
-    _json(mcp.add_parser("list", help="registered servers (secrets masked)")).set_defaults(handler=list_servers)
+    json_flag(add).set_defaults(handler=add_server)
+    json_flag(mcp.add_parser("list", help="registered servers (secrets masked)")).set_defaults(handler=list_servers)
     tools = mcp.add_parser("tools", help="connect to a server and list its tools")
     tools.add_argument("name")
-    _json(tools).set_defaults(handler=server_tools)
+    json_flag(tools).set_defaults(handler=server_tools)
     remove = mcp.add_parser("remove", help="unregister a server")
     remove.add_argument("name")
-    _json(remove).set_defaults(handler=remove_server)
-
-
-def _json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
+    json_flag(remove).set_defaults(handler=remove_server)
 
 
 def add_server(args: argparse.Namespace) -> int:

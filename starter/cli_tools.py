@@ -6,19 +6,18 @@ The source is read, never imported: its schema comes from the signature and the 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from perdure.schemas.tools import DEFAULT_TOOL_TIMEOUT_S, ToolDef
 from perdure.tools.catalog import create_custom_tool, delete_custom_tool, get_custom_tool, list_custom_tools
 from perdure.tools.custom import CustomToolCreate
-from starter.cli_common import UsageError, open_db, out, print_json, read_json
+from starter.cli_common import UsageError, json_flag, open_db, out, print_json, read_json
 
 SOURCE_LIMIT = 1_000_000
 
 
-def add_parser(sub: Any, json_flag: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+def add_parser(sub: Any) -> None:
     """Register `perdure tool ...` on the CLI's subcommands."""
     tool = sub.add_parser("tool", help="create, list, show and delete custom Python tools").add_subparsers(
         dest="action", required=True
