@@ -15,10 +15,9 @@ from typing import Any
 from temporalio import activity
 
 from activities.run_stream import run_key
-from activities.token_stream import TokenPublisher, chunk_event, merge_pieces
+from activities.token_stream import TokenPublisher, attempt_started, chunk_event, merge_pieces, streams
 from perdure.providers.openai_stream import StreamPiece
 from perdure.schemas.run import LLMStepInput
-from perdure.schemas.stream import AttemptStarted
 from perdure.store import stream_chunks
 from perdure.store.db import Database
 
@@ -43,20 +42,16 @@ class StoreTokenPublisher:
         self._closing = False
 
     async def __aenter__(self) -> StoreTokenPublisher:
-        attempt, request = activity.info().attempt, self._step.request_number
-        if attempt > 1 or request > 1:  # written first, so it precedes anything this attempt streams
-            started = AttemptStarted(
-                run_id=self._step.run_id, step_id=self._step.step_id, attempt=attempt, request=request
-            )
+        started = attempt_started(self._step)
+        if started is not None:  # written first, so it precedes anything this attempt streams
             await self._write([started.model_dump(mode="json", exclude_none=True)])
         self._writer = asyncio.create_task(self._write_as_they_come())
         return self
 
     def add(self, piece: StreamPiece) -> None:
-        if piece.kind == "tool_call" and piece.index > 0 and not self._step.parallel_tool_calls:
-            return  # the loop keeps only the first call when parallel calls are off
-        self._pending.append(piece)
-        self._arrived.set()
+        if streams(self._step, piece):
+            self._pending.append(piece)
+            self._arrived.set()
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

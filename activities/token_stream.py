@@ -40,9 +40,10 @@ FINAL_FLUSH_BACKOFF_S = 0.5
 
 
 class TokenPublisher:
-    """For runs whose stream is in history: collects pieces for one LLM request and publishes them as Letta chunks under the ids
-    the step will store them with: the answer's, or for a call that will wait for a person or
-    the client, the approval request's (as Letta streams `approval_request_message` chunks)."""
+    """For runs whose stream is in history: collects pieces for one LLM request and publishes
+    them as Letta chunks under the ids the step will store them with: the answer's, or for a call
+    that will wait for a person or the client, the approval request's (as Letta streams
+    `approval_request_message` chunks)."""
 
     def __init__(self, step: LLMStepInput) -> None:
         self._step = step
@@ -53,18 +54,15 @@ class TokenPublisher:
 
     async def __aenter__(self) -> TokenPublisher:
         await self._client.__aenter__()
-        attempt, request = activity.info().attempt, self._step.request_number
-        if attempt > 1 or request > 1:  # queued first, so it goes out before anything this attempt streams
-            self._send(
-                AttemptStarted(run_id=self._step.run_id, step_id=self._step.step_id, attempt=attempt, request=request)
-            )
+        started = attempt_started(self._step)
+        if started is not None:  # queued first, so it goes out before anything this attempt streams
+            self._send(started)
         self._loop = asyncio.create_task(self._flush_periodically())
         return self
 
     def add(self, piece: StreamPiece) -> None:
-        if piece.kind == "tool_call" and piece.index > 0 and not self._step.parallel_tool_calls:
-            return  # the loop keeps only the first call when parallel calls are off
-        self._pending.append(piece)
+        if streams(self._step, piece):
+            self._pending.append(piece)
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
@@ -112,6 +110,20 @@ class TokenPublisher:
 
     def _send(self, event: StreamEvent) -> None:
         self._topic.publish(event.model_dump(mode="json", exclude_none=True))
+
+
+def attempt_started(step: LLMStepInput) -> AttemptStarted | None:
+    """What a retried attempt (or a later request of the step) announces before it streams, so
+    readers drop what the earlier one streamed; None for the step's first try."""
+    attempt = activity.info().attempt
+    if attempt == 1 and step.request_number == 1:
+        return None
+    return AttemptStarted(run_id=step.run_id, step_id=step.step_id, attempt=attempt, request=step.request_number)
+
+
+def streams(step: LLMStepInput, piece: StreamPiece) -> bool:
+    """Whether `piece` goes out: the loop keeps only the first call when parallel calls are off."""
+    return not (piece.kind == "tool_call" and piece.index > 0 and not step.parallel_tool_calls)
 
 
 def chunk_event(step: LLMStepInput, piece: StreamPiece) -> StreamEvent:
