@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from temporalio.api.enums.v1 import EventType  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from harness import dev_server  # noqa: E402
 from model_process import model_process  # noqa: E402
 from speed import new_agent  # noqa: E402
 from throughput import cpu_seconds, worker_process_env, workers  # noqa: E402
@@ -34,8 +34,6 @@ from perdure.names import workflow_id  # noqa: E402
 from perdure.scripted.server import ScriptedReply, ScriptedToolCall  # noqa: E402
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
-from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
-from worker import PerdurePlugin  # noqa: E402
 
 BATCH = 20
 
@@ -58,12 +56,7 @@ async def main(runs: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp, model_process() as model_server:
         db_url = f"sqlite:///{tmp}/cached.db"
         upgrade_database(db_url)
-        env = await WorkflowEnvironment.start_local(
-            plugins=[PerdurePlugin()],
-            dev_server_existing_path=temporal_binary(),
-            dev_server_extra_args=dev_server_args(None),
-        )
-        try:
+        async with dev_server() as env:
             queue = f"cached-{uuid.uuid4().hex[:8]}"
             worker_env = worker_process_env(
                 env.client.service_client.config.target_host, db_url, queue, model_server.base_url
@@ -91,8 +84,6 @@ async def main(runs: int) -> dict[str, object]:
                     paused += await asyncio.gather(*(pause() for _ in range(min(BATCH, runs - len(paused)))))
                 after, cpu = rss_kib(pid), cpu_seconds(pid) - cpu_before
                 firsts = [await first_task_ms(client, agent_id) for agent_id in paused[-BATCH:]]
-        finally:
-            await env.shutdown()
     return {
         "benchmark": "cached_runs",
         "paused_runs": runs,

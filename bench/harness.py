@@ -22,13 +22,22 @@ from worker import PerdurePlugin, perdure_worker  # noqa: E402
 
 
 @asynccontextmanager
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A Temporal dev server with Perdure's search attributes, its client carrying the plugin."""
+    env = await WorkflowEnvironment.start_local(
+        plugins=[PerdurePlugin()],
+        dev_server_existing_path=temporal_binary(),
+        dev_server_extra_args=dev_server_args(None),
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@asynccontextmanager
 async def bench_setup() -> AsyncIterator[tuple[PerdureClient, ScriptedLLMServer]]:
     with tempfile.TemporaryDirectory() as tmp, ScriptedLLMServer() as llm:
-        env = await WorkflowEnvironment.start_local(
-            plugins=[PerdurePlugin()],
-            dev_server_existing_path=temporal_binary(),
-            dev_server_extra_args=dev_server_args(None),
-        )
         settings = Settings(
             database_url=f"sqlite:///{tmp}/bench.db",
             temporal_address="",
@@ -38,9 +47,5 @@ async def bench_setup() -> AsyncIterator[tuple[PerdureClient, ScriptedLLMServer]
             scripted_base_url=llm.base_url,
         )
         upgrade_database(settings.database_url)
-        client = PerdureClient(env.client, get_database(settings.database_url), settings.task_queue)
-        try:
-            async with perdure_worker(env.client, settings) as worker, worker:
-                yield client, llm
-        finally:
-            await env.shutdown()
+        async with dev_server() as env, perdure_worker(env.client, settings) as worker, worker:
+            yield PerdureClient(env.client, get_database(settings.database_url), settings.task_queue), llm

@@ -22,16 +22,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from harness import dev_server  # noqa: E402
 from model_process import model_process  # noqa: E402
 from speed import perdure_turn  # noqa: E402
 from throughput import worker_process_env, workers  # noqa: E402
 
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
-from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
-from worker import PerdurePlugin  # noqa: E402
 
 
 def top(raw: Path, count: int) -> dict[str, list[tuple[str, float]]]:
@@ -60,12 +58,7 @@ async def main(seconds: float, agents: int, tool_calls: int, count: int) -> dict
     with tempfile.TemporaryDirectory() as tmp, model_process() as model_server:
         db_url = f"sqlite:///{tmp}/profile.db"
         upgrade_database(db_url)
-        env = await WorkflowEnvironment.start_local(
-            plugins=[PerdurePlugin()],
-            dev_server_existing_path=temporal_binary(),
-            dev_server_extra_args=dev_server_args(None),
-        )
-        try:
+        async with dev_server() as env:
             queue = f"profile-{uuid.uuid4().hex[:8]}"
             worker_env = worker_process_env(
                 env.client.service_client.config.target_host, db_url, queue, model_server.base_url
@@ -100,8 +93,6 @@ async def main(seconds: float, agents: int, tool_calls: int, count: int) -> dict
                 recorder.send_signal(2)
                 recorder.wait(timeout=60)
             return {"benchmark": "profile_steps", "seconds": seconds, "agents": agents, **top(raw, count)}
-        finally:
-            await env.shutdown()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
+from harness import dev_server  # noqa: E402
 from model_process import ModelProcess, model_process  # noqa: E402
 from speed import new_agent  # noqa: E402
 
@@ -46,8 +47,7 @@ from perdure.scripted.server import ScriptedReply, ScriptedToolCall  # noqa: E40
 from perdure.settings import Settings  # noqa: E402
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
-from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
-from worker import PerdurePlugin, perdure_worker  # noqa: E402
+from worker import perdure_worker  # noqa: E402
 
 BATCH = 20
 
@@ -191,16 +191,9 @@ async def floor(perdure_client: Client, runs: int, top: int) -> dict[str, object
 async def main(runs: int, top: int) -> dict[str, object]:
     tracemalloc.start()
     with tempfile.TemporaryDirectory() as tmp, model_process() as model:
-        env = await WorkflowEnvironment.start_local(
-            plugins=[PerdurePlugin()],
-            dev_server_existing_path=temporal_binary(),
-            dev_server_extra_args=dev_server_args(None),
-        )
-        try:
+        async with dev_server() as env:
             floor_figures = await floor(env.client, runs, top)
             perdure_figures = await perdure(env, model, tmp, runs, top)
-        finally:
-            await env.shutdown()
     return {"benchmark": "run_memory", "paused_runs": runs, "floor": floor_figures, "perdure": perdure_figures}
 
 

@@ -40,9 +40,9 @@ sys.path.insert(0, str(REPO))
 from temporalio.client import Client, WithStartWorkflowOperation  # noqa: E402
 from temporalio.common import WorkflowIDConflictPolicy  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from floor import FLOOR_WORKFLOW, SEND, FloorTurn  # noqa: E402
+from harness import dev_server  # noqa: E402
 from model_process import ModelProcess, model_process  # noqa: E402
 from streaming_latency import stream_latency  # noqa: E402
 from throughput import cpu_seconds, measure, worker_process_env, workers  # noqa: E402
@@ -53,8 +53,6 @@ from perdure.schemas.approvals import ApprovalAnswer  # noqa: E402
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall  # noqa: E402
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
-from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
-from worker import PerdurePlugin  # noqa: E402
 
 
 class Sample:
@@ -169,12 +167,7 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
     ):
         db_url = f"sqlite:///{tmp}/speed.db"
         upgrade_database(db_url)
-        env = await WorkflowEnvironment.start_local(
-            plugins=[PerdurePlugin()],
-            dev_server_existing_path=temporal_binary(),
-            dev_server_extra_args=dev_server_args(None),
-        )
-        try:
+        async with dev_server() as env:
             address = env.client.service_client.config.target_host
             queue = f"speed-{uuid.uuid4().hex[:8]}"
             worker_env = worker_process_env(address, db_url, queue, model_server.base_url)
@@ -227,8 +220,6 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
                 }
                 for t in throughput
             ]
-        finally:
-            await env.shutdown()
     return report
 
 

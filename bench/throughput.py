@@ -39,8 +39,7 @@ from perdure.schemas.agent import AgentCreate  # noqa: E402
 from perdure.scripted.server import ScriptedLLMServer  # noqa: E402
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
-from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
-from worker import PerdurePlugin  # noqa: E402
+from harness import dev_server  # noqa: E402
 from tests.postgres_server import PostgresServer, create_database, find_postgres_binaries  # noqa: E402
 
 STARTED = re.compile(r"worker \d+: process (\d+) started")
@@ -190,12 +189,7 @@ async def measure(
 
 async def main(agent_counts: list[int], process_counts: list[int], seconds: float, store: str) -> Report:
     with tempfile.TemporaryDirectory() as tmp, model_process() as model_url, database(store, Path(tmp)) as db_url:
-        env = await WorkflowEnvironment.start_local(
-            plugins=[PerdurePlugin()],
-            dev_server_existing_path=temporal_binary(),
-            dev_server_extra_args=dev_server_args(None),
-        )
-        try:
+        async with dev_server() as env:
             results = [
                 await measure(
                     env, db_url, model_url, agents, processes, seconds, Path(tmp) / f"workers-{agents}-{processes}.log"
@@ -203,8 +197,6 @@ async def main(agent_counts: list[int], process_counts: list[int], seconds: floa
                 for agents in agent_counts
                 for processes in process_counts
             ]
-        finally:
-            await env.shutdown()
     single = {r.agents: r.steps_per_second for r in results if r.worker_processes == 1}
     rated = [
         r.model_copy(update={"ratio_to_one_process": round(r.steps_per_second / single[r.agents], 2)})
