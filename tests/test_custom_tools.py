@@ -65,6 +65,29 @@ def only_return(response: LettaResponse) -> tuple[LettaToolReturn, str]:
     return tool_return, tool_return.tool_return or ""
 
 
+async def error_return_of(
+    client: PerdureClient,
+    llm: ScriptedLLMServer,
+    model_name: str,
+    make_agent: AgentFactory,
+    tool: ToolDef,
+    *,
+    check_end_turn: bool = True,
+) -> str:
+    """Run a turn in which the model calls `tool` once, then answers: the call must be an error
+    return (and, by default, the run reach its answer); its text is returned."""
+    agent = make_agent(tools=[tool.name])
+    llm.script(model_name, [call(tool.name), text("after the error")])
+
+    response = await send(client, agent.id, f"call {tool.name}")
+
+    if check_end_turn:
+        assert response.stop_reason.stop_reason is StopReasonType.end_turn
+    tool_return, returned = only_return(response)
+    assert tool_return.status == "error"
+    return returned
+
+
 def sandbox_isolation() -> Isolation:
     return ToolSandbox.for_worker(home_dir(), "sqlite://").config.isolation
 
@@ -144,15 +167,8 @@ async def test_an_endless_loop_is_stopped_at_its_timeout_and_the_run_goes_on(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     name = unique("spin")
-    make_tool(db, name, "", "while True:\n    pass", timeout_seconds=1)
-    agent = make_agent(tools=[name])
-    llm.script(model_name, [call(name), text("it timed out")])
-
-    response = await send(client, agent.id, "spin")
-
-    assert response.stop_reason.stop_reason is StopReasonType.end_turn
-    tool_return, returned = only_return(response)
-    assert tool_return.status == "error"
+    tool = make_tool(db, name, "", "while True:\n    pass", timeout_seconds=1)
+    returned = await error_return_of(client, llm, model_name, make_agent, tool)
     assert returned.startswith(f"Error executing function {name}: TimeoutError: the tool ")
     assert "and was stopped" in returned
 
@@ -161,15 +177,10 @@ async def test_a_memory_hog_is_stopped(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     name = unique("hog")
-    make_tool(db, name, "", "chunks = []\nwhile True:\n    chunks.append(bytearray(50_000_000))", timeout_seconds=30)
-    agent = make_agent(tools=[name])
-    llm.script(model_name, [call(name), text("too big")])
-
-    response = await send(client, agent.id, "eat")
-
-    assert response.stop_reason.stop_reason is StopReasonType.end_turn
-    tool_return, returned = only_return(response)
-    assert tool_return.status == "error"
+    tool = make_tool(
+        db, name, "", "chunks = []\nwhile True:\n    chunks.append(bytearray(50_000_000))", timeout_seconds=30
+    )
+    returned = await error_return_of(client, llm, model_name, make_agent, tool)
     assert returned == f"Error executing function {name}: MemoryError: "
 
 
@@ -177,15 +188,8 @@ async def test_a_crashing_sandbox_is_an_error_return(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     name = unique("crash")
-    make_tool(db, name, "", "os.kill(os.getpid(), 9)")
-    agent = make_agent(tools=[name])
-    llm.script(model_name, [call(name), text("it crashed")])
-
-    response = await send(client, agent.id, "crash")
-
-    assert response.stop_reason.stop_reason is StopReasonType.end_turn
-    tool_return, returned = only_return(response)
-    assert tool_return.status == "error"
+    tool = make_tool(db, name, "", "os.kill(os.getpid(), 9)")
+    returned = await error_return_of(client, llm, model_name, make_agent, tool)
     assert returned == f"Error executing function {name}: SandboxError: the tool's process was killed (SIGKILL)"
 
 
@@ -198,14 +202,8 @@ async def test_writing_outside_the_scratch_directory_fails_under_namespaces(
     name = unique("escape")
     body = f'open("scratch.txt", "w").write("mine")\nopen({str(target)!r}, "w").write("escaped")'
 
-    make_tool(db, name, "", body)
-    agent = make_agent(tools=[name])
-    llm.script(model_name, [call(name), text("refused")])
-
-    response = await send(client, agent.id, "escape")
-
-    tool_return, returned = only_return(response)
-    assert tool_return.status == "error"
+    tool = make_tool(db, name, "", body)
+    returned = await error_return_of(client, llm, model_name, make_agent, tool, check_end_turn=False)
     assert returned.startswith(f"Error executing function {name}: OSError: [Errno 30] Read-only file system"), returned
     assert not target.exists()
 
@@ -402,15 +400,8 @@ async def test_a_failed_requirements_install_is_the_calls_error_return(
     client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
 ) -> None:
     name = unique("needs_pkg")
-    make_tool(db, name, "", "import iniconfig\nreturn 'ran'", pip_requirements=["iniconfig==0.0.0.999"])
-    agent = make_agent(tools=[name])
-    llm.script(model_name, [call(name), text("could not install")])
-
-    response = await send(client, agent.id, "use the package")
-
-    assert response.stop_reason.stop_reason is StopReasonType.end_turn
-    tool_return, returned = only_return(response)
-    assert tool_return.status == "error"
+    tool = make_tool(db, name, "", "import iniconfig\nreturn 'ran'", pip_requirements=["iniconfig==0.0.0.999"])
+    returned = await error_return_of(client, llm, model_name, make_agent, tool)
     assert returned.startswith(
         f"Error executing function {name}: VenvInstallError: could not install iniconfig==0.0.0.999: ERROR: "
     ), returned
