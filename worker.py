@@ -58,7 +58,7 @@ from perdure.store.schema import SchemaOutOfDateError
 from perdure.tools.catalog import requirement_sets
 from perdure.tools.registry import ensure_builtin_tools
 from workflows.run_workflow import AgentRunWorkflow
-from workflows.sandbox import workflow_runner
+from workflows.runner import workflow_runner
 
 log = logging.getLogger("perdure.worker")
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
@@ -69,7 +69,7 @@ ACTIVITY_THREADS = 16
 
 
 class PerdurePlugin(SimplePlugin):
-    """Pydantic payloads, the workflow sandbox, the run workflow and, on a worker, its activities.
+    """Pydantic payloads, the workflow runner, the run workflow and, on a worker, its activities.
 
     A client connects with `PerdurePlugin()`; a worker gets a client of its own on the same
     connection whose plugin carries the activities (see `perdure_worker`).

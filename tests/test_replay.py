@@ -56,6 +56,12 @@ def replayer() -> Replayer:
     return Replayer(workflows=[], plugins=[PerdurePlugin()])
 
 
+def strict_replayer() -> Replayer:
+    """The run workflow inside the SDK's default sandbox, only Perdure's schemas passed through."""
+    strict = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("perdure"))
+    return Replayer(workflows=[AgentRunWorkflow], data_converter=pydantic_data_converter, workflow_runner=strict)
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
@@ -64,13 +70,11 @@ async def test_recorded_history_replays(path: Path) -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays_in_the_strict_sandbox(path: Path) -> None:
-    """The worker passes `workflows/` through the sandbox for speed, so the sandbox no longer
-    guards that code at run time; here it does: replayed with `workflows/` imported inside the
-    default sandbox, a clock read, a random number or I/O on any recorded path fails the replay."""
-    strict = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("perdure"))
+    """The worker runs workflows without the SDK's sandbox (`workflows/runner.py`), so nothing
+    guards `workflows/` at run time; here the sandbox does: replayed with `workflows/` imported
+    inside it, a clock read, a random number or I/O on any recorded path fails the replay."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[AgentRunWorkflow], data_converter=pydantic_data_converter, workflow_runner=strict)
-    await replayer.replay_workflow(history)
+    await strict_replayer().replay_workflow(history)
 
 
 def test_recorded_histories_exist() -> None:
@@ -237,9 +241,11 @@ async def test_fresh_overflow_and_approval_timeout_runs_replay(
 
 
 async def replay_and_record(client: PerdureClient, agent_id: str, scenario: str) -> None:
-    """Replay the agent's latest run with the current code; record it when asked to."""
+    """Replay the agent's latest run with the current code, as the worker runs it and in the
+    strict sandbox; record it when asked to."""
     history = await client.temporal.get_workflow_handle(workflow_id(agent_id)).fetch_history()
     await replayer().replay_workflow(history)
+    await strict_replayer().replay_workflow(history)
     record(scenario, history)
 
 
