@@ -35,8 +35,9 @@ from perdure.tools.catalog import create_custom_tool
 from perdure.tools.custom import CustomToolCreate
 from starter.client import PerdureClient
 from tests.conftest import AgentFactory, eventually
-from tests.helpers import call, calls, text, tool_returns, types_of
+from tests.helpers import block_value, call, calls, in_context, text, tool_returns, types_of
 from tests.test_replay import replay_and_record
+from workflows.drafts import CANCELLED_CALL
 
 DEADLINE_S = 60.0
 
@@ -313,6 +314,49 @@ async def test_cancelling_a_run_during_a_slow_tool_kills_its_process(
     await eventually(lambda: not _processes_in(scratch), timeout=10)
     assert not scratch.exists()
     sending.cancel()
+
+
+async def test_cancelling_midway_through_several_calls_keeps_the_finished_ones(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    """One response with a memory edit, then a slow custom tool, then a third call: cancelled
+    while the slow one runs, the step commits the response with every call paired to a return:
+    the edit that finished keeps its real return (and its effect), the two that did not finish
+    say the run was cancelled. The agent takes its next message as usual."""
+    marker = f"slow-{uuid.uuid4().hex[:8]}"
+    slow = unique("slow")
+    make_tool(db, slow, "", f'open("{marker}", "w").close()\ntime.sleep(600)', timeout_seconds=600)
+    agent = make_agent(
+        memory_blocks=[{"label": "human", "value": ""}],
+        tools=["memory_insert", slow],
+        llm_config={"parallel_tool_calls": True},
+    )
+    edit = ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": "Ada"}, id="call_edit")
+    slow_call = ScriptedToolCall(name=slow, arguments={}, id="call_slow")
+    later = ScriptedToolCall(name="memory_insert", arguments={"label": "human", "new_string": "Bo"}, id="call_later")
+    llm.script(model_name, [calls(edit, slow_call, later), text("after the cancel")])
+
+    sending = asyncio.ensure_future(client.send_message(agent.id, "three things"))
+    scratch = await eventually(lambda: _scratch_with(marker), timeout=DEADLINE_S)
+    state = await asyncio.wait_for(client.cancel(agent.id), DEADLINE_S)
+
+    assert (state.status, state.stop_reason) == (RunStatus.cancelled, StopReasonType.cancelled)
+    await eventually(lambda: not _processes_in(scratch), timeout=10)
+    *_, assistant, tool_message = in_context(db, agent.id)
+    assert [c.id for c in assistant.tool_calls] == ["call_edit", "call_slow", "call_later"]
+    returned = {
+        r.tool_call_id: (r.status, json.loads(r.func_response or "{}")["message"]) for r in tool_message.tool_returns
+    }
+    assert returned["call_edit"][0] == "success"
+    assert returned["call_slow"] == ("error", CANCELLED_CALL)
+    assert returned["call_later"] == ("error", CANCELLED_CALL)
+    assert block_value(db, agent.id, "human").splitlines() == ["Ada"], (
+        "the finished edit stands, the later one never ran"
+    )
+    sending.cancel()
+
+    next_turn = await send(client, agent.id, "still there?")
+    assert next_turn.stop_reason.stop_reason is StopReasonType.end_turn
 
 
 def _scratch_with(marker: str) -> Path | None:
