@@ -3,7 +3,8 @@
 A turn starts by update-with-start and the update returns when the loop ends, as `send`
 does; each step is one regular activity (the LLM request), one local activity per tool call
 and one local activity (the checkpoint); a run begins and ends with a local activity. Payloads
-are pydantic models through the same data converter. What a Perdure step costs above this is
+are pydantic models through the same data converter, and workflows run on the same workflow
+runner as Perdure's worker (`workflows/runner.py`). What a Perdure step costs above this is
 Perdure's own.
 
     python bench/floor.py ADDRESS TASK_QUEUE     (a floor worker, until SIGTERM)
@@ -15,12 +16,17 @@ import asyncio
 import signal
 import sys
 from datetime import timedelta
+from pathlib import Path
 
-from pydantic import BaseModel
-from temporalio import activity, workflow
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pydantic import BaseModel  # noqa: E402
+from temporalio import activity, workflow  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
+
+from workflows.runner import workflow_runner  # noqa: E402
 
 FLOOR_WORKFLOW = "bench-floor"
 SEND = "send"
@@ -81,7 +87,13 @@ async def serve(address: str, task_queue: str) -> None:
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    worker = Worker(client, task_queue=task_queue, workflows=[FloorWorkflow], activities=[noop_regular, noop_local])
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[FloorWorkflow],
+        activities=[noop_regular, noop_local],
+        workflow_runner=workflow_runner(),
+    )
     async with worker:
         print("floor worker started", flush=True)
         await stop.wait()
