@@ -49,7 +49,7 @@ def _convert(message: Message, include_system: bool) -> list[LettaMessage]:
     if message.role == "system":
         return [SystemMessage(content=message.text, **common)] if include_system else []
     if message.role == "user":
-        return [UserMessage(content=message.text, **common)]
+        return [UserMessage(content=message.text, name=message.name, sender_id=message.sender_id, **common)]
     if message.role == "summary":
         return [SummaryMessage(summary=message.text, **common)]
     if message.role == "event":

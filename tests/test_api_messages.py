@@ -147,6 +147,25 @@ async def test_message_types_max_steps_and_parts(
     assert (history[0].message_type, history[0].otid) == ("user_message", "otid-1"), "the client's otid is kept"
 
 
+async def test_the_writers_name_and_sender_id_are_kept_and_not_sent_to_the_model(
+    letta: AsyncLetta, make_agent: Any, llm: ScriptedLLMServer, model_name: str
+) -> None:
+    """A conversation of several people: each message's `name` and `sender_id` come back with it,
+    in the response and in the history; the model reads the text alone."""
+    agent = make_agent()
+    llm.script(model_name, [text("Hello Ada."), text("Hello Bo.")])
+    first = await letta.agents.messages.create(
+        agent.id, messages=[{"role": "user", "content": "Hi, I am Ada.", "name": "Ada", "sender_id": "user-ada"}]
+    )
+    await letta.agents.messages.create(agent.id, messages=[{"role": "user", "content": "Hi.", "sender_id": "user-bo"}])
+
+    history = [m async for m in letta.agents.messages.list(agent.id, order="asc")]
+    users = [(m.content, m.name, m.sender_id) for m in history if m.message_type == "user_message"]
+    assert users == [("Hi, I am Ada.", "Ada", "user-ada"), ("Hi.", None, "user-bo")]
+    assert first.stop_reason.stop_reason == "end_turn"
+    assert llm.requests(model_name)[0]["messages"][-1] == {"role": "user", "content": "Hi, I am Ada."}
+
+
 async def test_bad_requests_get_one_readable_line(letta: AsyncLetta, make_agent: Any) -> None:
     agent = make_agent()
     cases: list[tuple[dict[str, Any], str]] = [

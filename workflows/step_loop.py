@@ -20,7 +20,14 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.approvals import PendingApproval, PendingCall
     from perdure.schemas.letta import RunStatus, StopReasonType
     from perdure.schemas.messages import Message, TextContent, ToolCall
-    from perdure.schemas.run import BeginRunOutput, LLMStepInput, LLMStepOutput, SendMessageRequest, StepRecord
+    from perdure.schemas.run import (
+        BeginRunOutput,
+        LLMStepInput,
+        LLMStepOutput,
+        MessageCreate,
+        SendMessageRequest,
+        StepRecord,
+    )
     from perdure.approvals import KEEP_ALIVE
     from perdure.tool_rules import ToolRulesSolver
 
@@ -70,7 +77,7 @@ class StepLoop:
     async def run(self) -> StepResult:
         """Step until a stop reason; the result's `stop` is never None."""
         request, begun = self._request, self._begun
-        inputs = [self._user_message(m.content, m.otid) for m in request.user_messages]
+        inputs = [self._user_message(m) for m in request.user_messages]
         result = StepResult(stop=None)
         if begun.unanswered is not None and request.approval is not None:
             # The answers are a step of this run without an LLM call (number 0); the paused step
@@ -87,7 +94,7 @@ class StepLoop:
             draft = self._draft(StepDraft(step=step, calls=unanswered.calls, waiting=waiting, allowed=allowed))
             result = StepResult(stop=await self._after_answers(draft))
         elif begun.answers_already_processed and not inputs:
-            inputs = [self._user_message(KEEP_ALIVE, None)]
+            inputs = [self._user_message(MessageCreate(content=KEEP_ALIVE))]
         for number in range(1, request.max_steps + 1):
             if result.stop is not None:
                 break
@@ -376,13 +383,15 @@ class StepLoop:
             return StepMessageIds()
         return StepMessageIds(answer=self._ctx.new_message_id(), approval_request=self._ctx.new_message_id())
 
-    def _user_message(self, text: str, otid: str | None) -> Message:
+    def _user_message(self, sent: MessageCreate) -> Message:
         return Message(
             id=self._ctx.new_message_id(),
             agent_id=self._ctx.agent_id,
             role="user",
-            content=[TextContent(text=text)],
-            otid=otid,
+            content=[TextContent(text=sent.content)],
+            otid=sent.otid,
+            name=sent.name,
+            sender_id=sent.sender_id,
             run_id=self._run_id,
         )
 

@@ -72,6 +72,7 @@ class Message(BaseModel):
     client_tool_call_ids: list[str] = Field(default_factory=list)
     """On an `approval` message that requests answers: which calls are client-side tools."""
     name: str | None = None
+    sender_id: str | None = None
     run_id: str | None = None
     step_id: str | None = None
     otid: str | None = None

@@ -37,6 +37,11 @@ class MessageCreate(BaseModel):
     role: str = Field(default="user", pattern="^(user|system)$")
     content: str = Field(min_length=1, max_length=MESSAGE_CHAR_LIMIT)
     otid: str | None = None
+    name: str | None = Field(default=None, max_length=256)
+    """Who wrote it, in a conversation of several people (Letta's `name`): stored and returned
+    with the message, not sent to the model."""
+    sender_id: str | None = Field(default=None, max_length=256)
+    """The writer's id in the caller's system (Letta's `sender_id`): stored and returned only."""
 
 
 class SendMessageRequest(BaseModel):

@@ -46,7 +46,9 @@ class LettaMessageCreate(_Lenient):
     def to_message(self) -> MessageCreate:
         if self.role == "assistant":
             raise InvalidRequestError("messages with role 'assistant' cannot be sent; send user or system messages")
-        return MessageCreate(role=self.role, content=_text(self.content), otid=self.otid)
+        return MessageCreate(
+            role=self.role, content=_text(self.content), otid=self.otid, name=self.name, sender_id=self.sender_id
+        )
 
 
 class LettaToolReturn(_Lenient):
