@@ -122,8 +122,9 @@ _SET_BLOCK_VALUE = (
     .where(BLOCKS.c.agent_id == bindparam("owner_id"), BLOCKS.c.label == bindparam("block_label"))
     .values(value=bindparam("new_value"))
 )
-"""Blocks are read and changed only with these Core statements (built once: building a
-statement was a large share of a memory tool's CPU), so no ORM copy of a block can go stale."""
+"""Blocks are read and changed only with these Core statements, built once (building a statement
+was a large share of a memory tool's CPU); the ORM only adds blocks, so no ORM read can see a
+copy of a block an update left behind."""
 
 
 def get_blocks(session: Session, agent_id: str) -> list[Block]:

@@ -50,6 +50,7 @@ class ToolContext:
     tool, or when there is no agent): its edits use it instead of locking the row again."""
 
     def locked_agent(self) -> agents.LockedAgent:
+        """The agent, locked: as the activity locked it, or locked now for a caller that did not."""
         return self.agent if self.agent is not None else agents.lock_for_memory_edit(self.session, self.agent_id)
 
 
