@@ -17,10 +17,9 @@ from temporalio import activity
 from activities.metrics import describe_tool_call
 from perdure.schemas.messages import ToolCall, ToolReturn
 from perdure.schemas.run import TOOL_RETURN_PREVIEW_CHARS, ToolStepInput, ToolStepOutput
+from perdure.store.agents import LockedAgent, try_lock_for_memory_edit
 from perdure.store.db import Database
-from perdure.store.messages import try_lock_agent
-from perdure.store.tables import ToolExecutionRow
-from perdure.store.tool_executions import record_once
+from perdure.store.tool_executions import record, record_once, recorded_result
 from perdure.tokens import count_message
 from perdure.tool_rules import merge_prefilled_args
 from perdure.tools.builtin import BUILTIN_FUNCTIONS, ToolError, run_builtin
@@ -45,24 +44,26 @@ class ToolActivities:
         started = time.monotonic_ns()
         read_only = input.tool_call.name in READ_ONLY_TOOLS
         with self._db.transaction(read_only=read_only) as session:
-            if not read_only:
-                try_lock_agent(session, input.agent_id)  # an attempt still running elsewhere finishes first
-            recorded = session.get(ToolExecutionRow, key)
+            # An attempt still running elsewhere finishes first; the tool's edits use this lock.
+            agent = None if read_only else try_lock_for_memory_edit(session, input.agent_id)
+            recorded = recorded_result(session, key)
             if recorded is not None:
-                return ToolStepOutput.model_validate(recorded.result)
-            output, full = _execute(session, input, started)
+                return recorded
+            output, full = _execute(session, input, started, agent)
             if not read_only:
-                _record(session, key, output, full)
+                record(session, key, output, full)
                 return output
         with self._db.transaction() as session:
             return record_once(session, key, output, full)
 
 
-def _execute(session: Session, input: ToolStepInput, started: int) -> tuple[ToolStepOutput, ToolReturn]:
+def _execute(
+    session: Session, input: ToolStepInput, started: int, agent: LockedAgent | None
+) -> tuple[ToolStepOutput, ToolReturn]:
     call, problem = input.tool_call, None
     if input.prefilled is not None:
         call, problem = _with_prefilled(session, call, input.prefilled, input.prefilled_source)
-    success, text = (False, problem) if problem is not None else run_tool_call(session, input.agent_id, call)
+    success, text = (False, problem) if problem is not None else run_tool_call(session, input.agent_id, call, agent)
     full = ToolReturn(
         tool_call_id=call.id,
         status="success" if success else "error",
@@ -77,14 +78,6 @@ def _execute(session: Session, input: ToolStepInput, started: int) -> tuple[Tool
         tokens=count_message({"role": "tool", "tool_call_id": call.id, "content": full.func_response or ""}),
     )
     return output, full
-
-
-def _record(session: Session, key: str, output: ToolStepOutput, full: ToolReturn) -> None:
-    session.add(
-        ToolExecutionRow(
-            tool_call_key=key, result=output.model_dump(mode="json"), tool_return=full.model_dump(mode="json")
-        )
-    )
 
 
 def _with_prefilled(
@@ -108,8 +101,11 @@ def preview(tool_return: ToolReturn) -> ToolReturn:
     return tool_return.model_copy(update={"func_response": clipped})
 
 
-def run_tool_call(session: Session, agent_id: str, call: ToolCall) -> tuple[bool, str]:
-    """Check, run and clip one call. A refused or failed call changes nothing (savepoint)."""
+def run_tool_call(
+    session: Session, agent_id: str, call: ToolCall, agent: LockedAgent | None = None
+) -> tuple[bool, str]:
+    """Check, run and clip one call. A refused or failed call changes nothing (savepoint).
+    `agent` is the agent as the caller locked it, if it did: the tool's edits need no second lock."""
     tool = get_tool_defs(session, [call.name]).get(call.name)
     if tool is None:
         return False, f"Tool not found: {call.name}"
@@ -123,7 +119,7 @@ def run_tool_call(session: Session, agent_id: str, call: ToolCall) -> tuple[bool
         return False, f"Error executing function {call.name}: tool {call.name} has no executor on this worker"
     try:
         with session.begin_nested():
-            text = run_builtin(session, agent_id, call.name, arguments)
+            text = run_builtin(session, agent_id, call.name, arguments, agent)
     except ToolError as err:
         return False, f"Error executing function {call.name}: {err}"
     if call.name not in READ_ONLY_TOOLS:

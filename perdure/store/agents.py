@@ -6,14 +6,26 @@ transaction as the change, so the next LLM request sees the new memory.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Table, bindparam, delete, select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from perdure.prompt import compile_system_prompt
 from perdure.schemas.agent import AgentState, Block, BlockCreate, LLMConfig, ToolRule
 from perdure.schemas.messages import Message, TextContent
+from perdure.store.db import forget_loaded
 from perdure.store.errors import NotFoundError
-from perdure.store.messages import insert_messages, load_message, lock_agent, replace_message
+from perdure.store.messages import (
+    AGENTS,
+    StoredMessage,
+    insert_messages,
+    load_stored_message,
+    locking_select,
+    replace_message,
+)
 from perdure.tool_rules import ToolRulesSolver
 from perdure.store.tables import (
     AgentRow,
@@ -28,6 +40,7 @@ from perdure.store.tables import (
 from pydantic import TypeAdapter
 
 _RULES = TypeAdapter(list[ToolRule])
+BLOCKS = cast(Table, BlockRow.__table__)
 
 
 def insert_agent(
@@ -99,8 +112,23 @@ def delete_agent(session: Session, agent_id: str) -> None:
     session.execute(delete(AgentRow).where(AgentRow.id == agent_id))
 
 
+_BLOCKS = (
+    select(BLOCKS.c.id, BLOCKS.c.label, BLOCKS.c.value, BLOCKS.c.limit, BLOCKS.c.read_only, BLOCKS.c.description)
+    .where(BLOCKS.c.agent_id == bindparam("agent_id"))
+    .order_by(BLOCKS.c.position)
+)
+_SET_BLOCK_VALUE = (
+    update(BLOCKS)
+    .where(BLOCKS.c.agent_id == bindparam("owner_id"), BLOCKS.c.label == bindparam("block_label"))
+    .values(value=bindparam("new_value"))
+)
+"""Blocks are read and changed only with these Core statements, built once (building a statement
+was a large share of a memory tool's CPU); the ORM only adds blocks, so no ORM read can see a
+copy of a block an update left behind."""
+
+
 def get_blocks(session: Session, agent_id: str) -> list[Block]:
-    rows = session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id).order_by(BlockRow.position)).all()
+    session.flush()
     return [
         Block(
             id=r.id,
@@ -110,44 +138,84 @@ def get_blocks(session: Session, agent_id: str) -> list[Block]:
             read_only=r.read_only,
             description=r.description,
         )
-        for r in rows
+        for r in session.execute(_BLOCKS, {"agent_id": agent_id})
     ]
+
+
+@dataclass(frozen=True)
+class LockedAgent:
+    """What compiling an agent's system message needs of its row, read with the row locked:
+    a memory tool locks the agent once and hands this to the edits it makes."""
+
+    id: str
+    system: str
+    tools: list[str]
+    tool_rules: list[Any]
+    system_message_id: str
+
+
+_LOCK_FOR_MEMORY_EDIT = locking_select(AGENTS.c.system, AGENTS.c.tools, AGENTS.c.tool_rules, AGENTS.c.message_ids)
+
+
+def try_lock_for_memory_edit(session: Session, agent_id: str) -> LockedAgent | None:
+    """The agent's row (None if there is none), locked as `messages.try_lock_agent` locks it."""
+    session.flush()
+    forget_loaded(session, AgentRow, agent_id)
+    row = session.execute(_LOCK_FOR_MEMORY_EDIT, {"agent_id": agent_id}).one_or_none()
+    if row is None:
+        return None
+    return LockedAgent(
+        id=agent_id,
+        system=row.system,
+        tools=list(row.tools),
+        tool_rules=row.tool_rules,
+        system_message_id=row.message_ids[0],
+    )
+
+
+def lock_for_memory_edit(session: Session, agent_id: str) -> LockedAgent:
+    agent = try_lock_for_memory_edit(session, agent_id)
+    if agent is None:
+        raise NotFoundError(f"agent '{agent_id}' not found")
+    return agent
 
 
 def set_block_value(session: Session, agent_id: str, label: str, value: str) -> None:
     """Change a block and recompile the stored system message in the same transaction."""
-    lock_agent(session, agent_id)
-    row = session.scalars(select(BlockRow).where(BlockRow.agent_id == agent_id, BlockRow.label == label)).one()
-    row.value = value
-    session.flush()
-    rebuild_system_message(session, agent_id)
+    set_locked_block_value(session, lock_for_memory_edit(session, agent_id), label, value)
 
 
-def add_block(session: Session, agent_id: str, block: BlockCreate) -> None:
-    lock_agent(session, agent_id)
-    position = len(get_blocks(session, agent_id))
+def set_locked_block_value(session: Session, agent: LockedAgent, label: str, value: str) -> None:
+    """`set_block_value` for an agent this transaction has already locked."""
+    values = {"owner_id": agent.id, "block_label": label, "new_value": value}
+    changed = cast(CursorResult[Any], session.execute(_SET_BLOCK_VALUE, values))
+    if changed.rowcount != 1:
+        raise NoResultFound(f"agent '{agent.id}' has no block '{label}'")
+    rebuild_system_message(session, agent)
+
+
+def add_block(session: Session, agent: LockedAgent, block: BlockCreate) -> None:
+    """Add a block to an agent this transaction has already locked."""
+    position = len(get_blocks(session, agent.id))
     session.add(
         BlockRow(
-            id=f"block-{agent_id.removeprefix('agent-')}-{position}",
-            agent_id=agent_id,
+            id=f"block-{agent.id.removeprefix('agent-')}-{position}",
+            agent_id=agent.id,
             position=position,
             **block.model_dump(),
         )
     )
     session.flush()
-    rebuild_system_message(session, agent_id)
+    rebuild_system_message(session, agent)
 
 
-def rebuild_system_message(session: Session, agent_id: str) -> None:
-    agent = session.get(AgentRow, agent_id)
-    if agent is None:
-        raise NotFoundError(f"agent '{agent_id}' not found")
-    system_id = agent.message_ids[0]
-    message = load_message(session, system_id)
+def rebuild_system_message(session: Session, agent: LockedAgent) -> None:
+    stored = load_stored_message(session, agent.system_message_id)
     rules = _RULES.validate_python(agent.tool_rules)
-    text = compile_system_prompt(agent.system, get_blocks(session, agent_id), _rule_prompts(rules, list(agent.tools)))
-    if message.text != text:
-        replace_message(session, message.model_copy(update={"content": [TextContent(text=text)]}))
+    text = compile_system_prompt(agent.system, get_blocks(session, agent.id), _rule_prompts(rules, agent.tools))
+    if stored.message.text != text:
+        rewritten = stored.message.model_copy(update={"content": [TextContent(text=text)]})
+        replace_message(session, StoredMessage(seq=stored.seq, message=rewritten))
 
 
 def _rule_prompts(rules: list[ToolRule], tools: list[str]) -> list[str]:

@@ -12,9 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 
 from perdure.store.schema import check_schema, upgrade_schema
 
@@ -60,8 +61,23 @@ def upsert_statement(session: Session, table: Any) -> Any:
     step's worker CPU (`python bench/profile_steps.py`). The session's pending changes are
     flushed first, as the ORM path's autoflush did, so the row can refer to them."""
     session.flush()
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(getattr(table, "__table__", table))
+    return dialect_insert(session.get_bind().dialect.name, getattr(table, "__table__", table))
+
+
+def dialect_insert(dialect_name: str, table: Table) -> Any:
+    """The INSERT with `ON CONFLICT` of the dialect named `dialect_name` (see `upsert_statement`),
+    for a statement built once per dialect and kept: building a statement, not running it, is
+    most of a short statement's CPU."""
+    return (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
+
+
+def forget_loaded(session: Session, row_type: type[Any], key: object) -> None:
+    """Expire the session's copy of a row a Core statement just changed, if it holds one, so an
+    ORM read later in the transaction sees the new values instead of the copy. Callers flush
+    first: expiring a copy with unflushed changes would drop them."""
+    loaded = session.identity_map.get(identity_key(row_type, key))
+    if loaded is not None:
+        session.expire(loaded)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from perdure.schemas.messages import Message
-from perdure.store.db import upsert_statement
+from perdure.store.db import dialect_insert, forget_loaded
 from perdure.store.errors import NotFoundError
 from perdure.store.tables import AgentRow, MessageRow, utcnow
+
+AGENTS = cast(Table, AgentRow.__table__)
+MESSAGES = cast(Table, MessageRow.__table__)
 
 
 def searchable_text(message: Message) -> str:
@@ -48,14 +53,49 @@ def insert_messages(session: Session, messages: Sequence[Message]) -> None:
                 "created_at": created,
             }
         )
-    statement = upsert_statement(session, MessageRow).values(rows)
-    session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+    session.flush()
+    session.execute(_insert_new_messages(session.get_bind().dialect.name), rows)
 
 
-def replace_message(session: Session, message: Message) -> None:
-    row = session.scalars(select(MessageRow).where(MessageRow.id == message.id)).one()
-    row.data = message.model_dump(mode="json")
-    row.text = searchable_text(message)
+@cache
+def _insert_new_messages(dialect_name: str) -> Any:
+    """The upsert that skips stored ids, built once per dialect and run with one parameter set
+    per message: a multi-row VALUES statement would be compiled again for every step."""
+    return dialect_insert(dialect_name, MESSAGES).on_conflict_do_nothing(index_elements=["id"])
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as stored, with the row's key, so it can be rewritten in place."""
+
+    seq: int
+    message: Message
+
+
+_STORED_MESSAGE = select(MESSAGES.c.seq, MESSAGES.c.data).where(MESSAGES.c.id == bindparam("message_id"))
+_REWRITE_MESSAGE = (
+    update(MESSAGES)
+    .where(MESSAGES.c.seq == bindparam("row_seq"))
+    .values(data=bindparam("row_data"), text=bindparam("row_text"))
+)
+
+
+def load_stored_message(session: Session, message_id: str) -> StoredMessage:
+    """`load_message` with the row's key, for a caller that rewrites the message after."""
+    session.flush()
+    row = session.execute(_STORED_MESSAGE, {"message_id": message_id}).one_or_none()
+    if row is None:
+        raise NotFoundError(f"message '{message_id}' not found")
+    return StoredMessage(seq=row.seq, message=Message.model_validate(row.data))
+
+
+def replace_message(session: Session, stored: StoredMessage) -> None:
+    """Rewrite a stored message (its id and place stay) with one UPDATE built once."""
+    session.flush()
+    message = stored.message
+    values = {"row_seq": stored.seq, "row_data": message.model_dump(mode="json"), "row_text": searchable_text(message)}
+    session.execute(_REWRITE_MESSAGE, values)
+    forget_loaded(session, MessageRow, stored.seq)
 
 
 def load_message(session: Session, message_id: str) -> Message:
@@ -85,21 +125,49 @@ def try_lock_agent(session: Session, agent_id: str) -> AgentRow | None:
     return session.scalars(statement.execution_options(populate_existing=True)).one_or_none()
 
 
+def locking_select(*columns: ColumnElement[Any]) -> Select[Any]:
+    """A Core select of some of the agent row's columns (bound by `agent_id`) that takes the
+    lock `try_lock_agent` takes. The hot writers (a step's checkpoint, a memory tool) build it
+    once and read only what they need: building an ORM statement and loading the whole row
+    was most of their CPU. Its users flush first and expire the session's copy of the row."""
+    return select(*columns).where(AGENTS.c.id == bindparam("agent_id")).with_for_update(key_share=True)
+
+
+_LOCK_IN_CONTEXT = locking_select(AGENTS.c.message_ids)
+_SET_IN_CONTEXT = (
+    update(AGENTS)
+    .where(AGENTS.c.id == bindparam("locked_id"))
+    .values(message_ids=bindparam("new_ids"), context_version=AGENTS.c.context_version + 1)
+)
+
+
+def lock_in_context(session: Session, agent_id: str) -> list[str]:
+    """The agent's in-context ids, read with its row locked as `try_lock_agent` locks it."""
+    session.flush()
+    forget_loaded(session, AgentRow, agent_id)
+    current = session.execute(_LOCK_IN_CONTEXT, {"agent_id": agent_id}).scalar_one_or_none()
+    if current is None:
+        raise NotFoundError(f"agent '{agent_id}' not found")
+    return list(current)
+
+
 def append_in_context(session: Session, agent_id: str, message_ids: Sequence[str]) -> list[str]:
     """Append ids to the agent's in-context list, skipping ids already there (idempotent)."""
-    return append_to_locked(lock_agent(session, agent_id), message_ids)
+    return append_to_locked(session, agent_id, lock_in_context(session, agent_id), message_ids)
 
 
-def append_to_locked(agent: AgentRow, message_ids: Sequence[str]) -> list[str]:
-    """`append_in_context` for an agent row this transaction has already locked and read, which
-    saves reading it again (a step's checkpoint locks it first)."""
-    current = list(agent.message_ids)
+def append_to_locked(session: Session, agent_id: str, current: Sequence[str], message_ids: Sequence[str]) -> list[str]:
+    """`append_in_context` for an agent this transaction has already locked, with the list
+    `lock_in_context` returned, which saves reading it again (a step's checkpoint locks first)."""
     present = set(current)
     added = [mid for mid in message_ids if mid not in present]
-    if added:
-        agent.message_ids = current + added
-        agent.context_version += 1
-    return agent.message_ids
+    if not added:
+        return list(current)
+    updated = [*current, *added]
+    session.flush()
+    session.execute(_SET_IN_CONTEXT, {"locked_id": agent_id, "new_ids": updated})
+    forget_loaded(session, AgentRow, agent_id)
+    return updated
 
 
 def load_in_context(session: Session, agent_id: str) -> list[Message]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from functools import cache
+from typing import Any, cast
+
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
@@ -10,9 +13,10 @@ from perdure.schemas.run import SendMessageRequest, StepRecord, TokenUsage
 from perdure.schemas.messages import Message, ToolReturn
 from perdure.schemas.stream import LettaErrorMessage, error_event
 from perdure.store.errors import NotFoundError
-from perdure.store.db import upsert_statement
-from perdure.store.messages import append_to_locked, insert_messages, lock_agent
-from perdure.store.tables import AgentRow, RunRow, StepRow, ToolExecutionRow, utcnow
+from perdure.store.db import dialect_insert, upsert_statement
+from perdure.store.messages import append_to_locked, insert_messages, lock_in_context
+from perdure.store.tables import AgentRow, RunRow, StepRow, utcnow
+from perdure.store.tool_executions import recorded_returns
 from pydantic import BaseModel
 from datetime import datetime
 
@@ -52,10 +56,10 @@ def checkpoint_step(session: Session, agent_id: str, messages: list[Message], st
     """Commit a step. Tool returns the workflow holds as previews are replaced by the full
     returns the tool activity recorded, so the step's payloads stay small. The agent is locked
     first, so a checkpoint and any other write to the agent take turns, on any database."""
-    agent = lock_agent(session, agent_id)
-    messages = [_with_recorded_returns(session, m) for m in messages]
+    in_context = lock_in_context(session, agent_id)
+    messages = _with_recorded_returns(session, messages)
     insert_messages(session, messages)
-    append_to_locked(agent, [m.id for m in messages])
+    append_to_locked(session, agent_id, in_context, [m.id for m in messages])
     upsert_step(session, step)
     if step.stop_reason is StopReasonType.requires_approval:
         _mark_paused(session, step.run_id, agent_id)
@@ -71,14 +75,38 @@ def _mark_paused(session: Session, run_id: str, agent_id: str) -> None:
         agent.last_stop_reason = StopReasonType.requires_approval.value
 
 
-def _with_recorded_returns(session: Session, message: Message) -> Message:
-    if message.role != "tool" or message.step_id is None:
-        return message
-    returns = []
-    for tool_return in message.tool_returns:
-        recorded = session.get(ToolExecutionRow, f"{message.step_id}:{tool_return.tool_call_id}")
-        returns.append(ToolReturn.model_validate(recorded.tool_return) if recorded is not None else tool_return)
-    return message.model_copy(update={"tool_returns": returns})
+def _with_recorded_returns(session: Session, messages: list[Message]) -> list[Message]:
+    """`messages` with each tool return the tool activity recorded in full, read in one statement."""
+    keys = [_return_key(m, r) for m in messages if _has_recorded_returns(m) for r in m.tool_returns]
+    recorded = recorded_returns(session, keys)
+    return [
+        message.model_copy(
+            update={"tool_returns": [recorded.get(_return_key(message, r), r) for r in message.tool_returns]}
+        )
+        if _has_recorded_returns(message)
+        else message
+        for message in messages
+    ]
+
+
+def _has_recorded_returns(message: Message) -> bool:
+    return message.role == "tool" and message.step_id is not None
+
+
+def _return_key(message: Message, tool_return: ToolReturn) -> str:
+    return f"{message.step_id}:{tool_return.tool_call_id}"
+
+
+STEPS = cast(Table, StepRow.__table__)
+
+
+@cache
+def _upsert_step(dialect_name: str, updated: tuple[str, ...]) -> Any:
+    """Built once per dialect: on a conflict the row takes the `updated` values the insert carried."""
+    statement = dialect_insert(dialect_name, STEPS)
+    return statement.on_conflict_do_update(
+        index_elements=["id"], set_={name: statement.excluded[name] for name in updated}
+    )
 
 
 def upsert_step(session: Session, step: StepRecord) -> None:
@@ -99,8 +127,9 @@ def upsert_step(session: Session, step: StepRecord) -> None:
         "error_type": step.error_type,
         "error": step.error,
     }
-    statement = upsert_statement(session, StepRow).values(id=step.id, created_at=utcnow(), **values)
-    session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
+    session.flush()
+    statement = _upsert_step(session.get_bind().dialect.name, tuple(values))
+    session.execute(statement, {"id": step.id, "created_at": utcnow(), **values})
 
 
 def finish_run(

@@ -12,13 +12,21 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy import Table, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from perdure.store.tables import StreamChunkRow
 
 STREAM_CHUNKS = cast(Table, StreamChunkRow.__table__)
 """The table itself: an insert on it is a Core statement, without the ORM's bulk-insert handling."""
+_RUN_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+_WRITTEN = select(STREAM_CHUNKS.c.seq).where(
+    STREAM_CHUNKS.c.run_key == bindparam("run_key"), STREAM_CHUNKS.c.dedup_key == bindparam("dedup_key")
+)
+_LAST_OFFSET = select(func.max(STREAM_CHUNKS.c.seq)).where(STREAM_CHUNKS.c.run_key == bindparam("run_key"))
+_APPEND = insert(STREAM_CHUNKS)
+"""The writers' statements, built once: every step and every token chunk runs them, and building
+a statement costs more CPU than running it."""
 READ_LIMIT = 500
 """At most this many events per read, so a long stream is read in pieces."""
 
@@ -43,18 +51,12 @@ def append(
     if not events:
         return None
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": run_key})
-    if (
-        dedup_key is not None
-        and session.scalar(
-            select(StreamChunkRow.seq).where(StreamChunkRow.run_key == run_key, StreamChunkRow.dedup_key == dedup_key)
-        )
-        is not None
-    ):
+        session.execute(_RUN_LOCK, {"key": run_key})
+    if dedup_key is not None and session.scalar(_WRITTEN, {"run_key": run_key, "dedup_key": dedup_key}) is not None:
         return None
     first = next_offset(session, run_key)
     session.execute(
-        insert(STREAM_CHUNKS),
+        _APPEND,
         [
             {
                 "run_key": run_key,
@@ -71,7 +73,7 @@ def append(
 
 
 def next_offset(session: Session, run_key: str) -> int:
-    last = session.scalar(select(func.max(StreamChunkRow.seq)).where(StreamChunkRow.run_key == run_key))
+    last = session.scalar(_LAST_OFFSET, {"run_key": run_key})
     return 0 if last is None else last + 1
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from perdure.schemas.tools import ToolDef
@@ -26,10 +27,16 @@ def tool_names(session: Session) -> set[str]:
     return set(session.scalars(select(ToolRow.name)).all())
 
 
+TOOLS = cast(Table, ToolRow.__table__)
+_DEFINITIONS = select(TOOLS.c.name, TOOLS.c.definition).where(TOOLS.c.name.in_(bindparam("names", expanding=True)))
+"""Built once: every tool call and LLM request reads definitions (the stored ones, which a newer
+release or a custom tool's edit may have changed, so they are read each time, not kept)."""
+
+
 def get_tools(session: Session, names: Iterable[str]) -> dict[str, ToolDef]:
-    wanted = list(dict.fromkeys(names))
-    rows = session.scalars(select(ToolRow).where(ToolRow.name.in_(wanted))).all()
-    return {row.name: ToolDef.model_validate(row.definition) for row in rows}
+    session.flush()
+    rows = session.execute(_DEFINITIONS, {"names": list(dict.fromkeys(names))})
+    return {name: ToolDef.model_validate(definition) for name, definition in rows}
 
 
 def save_custom_tool(session: Session, tool: ToolDef) -> ToolDef:

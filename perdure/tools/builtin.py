@@ -45,6 +45,13 @@ class ToolError(Exception):
 class ToolContext:
     session: Session
     agent_id: str
+    agent: agents.LockedAgent | None = None
+    """The agent as the tool activity locked it before an editing tool ran (None for a read-only
+    tool, or when there is no agent): its edits use it instead of locking the row again."""
+
+    def locked_agent(self) -> agents.LockedAgent:
+        """The agent, locked: as the activity locked it, or locked now for a caller that did not."""
+        return self.agent if self.agent is not None else agents.lock_for_memory_edit(self.session, self.agent_id)
 
 
 def _block(ctx: ToolContext, label: str, *, editable: bool = True) -> Block:
@@ -82,7 +89,7 @@ def memory_replace(ctx: ToolContext, label: str, old_string: str, new_string: st
         raise ToolError(
             f"No replacement was performed. Multiple occurrences of old_string `{old}` in lines {lines}. Please ensure it is unique."
         )
-    agents.set_block_value(ctx.session, ctx.agent_id, label, current.replace(old, new))
+    agents.set_locked_block_value(ctx.session, ctx.locked_agent(), label, current.replace(old, new))
     return EDIT_SUCCESS.format(label=label)
 
 
@@ -98,7 +105,7 @@ def memory_insert(ctx: ToolContext, label: str, new_string: str, insert_line: in
             f"block: {[0, len(lines)]}, or -1 to append to the end of the memory block."
         )
     value = "\n".join(lines[:insert_line] + new_string.expandtabs().split("\n") + lines[insert_line:])
-    agents.set_block_value(ctx.session, ctx.agent_id, label, value)
+    agents.set_locked_block_value(ctx.session, ctx.locked_agent(), label, value)
     return EDIT_SUCCESS.format(label=label)
 
 
@@ -114,24 +121,24 @@ def memory_rethink(ctx: ToolContext, label: str, new_memory: str) -> str:
                 f"Cannot create memory block with label `{label}`: a label is 1 to 100 characters, "
                 "using only letters, digits, '_' and '-'."
             ) from None
-        agents.add_block(ctx.session, ctx.agent_id, created)
+        agents.add_block(ctx.session, ctx.locked_agent(), created)
     else:
         _block(ctx, label)
-        agents.set_block_value(ctx.session, ctx.agent_id, label, new_memory)
+        agents.set_locked_block_value(ctx.session, ctx.locked_agent(), label, new_memory)
     return EDIT_SUCCESS.format(label=label)
 
 
 def core_memory_append(ctx: ToolContext, label: str, content: str) -> None:
     block = _block(ctx, label)
     value = f"{block.value}\n{content}" if block.value else content
-    agents.set_block_value(ctx.session, ctx.agent_id, label, value)
+    agents.set_locked_block_value(ctx.session, ctx.locked_agent(), label, value)
 
 
 def core_memory_replace(ctx: ToolContext, label: str, old_content: str, new_content: str) -> None:
     block = _block(ctx, label)
     if not old_content or old_content not in block.value:
         raise ToolError(f"Old content '{old_content}' not found in memory block '{label}'")
-    agents.set_block_value(ctx.session, ctx.agent_id, label, block.value.replace(old_content, new_content))
+    agents.set_locked_block_value(ctx.session, ctx.locked_agent(), label, block.value.replace(old_content, new_content))
 
 
 def conversation_search(
@@ -246,7 +253,10 @@ BUILTIN_FUNCTIONS: dict[str, ToolFunction] = {
 }
 
 
-def run_builtin(session: Session, agent_id: str, name: str, arguments: dict[str, Any]) -> str:
-    """Run a built-in tool; its text result is what Letta would send (`None` prints as "None")."""
-    result = BUILTIN_FUNCTIONS[name](ToolContext(session, agent_id), **arguments)
+def run_builtin(
+    session: Session, agent_id: str, name: str, arguments: dict[str, Any], agent: agents.LockedAgent | None = None
+) -> str:
+    """Run a built-in tool; its text result is what Letta would send (`None` prints as "None").
+    `agent` is the agent as the caller locked it, if it did (see `ToolContext.agent`)."""
+    result = BUILTIN_FUNCTIONS[name](ToolContext(session, agent_id, agent), **arguments)
     return "None" if result is None else result
