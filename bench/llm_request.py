@@ -25,6 +25,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -36,7 +37,7 @@ from activities.llm import LLMActivities  # noqa: E402
 from model_process import ModelProcess, model_process  # noqa: E402
 from perdure.agents import create_agent  # noqa: E402
 from perdure.schemas.agent import AgentCreate  # noqa: E402
-from perdure.schemas.messages import Message, TextContent, ToolCall, ToolReturn  # noqa: E402
+from perdure.schemas.messages import Message, Role, TextContent, ToolCall, ToolReturn  # noqa: E402
 from perdure.schemas.run import LLMStepInput, SendMessageRequest, StepRecord  # noqa: E402
 from perdure.scripted.server import ScriptedReply, ScriptedToolCall  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
@@ -73,22 +74,17 @@ def turn(agent_id: str, run_id: str, step_id: str, number: int) -> list[Message]
         arguments=json.dumps({"label": "human", "new_string": f"The user mentioned fact number {number}."}),
     )
     result = package_function_response(True, "None", datetime.now(timezone.utc))
-    common = {"agent_id": agent_id, "run_id": run_id, "step_id": step_id}
+
+    def message(role: Role, **fields: Any) -> Message:
+        return Message(
+            id=f"message-{uuid.uuid4()}", agent_id=agent_id, role=role, run_id=run_id, step_id=step_id, **fields
+        )
+
     return [
-        Message(
-            id=f"message-{uuid.uuid4()}",
-            role="user",
-            content=[TextContent(text=f"Here is something about me, number {number}: I like long walks.")],
-            **common,
-        ),
-        Message(id=f"message-{uuid.uuid4()}", role="assistant", tool_calls=[call], **common),
-        Message(
-            id=f"message-{uuid.uuid4()}",
-            role="tool",
-            tool_returns=[ToolReturn(tool_call_id=call.id, status="success", func_response=result)],
-            **common,
-        ),
-        Message(id=f"message-{uuid.uuid4()}", role="assistant", content=[TextContent(text=ANSWER)], **common),
+        message("user", content=[TextContent(text=f"Here is something about me, number {number}: I like long walks.")]),
+        message("assistant", tool_calls=[call]),
+        message("tool", tool_returns=[ToolReturn(tool_call_id=call.id, status="success", func_response=result)]),
+        message("assistant", content=[TextContent(text=ANSWER)]),
     ]
 
 
