@@ -112,5 +112,5 @@ def load_context_messages(session: Session, message_ids: Sequence[str]) -> list[
     A plain Core select, which flushes nothing: for a transaction that only reads (the LLM
     request's), where nothing is pending."""
     ids = list(message_ids)
-    by_id = _parsed_messages.parsed(session.execute(_STORED_TEXTS, {"ids": ids}).tuples().all())
+    by_id = _parsed_messages.parsed(session.execute(_STORED_TEXTS, {"ids": ids}).all())
     return [by_id[message_id] for message_id in ids if message_id in by_id]
