@@ -11,12 +11,11 @@ system message after a memory edit). What comes back is always what the database
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import Text, bindparam, cast, select
 from sqlalchemy.orm import Session
 
@@ -25,8 +24,9 @@ from perdure.schemas.messages import Message
 from perdure.store.errors import NotFoundError
 from perdure.store.tables import AgentRow, MessageRow
 
-PARSED_MESSAGES_CACHE_SIZE = 8192
-"""Messages kept parsed: the contexts of the agents a worker serves at once, with room to spare."""
+PARSED_MESSAGES_CACHE_CHARS = 8_000_000
+"""The stored text the cache of parsed messages may hold (with the messages, some 30 MB): the
+contexts of the agents a worker serves at once (a few thousand messages of a kilobyte or two)."""
 
 _AGENTS = AgentRow.__table__.c
 _REQUEST_AGENT = select(_AGENTS.system, _AGENTS.tools, _AGENTS.llm_config, _AGENTS.message_ids).where(
@@ -62,9 +62,10 @@ class ParsedMessages:
     an entry serves only while the database holds the same text. The messages are shared between
     the requests that read them, so they are never changed in place (`model_copy` makes a changed one)."""
 
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
         self._entries: OrderedDict[str, tuple[str, Message]] = OrderedDict()
+        self._chars = 0
         self._lock = threading.Lock()
 
     def parsed(self, stored: Sequence[tuple[str, str]]) -> dict[str, Message]:
@@ -80,30 +81,25 @@ class ParsedMessages:
                     found[message_id] = entry[1]
                 else:
                     missing.append((message_id, text))
-        parsed = {message_id: (text, parse_stored_message(text)) for message_id, text in missing}
+        parsed = {message_id: (text, Message.model_validate_json(text)) for message_id, text in missing}
         with self._lock:
-            self._entries.update(parsed)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
+            for message_id, entry in parsed.items():
+                self._keep(message_id, entry)
         return found | {message_id: message for message_id, (_, message) in parsed.items()}
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+    def _keep(self, message_id: str, entry: tuple[str, Message]) -> None:
+        """Add or replace an entry, then drop the least recently used past the budget."""
+        replaced = self._entries.pop(message_id, None)
+        if replaced is not None:
+            self._chars -= len(replaced[0])
+        self._entries[message_id] = entry
+        self._chars += len(entry[0])
+        while self._chars > self.max_chars:
+            _, (text, _) = self._entries.popitem(last=False)
+            self._chars -= len(text)
 
 
-_parsed_messages = ParsedMessages(PARSED_MESSAGES_CACHE_SIZE)
-
-
-def parse_stored_message(text: str) -> Message:
-    """A message from the JSON text the store wrote. pydantic's own JSON parser is the fast path;
-    it refuses what Python's `json` accepts in a few corners (an escaped lone surrogate), so a
-    text it refuses is read the way the ORM path reads it, which raises as that path did if the
-    message is invalid."""
-    try:
-        return Message.model_validate_json(text)
-    except ValidationError:
-        return Message.model_validate(json.loads(text))
+_parsed_messages = ParsedMessages(PARSED_MESSAGES_CACHE_CHARS)
 
 
 def load_context_messages(session: Session, message_ids: Sequence[str]) -> list[Message]:
