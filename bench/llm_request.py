@@ -7,8 +7,8 @@ it (a 1,000-character block), its conversation grown through the store with turn
 writes them (a user message, a `memory_insert` call, its return, an answer), and the scripted
 model in a process of its own, so this process's CPU is the client's alone. `build_cpu_ms` is
 the thread CPU of `LLMActivities._build_request`; `step_cpu_ms` the process CPU of one
-`llm_step` in Temporal's `ActivityEnvironment` (its request over real HTTP). Medians over
-`--repeats` calls, after `--warmup` calls left out.
+`llm_step` in Temporal's `ActivityEnvironment` (its request over real HTTP). Means and medians
+over `--repeats` calls, after `--warmup` calls left out.
 
     python bench/llm_request.py [--sizes 10 50 200] [--repeats 200] [--warmup 20]
 """
@@ -133,7 +133,10 @@ def tool_step_replies(count: int) -> list[ScriptedReply]:
 
 
 def ms(values: list[float]) -> dict[str, float]:
+    """The mean is the CPU a step costs on average, the garbage collector's pauses included;
+    the median, a typical step without them."""
     return {
+        "mean": round(statistics.mean(values) * 1000, 3),
         "median": round(statistics.median(values) * 1000, 3),
         "min": round(min(values) * 1000, 3),
         "max": round(max(values) * 1000, 3),
