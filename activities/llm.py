@@ -28,13 +28,14 @@ from perdure.providers.openai_format import to_openai_messages
 from perdure.tools.returns import tool_return_cap
 from perdure.prompt import compile_plain_system_prompt
 from perdure.schemas.messages import Message, TextContent
-from perdure.schemas.agent import AgentState, LLMConfig
+from perdure.schemas.agent import Block, LLMConfig
 from perdure.schemas.approvals import ClientTool
 from perdure.schemas.tools import ToolDef, client_tool_def
 from perdure.schemas.run import LLMStepInput, LLMStepOutput, TokenUsage
 from perdure.tokens import count_message, count_request
 from perdure.settings import LOCAL_MODEL_URL_ENV, SCRIPTED_MODEL_URL_ENV, Settings
-from perdure.store import agents, mcp_servers, messages
+from perdure.store import agents, mcp_servers
+from perdure.store.context import load_context_messages, load_request_agent
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
 from perdure.tools.registry import get_tool_defs
@@ -133,15 +134,19 @@ class LLMActivities:
         """Load the context and build the request (in a thread: the database read and the
         message conversion must not hold the worker's event loop, which also runs workflows)."""
         with self._db.transaction(read_only=True) as session:
-            agent = agents.get_agent(session, input.agent_id)
-            context = messages.load_in_context(session, input.agent_id)
+            agent = load_request_agent(session, input.agent_id)
+            context = load_context_messages(session, agent.message_ids)
             offered = input.allowed_tools if input.allowed_tools is not None else agent.tools
             tools = get_tool_defs(session, offered)
-            tools |= mcp_servers.run_tool_defs(session, input.run_id, [name for name in offered if name not in tools])
-        config = agent.llm_config
+            mcp_names = [name for name in offered if name not in tools]
+            if mcp_names:  # offered names the tools table lacks are the run's MCP tools; most runs have none
+                tools |= mcp_servers.run_tool_defs(session, input.run_id, mcp_names)
+            config = agent.llm_config
+            schema_answers = config.tool_call_mode == "json_schema"
+            blocks = agents.get_blocks(session, input.agent_id) if schema_answers else []
         schemas = offered_tool_schemas([tools[name] for name in offered if name in tools], input.client_tools)
-        if config.tool_call_mode == "json_schema":
-            context, schemas = for_schema_answers(agent, context, schemas)
+        if schema_answers:
+            context, schemas = for_schema_answers(agent.system, blocks, context, schemas)
         # json_schema answers rewrite the chat-completions shape into plain turns every protocol reads
         native_anthropic = provider_of(config).api == "anthropic" and config.tool_call_mode == "native"
         wire_messages = to_anthropic_messages if native_anthropic else to_openai_messages
@@ -171,15 +176,15 @@ def provider_of(config: LLMConfig) -> ProviderSpec:
 
 
 def for_schema_answers(
-    agent: AgentState, context: list[Message], schemas: list[dict[str, Any]]
+    system: str, blocks: list[Block], context: list[Message], schemas: list[dict[str, Any]]
 ) -> tuple[list[Message], list[dict[str, Any]]]:
     """What a model without native tool calling reads best: memory as plain lines instead of
     Letta's XML layout (which it copies from), and memory tools held to the agent's writable
     blocks and their limits by the answer's grammar."""
     if context and context[0].role == "system":
-        plain = compile_plain_system_prompt(agent.system, agent.blocks)
+        plain = compile_plain_system_prompt(system, blocks)
         context = [context[0].model_copy(update={"content": [TextContent(text=plain)]}), *context[1:]]
-    writable = [b for b in agent.blocks if not b.read_only]
+    writable = [b for b in blocks if not b.read_only]
     return context, constrained_memory_arguments(
         schemas, [b.label for b in writable], max((b.limit for b in writable), default=0)
     )
