@@ -47,9 +47,12 @@ async def provider_call() -> AsyncIterator[None]:
 
 
 async def _beat(failures: int) -> None:
+    """The first heartbeat after a second, not at once: a call that answers sooner needs none
+    (the failures counted so far are already in the details Temporal keeps), and one at once
+    cost every step a heartbeat, encoded and sent to the server, for nothing."""
     while True:
-        activity.heartbeat(failures)
         await asyncio.sleep(HEARTBEAT_EVERY_S)
+        activity.heartbeat(failures)
 
 
 def _counted(error: LLMError, failures: int) -> ApplicationError:
