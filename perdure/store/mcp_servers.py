@@ -9,24 +9,22 @@ from sqlalchemy.orm import Session
 
 from perdure.schemas.mcp import McpServerConfig, McpToolRef, McpToolSpec
 from perdure.schemas.tools import ToolDef
+from perdure.store.db import upsert_statement
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.tables import McpRunToolRow, McpServerRow
 
 
+class McpServerExistsError(InvalidRequestError):
+    """A server of this name is registered already (the HTTP API answers 409)."""
+
+
 def add_server(session: Session, config: McpServerConfig) -> None:
-    if session.get(McpServerRow, config.name) is not None:
-        raise InvalidRequestError(f"an MCP server named '{config.name}' exists already; remove it first")
-    session.add(
-        McpServerRow(
-            name=config.name,
-            transport=config.transport,
-            command=config.command,
-            url=config.url,
-            env=config.env,
-            headers=config.headers,
-            timeout_seconds=config.timeout_seconds,
-        )
-    )
+    """Insert with `ON CONFLICT DO NOTHING`: of two adds of one name at once, one lands and the
+    other is refused here, on either database."""
+    statement = upsert_statement(session, McpServerRow).values(**config.model_dump())
+    added = statement.on_conflict_do_nothing(index_elements=["name"]).returning(McpServerRow.name)
+    if session.execute(added).scalar_one_or_none() is None:
+        raise McpServerExistsError(f"an MCP server named '{config.name}' exists already; remove it first")
 
 
 def get_server(session: Session, name: str) -> McpServerConfig:
