@@ -114,6 +114,71 @@ async def test_a_streamable_http_server_sends_its_headers_and_shows_them_masked(
     assert shared_http.key not in caplog.text and "trace-secret" not in caplog.text
 
 
+async def test_an_update_changes_what_it_gives_keeps_the_rest_and_the_next_call_uses_it(
+    letta: AsyncLetta, api_url: str, db: Database, shared_http: HttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    stdio, remote = server_name(), server_name("h")
+    await letta.mcp_servers.create(server_name=stdio, config=stdio_config(env={"MCP_TOKEN": "short"}))
+    await letta.mcp_servers.create(
+        server_name=remote, config={"server_url": shared_http.url, "custom_headers": {"X-Api-Key": "wrong"}}
+    )
+
+    updated = await letta.mcp_servers.update(
+        stdio, config={"command": None, "args": None, "env": {"MCP_TOKEN": "a-longer-secret"}}
+    )
+    assert isinstance(updated, StdioMcpServer) and updated.env == {"MCP_TOKEN": "****"}
+    ran = await letta.mcp_servers.tools.run("token.length", mcp_server_id=stdio, args={})
+    assert ran.func_return == "token length 15; worker key seen: False"
+    masked_back = await letta.mcp_servers.update(
+        stdio, config={"command": None, "args": None, "env": {"MCP_TOKEN": "****", "MORE": "x"}}
+    )
+    assert masked_back.env == {"MCP_TOKEN": "****", "MORE": "****"}  # type: ignore[union-attr]
+    with db.transaction(read_only=True) as session:
+        kept = mcp_servers.get_server(session, stdio)
+    assert kept.env == {"MCP_TOKEN": "a-longer-secret", "MORE": "x"} and kept.timeout_seconds == 60
+
+    async with _http(api_url) as http:
+        down = await http.get(f"/v1/mcp-servers/{remote}/tools")
+    assert down.status_code == 502
+    fixed = await letta.mcp_servers.update(
+        remote, config={"server_url": None, "auth_header": "X-Api-Key", "auth_token": shared_http.key}
+    )
+    assert isinstance(fixed, StreamableHTTPMcpServer) and fixed.custom_headers == {"X-Api-Key": "****"}
+    assert {t.name for t in await letta.mcp_servers.tools.list(remote)} == {"add", "shout"}
+
+    assert "a-longer-secret" not in caplog.text and shared_http.key not in caplog.text
+    await letta.mcp_servers.delete(stdio)
+    await letta.mcp_servers.delete(remote)
+
+
+async def test_a_bad_update_is_one_error_and_changes_nothing(letta: AsyncLetta, api_url: str, db: Database) -> None:
+    name = server_name()
+    await letta.mcp_servers.create(server_name=name, config=stdio_config(env={"A": "1"}))
+    before = stored(db)
+    cases = {
+        "rename": (
+            {"server_name": "other", "config": {}},
+            422,
+            f"an MCP server cannot be renamed (agents name its tools {name}/TOOL)",
+        ),
+        "other transport": (
+            {"config": {"mcp_server_type": "streamable_http", "server_url": "http://127.0.0.1:9/mcp"}},
+            422,
+            f"MCP server {name} is stdio: an update cannot change its transport",
+        ),
+        "empty command": ({"config": {"command": ""}}, 422, "config.command is empty"),
+        "bad timeout": ({"config": {"timeout_seconds": -1}}, 422, "config.timeout_seconds must be more than 0"),
+    }
+    async with _http(api_url) as http:
+        for body, status, expected in cases.values():
+            refused = await http.patch(f"/v1/mcp-servers/{name}", json=body)
+            assert refused.status_code == status and expected in refused.json()["detail"], refused.text
+        unknown = await http.patch("/v1/mcp-servers/nosuchserver", json={"config": {}})
+    assert unknown.status_code == 404 and "no MCP server named 'nosuchserver'" in unknown.json()["detail"]
+    assert stored(db) == before
+    await letta.mcp_servers.delete(name)
+
+
 async def test_a_server_created_without_its_type_is_told_by_its_fields(letta: AsyncLetta) -> None:
     name = server_name()
     created = await letta.mcp_servers.create(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -94,6 +94,13 @@ def registered_server(db: Database, name: str) -> McpServerConfig:
     """The server with its secrets, to connect to it (NotFoundError when none has this name)."""
     with db.transaction(read_only=True) as session:
         return mcp_servers.get_server(session, name)
+
+
+def change_server(db: Database, name: str, change: Callable[[McpServerConfig], McpServerConfig]) -> McpServerView:
+    """Apply `change` to the stored settings in one transaction: the worker's next call uses the
+    new ones (a stdio server whose settings changed is started again), as after a remove and add."""
+    with db.transaction() as session:
+        return mcp_servers.update_server(session, name, change).masked()
 
 
 def unregister_server(db: Database, name: str) -> None:

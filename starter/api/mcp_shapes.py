@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from perdure.mcp.attachments import function_name
 from perdure.mcp.servers import SettingNames, server_config
-from perdure.schemas.mcp import DEFAULT_MCP_TIMEOUT_S, McpServerConfig, McpServerView, McpToolSpec
+from perdure.schemas.mcp import DEFAULT_MCP_TIMEOUT_S, MASK, McpServerConfig, McpServerView, McpToolSpec
 from perdure.store.errors import InvalidRequestError
 
 API_FIELDS = SettingNames(command="config.command", url="config.server_url", timeout="config.timeout_seconds")
@@ -106,6 +106,76 @@ class McpServerCreate(_Lenient):
 
     def to_config(self) -> McpServerConfig:
         return self.config.to_config(self.server_name)
+
+
+class StdioUpdate(_Lenient):
+    """Letta's `UpdateStdioMcpServer`: what is given replaces what is stored, what is left out
+    (or null) stays."""
+
+    mcp_server_type: Literal["stdio"] = "stdio"
+    command: str | None = None
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    timeout_seconds: float | None = None
+
+    def apply(self, current: McpServerConfig) -> McpServerConfig:
+        program, *args = shlex.split(current.command or "")
+        return StdioConfig(
+            command=program if self.command is None else self.command,
+            args=args if self.args is None else self.args,
+            env=current.env if self.env is None else unmasked(self.env, current.env),
+            timeout_seconds=current.timeout_seconds if self.timeout_seconds is None else self.timeout_seconds,
+        ).to_config(current.name)
+
+
+class StreamableHttpUpdate(_Lenient):
+    """Letta's `UpdateStreamableHTTPMcpServer`: `custom_headers` replaces the stored headers,
+    `auth_header`/`auth_token` sets one of them, and what is left out (or null) stays."""
+
+    mcp_server_type: Literal["streamable_http"] = "streamable_http"
+    server_url: str | None = None
+    auth_header: str | None = None
+    auth_token: str | None = None
+    custom_headers: dict[str, str] | None = None
+    timeout_seconds: float | None = None
+
+    def apply(self, current: McpServerConfig) -> McpServerConfig:
+        headers = current.headers if self.custom_headers is None else unmasked(self.custom_headers, current.headers)
+        return StreamableHttpConfig(
+            server_url=(current.url or "") if self.server_url is None else self.server_url,
+            auth_header=self.auth_header,
+            auth_token=self.auth_token,
+            custom_headers=headers,
+            timeout_seconds=current.timeout_seconds if self.timeout_seconds is None else self.timeout_seconds,
+        ).to_config(current.name)
+
+
+def unmasked(given: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
+    """`given`, where a value that is the mask stands for the stored one: a client that sends back
+    what it retrieved, with one value changed, keeps the others."""
+    return {key: stored[key] if value == MASK and key in stored else value for key, value in given.items()}
+
+
+class McpServerUpdate(_Lenient):
+    """Letta's `UpdateMcpServerRequest`. The config is read as the stored server's transport,
+    which an update cannot change; nor can it rename a server (agents name its tools by it)."""
+
+    server_name: str | None = None
+    config: dict[str, Any]
+
+    def apply(self, current: McpServerConfig) -> McpServerConfig:
+        if self.server_name not in (None, current.name):
+            raise InvalidRequestError(
+                f"an MCP server cannot be renamed (agents name its tools {current.name}/TOOL): "
+                f"create '{self.server_name}' and delete '{current.name}'"
+            )
+        update = StdioUpdate if current.transport == "stdio" else StreamableHttpUpdate
+        kind = update.model_fields["mcp_server_type"].default
+        if self.config.get("mcp_server_type", kind) != kind:
+            raise InvalidRequestError(
+                f"MCP server {current.name} is {kind}: an update cannot change its transport (delete it and create it again)"
+            )
+        return update.model_validate(self.config).apply(current)
 
 
 class LettaStdioServer(BaseModel):

@@ -1,4 +1,4 @@
-"""`/v1/mcp-servers/`: MCP servers in Letta's shapes (create, list, retrieve, delete), and
+"""`/v1/mcp-servers/`: MCP servers in Letta's shapes (create, list, retrieve, update, delete), and
 their tools (list, retrieve, run), over the same functions as `perdure mcp`.
 
 A server's id is its name (see starter/api/mcp_shapes.py). Its env values and headers are
@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Depends
 
 from perdure.mcp.servers import (
     call_tool_once,
+    change_server,
     fetch_tools,
     register_server,
     registered_server,
@@ -33,6 +34,7 @@ from starter.api.mcp_shapes import (
     LettaMcpTool,
     LettaToolExecutionResult,
     McpServerCreate,
+    McpServerUpdate,
     ToolRunRequest,
     letta_mcp_tool,
     letta_server,
@@ -58,6 +60,11 @@ def list_servers(ctx: Context) -> list[LettaMcpServer]:
 @router.get("/{mcp_server_id}")
 def get(ctx: Context, mcp_server_id: str) -> LettaMcpServer:
     return letta_server(registered_server(ctx.client.db, mcp_server_id).masked())
+
+
+@router.patch("/{mcp_server_id}")
+def update(ctx: Context, mcp_server_id: str, body: Annotated[McpServerUpdate, Body()]) -> LettaMcpServer:
+    return letta_server(change_server(ctx.client.db, mcp_server_id, body.apply))
 
 
 @router.delete("/{mcp_server_id}", status_code=204)
