@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 from typing import Any
 
 from perdure.mcp.attachments import function_name
 from perdure.mcp.servers import (
+    SETTING_KEY,
     SettingNames,
     fetch_tools,
     register_server,
@@ -24,8 +24,7 @@ from perdure.mcp.sessions import McpUnavailable
 from perdure.schemas.mcp import DEFAULT_MCP_TIMEOUT_S, McpServerConfig, McpServerView
 from starter.cli_common import UsageError, json_flag, open_db, print_json
 
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_FLAGS = SettingNames(command="--command", url="--url", timeout="--timeout")
+_FLAGS = SettingNames(command="--command", url="--url", timeout="--timeout", env="--env", headers="--header")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -120,7 +119,7 @@ def _pairs(specs: list[str], flag: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for spec in specs:
         key, sep, value = spec.partition("=")
-        if not sep or not _KEY.match(key):
+        if not sep or not SETTING_KEY.match(key):
             shown = key if sep else "(no =)"
             raise UsageError(f"{flag} takes KEY=VALUE with a name for KEY, got one whose key is {shown!r}")
         if key in pairs:

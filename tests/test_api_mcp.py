@@ -222,6 +222,12 @@ BAD_CREATES: dict[str, tuple[dict[str, Any], int, str]] = {
         "config.auth_header and config.auth_token go together",
     ),
     "bad timeout": (stdio_config(timeout_seconds=0), 422, "config.timeout_seconds must be more than 0"),
+    "bad env name": (stdio_config(env={"1A": "tok-secret"}), 422, "config.env names are letters, digits"),
+    "header value with a line break": (
+        {"server_url": "http://127.0.0.1:9/mcp", "custom_headers": {"X-Api-Key": "tok-secret\r\nX-Evil: 1"}},
+        422,
+        "config header X-Api-Key has a value HTTP cannot send",
+    ),
 }
 
 

@@ -24,6 +24,8 @@ from perdure.store.errors import InvalidRequestError
 T = TypeVar("T")
 MAX_TIMEOUT_S = 3600.0
 _URL = re.compile(r"^https?://[^\s/]+")
+SETTING_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+"""What an env variable's or a header's name may be."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class SettingNames:
     command: str
     url: str
     timeout: str
+    env: str
+    headers: str
 
 
 def server_config(
@@ -54,6 +58,9 @@ def server_config(
         _check_command(command, names.command)
     if url is not None and not _URL.match(url):
         raise InvalidRequestError(f"{names.url} must be an http:// or https:// URL, got {url!r}")
+    _check_keys(env, names.env)
+    _check_keys(headers, names.headers)
+    _check_header_values(headers, names.headers)
     if not 0 < timeout_seconds <= MAX_TIMEOUT_S:
         raise InvalidRequestError(
             f"{names.timeout} must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds, got {timeout_seconds:g}"
@@ -77,6 +84,22 @@ def _check_command(command: str, setting: str) -> None:
         raise InvalidRequestError(f"{setting} cannot be split as a shell would: {err}") from err
     if not argv or not argv[0].strip():
         raise InvalidRequestError(f"{setting} is empty")
+
+
+def _check_keys(settings: dict[str, str], setting: str) -> None:
+    bad = next((key for key in settings if not SETTING_KEY.match(key)), None)
+    if bad is not None:
+        raise InvalidRequestError(
+            f"{setting} names are letters, digits, _, . and - (not starting with a digit), got {bad!r}"
+        )
+
+
+def _check_header_values(headers: dict[str, str], setting: str) -> None:
+    """A value HTTP cannot carry would fail every call, with an error that may quote it: refused
+    here, naming the header, never the value."""
+    for key, value in headers.items():
+        if any(c in value for c in "\r\n\0") or not value.isascii():
+            raise InvalidRequestError(f"{setting} {key} has a value HTTP cannot send (a line break or non-ASCII)")
 
 
 def register_server(db: Database, config: McpServerConfig) -> McpServerView:

@@ -20,7 +20,13 @@ from perdure.mcp.servers import SettingNames, server_config
 from perdure.schemas.mcp import DEFAULT_MCP_TIMEOUT_S, MASK, McpServerConfig, McpServerView, McpToolSpec
 from perdure.store.errors import InvalidRequestError
 
-API_FIELDS = SettingNames(command="config.command", url="config.server_url", timeout="config.timeout_seconds")
+API_FIELDS = SettingNames(
+    command="config.command",
+    url="config.server_url",
+    timeout="config.timeout_seconds",
+    env="config.env",
+    headers="config header",
+)
 TRANSPORTS = "mcp_server_type must be 'stdio' or 'streamable_http' (SSE servers are not supported)"
 
 
@@ -119,7 +125,7 @@ class StdioUpdate(_Lenient):
     timeout_seconds: float | None = None
 
     def apply(self, current: McpServerConfig) -> McpServerConfig:
-        program, *args = shlex.split(current.command or "")
+        program, *args = command_argv(current.command or "")
         return StdioConfig(
             command=program if self.command is None else self.command,
             args=args if self.args is None else self.args,
@@ -234,9 +240,18 @@ class LettaToolExecutionResult(BaseModel):
     stderr: list[str] = Field(default_factory=list)
 
 
+def command_argv(command: str) -> list[str]:
+    """A stored command line as Letta's `command` and `args`; one stored before commands were
+    checked to split (by an older `perdure mcp add`) is shown whole, as the command."""
+    try:
+        return shlex.split(command) or [command]
+    except ValueError:
+        return [command]
+
+
 def letta_server(view: McpServerView) -> LettaMcpServer:
     if view.transport == "stdio":
-        program, *args = shlex.split(view.command or "")
+        program, *args = command_argv(view.command or "")
         return LettaStdioServer(
             id=view.name,
             server_name=view.name,
