@@ -82,7 +82,9 @@ class StreamableHttpConfig(_Lenient):
         """`custom_headers` plus `auth_header: auth_token`, as Letta sends them."""
         if (self.auth_header is None) != (self.auth_token is None):
             raise InvalidRequestError("config.auth_header and config.auth_token go together: give both or neither")
-        auth = {self.auth_header: self.auth_token} if self.auth_header and self.auth_token is not None else {}
+        auth = (
+            {self.auth_header: self.auth_token} if self.auth_header is not None and self.auth_token is not None else {}
+        )
         return {**(self.custom_headers or {}), **auth}
 
 
