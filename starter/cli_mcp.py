@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 from typing import Any
 
 from perdure.mcp.attachments import function_name
-from perdure.mcp.client import connected, list_tools
+from perdure.mcp.servers import (
+    SETTING_KEY,
+    SettingNames,
+    fetch_tools,
+    register_server,
+    registered_server,
+    server_config,
+    server_views,
+    unregister_server,
+)
 from perdure.mcp.sessions import McpUnavailable
-from perdure.schemas.mcp import DEFAULT_MCP_TIMEOUT_S, SERVER_NAME_PATTERN, McpServerConfig, McpServerView, McpToolSpec
-from perdure.store import mcp_servers
+from perdure.schemas.mcp import DEFAULT_MCP_TIMEOUT_S, McpServerConfig, McpServerView
 from starter.cli_common import UsageError, json_flag, open_db, print_json
 
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_FLAGS = SettingNames(command="--command", url="--url", timeout="--timeout", env="--env", headers="--header")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -49,10 +56,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def add_server(args: argparse.Namespace) -> int:
-    config = _config(args)
-    with open_db().transaction() as session:
-        mcp_servers.add_server(session, config)
-    view = config.masked()
+    view = register_server(open_db(), _config(args))
     if args.json:
         return print_json(view.model_dump(mode="json"))
     print(f"added {server_text(view)}")
@@ -60,8 +64,7 @@ def add_server(args: argparse.Namespace) -> int:
 
 
 def list_servers(args: argparse.Namespace) -> int:
-    with open_db().transaction(read_only=True) as session:
-        views = [config.masked() for config in mcp_servers.list_servers(session)]
+    views = server_views(open_db())
     if args.json:
         return print_json([view.model_dump(mode="json") for view in views])
     print("\n".join(server_text(view) for view in views) or "no MCP servers yet: `perdure mcp add`")
@@ -69,10 +72,9 @@ def list_servers(args: argparse.Namespace) -> int:
 
 
 def server_tools(args: argparse.Namespace) -> int:
-    with open_db().transaction(read_only=True) as session:
-        config = mcp_servers.get_server(session, args.name)
+    config = registered_server(open_db(), args.name)
     try:
-        specs = asyncio.run(_fetch_tools(config))
+        specs = asyncio.run(fetch_tools(config))
     except McpUnavailable as err:
         raise UsageError(f"cannot list the tools of MCP server {config.name}: {err}") from err
     if args.json:
@@ -86,58 +88,30 @@ def server_tools(args: argparse.Namespace) -> int:
 
 
 def remove_server(args: argparse.Namespace) -> int:
-    with open_db().transaction() as session:
-        mcp_servers.remove_server(session, args.name)
+    unregister_server(open_db(), args.name)
     if args.json:
         return print_json({"name": args.name, "removed": True})
     print(f"removed MCP server {args.name}")
     return 0
 
 
-async def _fetch_tools(config: McpServerConfig) -> list[McpToolSpec]:
-    async def fetch() -> list[McpToolSpec]:
-        async with connected(config) as client:
-            return await list_tools(client)
-
-    try:
-        return await asyncio.wait_for(fetch(), config.timeout_seconds)
-    except TimeoutError as err:
-        raise McpUnavailable(f"no answer within {config.timeout_seconds:g} s") from err
-    except Exception as err:
-        raise McpUnavailable(_reason(err)) from err
-
-
-def _reason(err: BaseException) -> str:
-    while isinstance(err, BaseExceptionGroup) and err.exceptions:
-        err = err.exceptions[0]
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _config(args: argparse.Namespace) -> McpServerConfig:
-    """The server the flags describe; every mistake is one line and nothing is stored."""
-    if not re.match(SERVER_NAME_PATTERN, args.name):
-        raise UsageError(f"an MCP server name is 1-64 letters, digits, _ or -, got {args.name!r}")
+    """The server the flags describe; every mistake is one line and nothing is stored. The flags'
+    combinations are checked here, the settings themselves by `server_config` (shared with the API)."""
     if (args.command is None) == (args.url is None):
         raise UsageError("give exactly one of --command (a stdio server) or --url (a streamable-HTTP server)")
     if args.url is not None and args.env:
         raise UsageError("--env is for stdio servers (--command); an HTTP server takes --header")
     if args.command is not None and args.header:
         raise UsageError("--header is for HTTP servers (--url); a stdio server takes --env")
-    if args.command is not None and not args.command.strip():
-        raise UsageError("--command is empty")
-    if args.url is not None and not re.match(r"^https?://[^\s/]+", args.url):
-        raise UsageError(f"--url must be an http:// or https:// URL, got {args.url!r}")
-    if not 0 < args.timeout <= 3600:
-        raise UsageError(f"--timeout must be more than 0 and at most 3600 seconds, got {args.timeout:g}")
-    return McpServerConfig(
-        name=args.name,
-        transport="stdio" if args.command is not None else "http",
+    return server_config(
+        args.name,
         command=args.command,
         url=args.url,
         env=_pairs(args.env, "--env"),
         headers=_pairs(args.header, "--header"),
         timeout_seconds=args.timeout,
+        names=_FLAGS,
     )
 
 
@@ -145,7 +119,7 @@ def _pairs(specs: list[str], flag: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for spec in specs:
         key, sep, value = spec.partition("=")
-        if not sep or not _KEY.match(key):
+        if not sep or not SETTING_KEY.match(key):
             shown = key if sep else "(no =)"
             raise UsageError(f"{flag} takes KEY=VALUE with a name for KEY, got one whose key is {shown!r}")
         if key in pairs:

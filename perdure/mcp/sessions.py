@@ -151,10 +151,10 @@ async def _guarded(config: McpServerConfig, work: Awaitable[T]) -> T:
             f"MCP server {config.name} did not answer within {config.timeout_seconds:g} s", timed_out=True
         ) from err
     except Exception as err:
-        raise McpUnavailable(f"MCP server {config.name} failed: {_reason(err)}") from err
+        raise McpUnavailable(f"MCP server {config.name} failed: {failure_reason(err)}") from err
 
 
-def _reason(err: BaseException) -> str:
+def failure_reason(err: BaseException) -> str:
     """The innermost useful message (the SDK wraps transport errors in exception groups)."""
     while isinstance(err, BaseExceptionGroup) and err.exceptions:
         err = err.exceptions[0]

@@ -2,38 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from perdure.schemas.mcp import McpServerConfig, McpToolRef, McpToolSpec
 from perdure.schemas.tools import ToolDef
+from perdure.store.db import upsert_statement
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.tables import McpRunToolRow, McpServerRow
 
 
+class McpServerExistsError(InvalidRequestError):
+    """A server of this name is registered already (the HTTP API answers 409)."""
+
+
 def add_server(session: Session, config: McpServerConfig) -> None:
-    if session.get(McpServerRow, config.name) is not None:
-        raise InvalidRequestError(f"an MCP server named '{config.name}' exists already; remove it first")
-    session.add(
-        McpServerRow(
-            name=config.name,
-            transport=config.transport,
-            command=config.command,
-            url=config.url,
-            env=config.env,
-            headers=config.headers,
-            timeout_seconds=config.timeout_seconds,
-        )
-    )
+    """Insert with `ON CONFLICT DO NOTHING`: of two adds of one name at once, one lands and the
+    other is refused here, on either database."""
+    statement = upsert_statement(session, McpServerRow).values(**config.model_dump())
+    added = statement.on_conflict_do_nothing(index_elements=["name"]).returning(McpServerRow.name)
+    if session.execute(added).scalar_one_or_none() is None:
+        raise McpServerExistsError(f"an MCP server named '{config.name}' exists already; remove it first")
 
 
 def get_server(session: Session, name: str) -> McpServerConfig:
-    row = session.get(McpServerRow, name)
-    if row is None:
-        raise NotFoundError(f"no MCP server named '{name}' (see `perdure mcp list`)")
-    return _config(row)
+    return _config(_row(session, name))
+
+
+def update_server(session: Session, name: str, change: Callable[[McpServerConfig], McpServerConfig]) -> McpServerConfig:
+    """Store `change` of the server's settings. The row is locked first (`FOR UPDATE` on
+    PostgreSQL), so two updates at once apply one after the other, neither undoing the other."""
+    row = _row(session, name, lock=True)
+    changed = change(_config(row))
+    if changed.name != name:
+        raise InvalidRequestError(f"an MCP server cannot be renamed ('{name}' to '{changed.name}')")
+    for field, value in changed.model_dump().items():
+        setattr(row, field, value)
+    return changed
 
 
 def list_servers(session: Session) -> list[McpServerConfig]:
@@ -45,9 +52,15 @@ def server_names(session: Session) -> set[str]:
 
 
 def remove_server(session: Session, name: str) -> None:
-    if session.get(McpServerRow, name) is None:
-        raise NotFoundError(f"no MCP server named '{name}' (see `perdure mcp list`)")
+    _row(session, name)
     session.execute(delete(McpServerRow).where(McpServerRow.name == name))
+
+
+def _row(session: Session, name: str, *, lock: bool = False) -> McpServerRow:
+    row = session.get(McpServerRow, name, with_for_update=lock)
+    if row is None:
+        raise NotFoundError(f"no MCP server named '{name}' (see `perdure mcp list`)")
+    return row
 
 
 def _config(row: McpServerRow) -> McpServerConfig:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from starter.api import routes_agents, routes_blocks, routes_messages, routes_runs, routes_tools
+from starter.api import routes_agents, routes_blocks, routes_mcp, routes_messages, routes_runs, routes_tools
 from starter.api.context import ApiContext
 from starter.api.errors import install_handlers
 from starter.client import PerdureClient
@@ -49,7 +49,7 @@ def create_app(
     if api_key:
         app.add_middleware(BearerAuth, key=api_key)
     install_handlers(app)
-    for module in (routes_agents, routes_messages, routes_blocks, routes_runs, routes_tools):
+    for module in (routes_agents, routes_messages, routes_blocks, routes_runs, routes_tools, routes_mcp):
         app.include_router(module.router)
     app.add_api_route("/v1/health/", health, methods=["GET"])
     return app
