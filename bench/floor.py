@@ -4,10 +4,10 @@ A turn starts by update-with-start and the update returns when the loop ends, as
 does; each step is one regular activity (the LLM request), one local activity per tool call
 and one local activity (the checkpoint); a run begins and ends with a local activity. Payloads
 are pydantic models through the same data converter, and workflows run on the same workflow
-runner as Perdure's worker (`workflows/runner.py`). What a Perdure step costs above this is
-Perdure's own.
+runner as Perdure's worker (`workflows/runner.py`), or with `sdk-default` in the SDK's
+default sandbox, as Perdure ran before. What a Perdure step costs above the first is Perdure's own.
 
-    python bench/floor.py ADDRESS TASK_QUEUE     (a floor worker, until SIGTERM)
+    python bench/floor.py ADDRESS TASK_QUEUE [perdure|sdk-default]     (a floor worker, until SIGTERM)
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pydantic import BaseModel  # noqa: E402
-from temporalio import activity, workflow  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
-
-from workflows.runner import workflow_runner  # noqa: E402
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 FLOOR_WORKFLOW = "bench-floor"
 SEND = "send"
@@ -83,7 +80,17 @@ class FloorWorkflow:
         return await workflow.execute_local_activity(noop_local, step, start_to_close_timeout=SHORT)
 
 
-async def serve(address: str, task_queue: str) -> None:
+def perdure_runner() -> WorkflowRunner:
+    """Perdure's runner, imported only here: the sandboxed floor imports this module again inside
+    the SDK's sandbox, where the path lookup that finds the repository is refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from workflows.runner import workflow_runner
+
+    return workflow_runner()
+
+
+async def serve(address: str, task_queue: str, runner: str) -> None:
+    """`runner` is `perdure` (Perdure's workflow runner) or `sdk-default` (the SDK's sandbox)."""
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -92,7 +99,7 @@ async def serve(address: str, task_queue: str) -> None:
         task_queue=task_queue,
         workflows=[FloorWorkflow],
         activities=[noop_regular, noop_local],
-        workflow_runner=workflow_runner(),
+        workflow_runner=perdure_runner() if runner == "perdure" else SandboxedWorkflowRunner(),
     )
     async with worker:
         print("floor worker started", flush=True)
@@ -100,4 +107,4 @@ async def serve(address: str, task_queue: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], sys.argv[2]))
+    asyncio.run(serve(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "perdure"))

@@ -2,11 +2,13 @@
 
 Everything runs here on one machine: a dev server, a SQLite file made by the migrations, the
 model stand-in in a process of its own (answering at once), one `perdure worker` process and
-one worker of the no-op floor (`bench/floor.py`: the same activity shape, activities that do
-nothing). Worker CPU is the worker process's user+system time (what `os.times()` says in it),
-read from /proc before and after. Figures:
+two workers of the no-op floor (`bench/floor.py`: the same activity shape, activities that do
+nothing), one on Perdure's workflow runner and one in the SDK's default sandbox. Worker CPU is
+the worker process's user+system time (what `os.times()` says in it), read from /proc before
+and after. Figures:
 
-- per step: a turn of `--tool-calls` tool steps and an answer, Perdure and floor, and ratios;
+- per step: a turn of `--tool-calls` tool steps and an answer, Perdure and floor, and ratios
+  (to the floor on Perdure's runner, and under `sdk_default_floor` to the sandboxed floor);
 - a one-step turn (a message, an immediate answer), Perdure and floor;
 - the approval round trip (answer sent to finished run);
 - token streaming: the first token after `send` and each token after the model sent it (the
@@ -137,10 +139,10 @@ async def approval_rounds(client: PerdureClient, model_server: ModelProcess, pid
 
 
 @contextmanager
-def floor_worker(address: str, queue: str, log: Path) -> Iterator[int]:
+def floor_worker(address: str, queue: str, log: Path, runner: str = "perdure") -> Iterator[int]:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "floor.py"), address, queue], stdout=out, stderr=out
+            [sys.executable, str(Path(__file__).parent / "floor.py"), address, queue, runner], stdout=out, stderr=out
         )
     try:
         deadline = time.monotonic() + 60
@@ -176,10 +178,14 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
             steps = options.tool_calls + 1
             with (
                 floor_worker(address, f"floor-{queue}", Path(tmp) / "floor.log") as floor_pid,
+                floor_worker(address, f"sdk-floor-{queue}", Path(tmp) / "sdk-floor.log", "sdk-default") as sdk_pid,
                 workers(1, worker_env, Path(tmp) / "worker.log") as [perdure_pid],
             ):
                 floor_loop = await timed(
                     floor_pid, options.runs, lambda: floor_turn(floor, f"floor-{queue}", steps - 1)
+                )
+                sdk_floor_loop = await timed(
+                    sdk_pid, options.runs, lambda: floor_turn(floor, f"sdk-floor-{queue}", steps - 1)
                 )
                 loop = await timed(perdure_pid, options.runs, lambda: perdure_turn(client, model_server, steps - 1))
                 floor_one = await timed(floor_pid, options.turns, lambda: floor_turn(floor, f"floor-{queue}", 0))
@@ -195,6 +201,12 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
                 "floor_worker_cpu_ms": round(floor_loop.cpu_ms_per_step(), 2),
                 "perdure_worker_cpu_ms": round(loop.cpu_ms_per_step(), 2),
                 "cpu_ratio": round(loop.cpu_ms_per_step() / floor_loop.cpu_ms_per_step(), 2),
+                "sdk_default_floor": {
+                    "floor_ms": round(sdk_floor_loop.ms_per_step(steps), 2),
+                    "ratio": round(loop.ms_per_step(steps) / sdk_floor_loop.ms_per_step(steps), 2),
+                    "floor_worker_cpu_ms": round(sdk_floor_loop.cpu_ms_per_step(), 2),
+                    "cpu_ratio": round(loop.cpu_ms_per_step() / sdk_floor_loop.cpu_ms_per_step(), 2),
+                },
             }
             report["one_step_turn"] = {
                 "floor_ms": round(floor_one.ms_per_step(1), 2),
