@@ -34,6 +34,7 @@ from starter.client import PerdureClient
 from starter.devserver import dev_server_args, temporal_binary
 from starter.local_model import LocalModelServer
 from tests.postgres_server import TEST_SERVER_URL_ENV, PostgresServer, create_database, find_postgres_binaries
+from tests.mcp_fixtures import HttpServer, http_server
 from worker import PerdurePlugin, perdure_worker
 
 BACKENDS = ("sqlite", "postgresql")
@@ -218,3 +219,10 @@ async def letta(api_url: str) -> AsyncIterator[AsyncLetta]:
     """The official letta-client, pointed at Perdure."""
     async with AsyncLetta(base_url=api_url, api_key=API_KEY) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def shared_http() -> Iterator[HttpServer]:
+    """One streamable-HTTP MCP test server for a module's tests."""
+    with http_server() as server:
+        yield server

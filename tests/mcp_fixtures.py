@@ -59,6 +59,12 @@ class HttpServer:
         self.process.wait()
 
 
+def stored(db: Database) -> list[str]:
+    """Every stored server's config as JSON, sorted: compared before and after a refused request."""
+    with db.transaction(read_only=True) as session:
+        return sorted(c.model_dump_json() for c in mcp_servers.list_servers(session))
+
+
 @contextlib.contextmanager
 def http_server() -> Iterator[HttpServer]:
     """The streamable-HTTP test server, up and accepting connections, with a random API key."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,21 +19,10 @@ from perdure.store import mcp_servers
 from perdure.store.db import Database
 from tests.conftest import API_KEY
 from tests.helpers import call, text
-from tests.mcp_fixtures import SERVERS, HttpServer, free_port, http_server, server_name
+from tests.mcp_fixtures import SERVERS, HttpServer, free_port, server_name, stored
 
 pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.both_stores]
 STDIO_SCRIPT = str(SERVERS / "stdio_server.py")
-
-
-@pytest.fixture(scope="module")
-def shared_http() -> Iterator[HttpServer]:
-    with http_server() as server:
-        yield server
-
-
-def stored(db: Database) -> list[str]:
-    with db.transaction(read_only=True) as session:
-        return sorted(c.model_dump_json() for c in mcp_servers.list_servers(session))
 
 
 def stdio_config(**fields: Any) -> Any:

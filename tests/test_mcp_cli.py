@@ -4,7 +4,6 @@ the stdio and streamable-HTTP test servers. Secrets are stored but never printed
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,19 +11,8 @@ from perdure.scripted.server import ScriptedLLMServer
 from perdure.store import mcp_servers
 from perdure.store.db import Database
 from tests.helpers import call, text
-from tests.mcp_fixtures import STDIO_COMMAND, HttpServer, free_port, http_server, server_name
+from tests.mcp_fixtures import STDIO_COMMAND, HttpServer, free_port, server_name, stored
 from tests.test_cli import perdure
-
-
-@pytest.fixture(scope="module")
-def shared_http() -> Iterator[HttpServer]:
-    with http_server() as server:
-        yield server
-
-
-def stored(db: Database) -> list[str]:
-    with db.transaction(read_only=True) as session:
-        return sorted(c.model_dump_json() for c in mcp_servers.list_servers(session))
 
 
 async def test_add_list_tools_remove_a_stdio_server_with_its_env_masked(cli_env: dict[str, str], db: Database) -> None:
