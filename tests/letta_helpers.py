@@ -32,3 +32,13 @@ def approve(tool_call_id: str, approve: bool = True, reason: str | None = None) 
     """Letta's approval message answering one call."""
     answer = {"type": "approval", "tool_call_id": tool_call_id, "approve": approve, "reason": reason}
     return {"type": "approval", "approvals": [answer]}
+
+
+def letta_llm_config(model_name: str, endpoint: str) -> Any:
+    """An agent's `llm_config` in Letta's form, on the scripted model at `endpoint`."""
+    return {
+        "model": model_name,
+        "model_endpoint_type": "openai",
+        "model_endpoint": endpoint,
+        "context_window": 16_000,
+    }

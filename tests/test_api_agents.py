@@ -17,7 +17,7 @@ from letta_client import AsyncLetta
 from perdure.scripted.server import ScriptedLLMServer
 from tests.conftest import API_KEY, eventually
 from tests.helpers import PERDURE, call, text
-from tests.letta_helpers import body, parts
+from tests.letta_helpers import body, letta_llm_config, parts
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -29,12 +29,7 @@ def letta_payload(llm: ScriptedLLMServer, model_name: str, **fields: Any) -> dic
         "name": "letta-shaped",
         "memory_blocks": [{"label": "human", "value": "", "limit": 500}, {"label": "persona", "value": "I am terse."}],
         "tools": ["core_memory_append"],
-        "llm_config": {
-            "model": model_name,
-            "model_endpoint_type": "openai",
-            "model_endpoint": llm.base_url,
-            "context_window": 16_000,
-        },
+        "llm_config": letta_llm_config(model_name, llm.base_url),
         "embedding": "openai/text-embedding-3-small",
         "tags": ["test"],
         "metadata": {"team": "perdure"},

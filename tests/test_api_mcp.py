@@ -19,6 +19,7 @@ from perdure.store import mcp_servers
 from perdure.store.db import Database
 from tests.conftest import API_KEY
 from tests.helpers import call, text
+from tests.letta_helpers import letta_llm_config
 from tests.mcp_fixtures import SERVERS, HttpServer, free_port, server_name, stored
 
 pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.both_stores]
@@ -304,12 +305,7 @@ async def test_an_agent_made_over_http_calls_the_tool_of_a_server_made_over_http
     [echo] = [t for t in await letta.mcp_servers.tools.list(stdio) if t.name == "echo"]
     agent = await letta.agents.create(
         name="http-mcp",
-        llm_config={
-            "model": model_name,
-            "model_endpoint_type": "openai",
-            "model_endpoint": llm.base_url,
-            "context_window": 16_000,
-        },  # type: ignore[typeddict-item]
+        llm_config=letta_llm_config(model_name, llm.base_url),
         tools=[echo.metadata["agent_tool"], f"{remote}/*"],  # type: ignore[index]
     )
     llm.script(model_name, [call("echo", text="over http"), call("shout", text="hi"), text("done")])

@@ -12,6 +12,7 @@ from letta_client import AsyncLetta, ConflictError, NotFoundError, Unprocessable
 from perdure.scripted.server import ScriptedLLMServer
 from tests.conftest import API_KEY
 from tests.helpers import call, text
+from tests.letta_helpers import letta_llm_config
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -54,12 +55,7 @@ async def test_a_tool_made_over_http_runs_in_an_agent_made_over_http(
 
     agent = await letta.agents.create(
         name="http-tools",
-        llm_config={
-            "model": model_name,
-            "model_endpoint_type": "openai",
-            "model_endpoint": llm.base_url,
-            "context_window": 16_000,
-        },  # type: ignore[typeddict-item]
+        llm_config=letta_llm_config(model_name, llm.base_url),
         tools=[name],
         tool_exec_environment_variables={"CITY_TOKEN": "tok"},
     )
