@@ -3,10 +3,12 @@ model and a worker, all started here so one run measures Perdure plus Temporal a
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,3 +51,21 @@ async def bench_setup() -> AsyncIterator[tuple[PerdureClient, ScriptedLLMServer]
         upgrade_database(settings.database_url)
         async with dev_server() as env, perdure_worker(env.client, settings) as worker, worker:
             yield PerdureClient(env.client, get_database(settings.database_url), settings.task_queue), llm
+
+
+@contextmanager
+def started_process(command: list[str], ready: str, log: Path) -> Iterator[int]:
+    """`command` in a process of its own, its output in `log`, yielded (as its pid) once it has
+    printed `ready`; terminated on the way out."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while ready not in log.read_text():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{Path(command[1]).name} did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -17,14 +17,11 @@ import argparse
 import asyncio
 import json
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +33,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner  # noqa: E402
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions  # noqa: E402
 
-from harness import dev_server  # noqa: E402
+from harness import dev_server, started_process  # noqa: E402
 from model_process import model_process  # noqa: E402
 from speed import perdure_turn  # noqa: E402
 from throughput import cpu_seconds  # noqa: E402
@@ -86,22 +83,11 @@ async def serve(runner: str, address: str, queue: str, db_url: str, model_url: s
                 await stop.wait()
 
 
-@contextmanager
-def runner_worker(runner: str, address: str, queue: str, db_url: str, model_url: str, log: Path) -> Iterator[int]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", runner, address, queue, db_url, model_url], stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while READY not in log.read_text():
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"the {runner} worker did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def runner_worker(
+    runner: str, address: str, queue: str, db_url: str, model_url: str, log: Path
+) -> AbstractContextManager[int]:
+    command = [sys.executable, __file__, "--serve", runner, address, queue, db_url, model_url]
+    return started_process(command, READY, log)
 
 
 async def main(rounds: int, tool_calls: int) -> dict[str, object]:

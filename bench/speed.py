@@ -26,13 +26,12 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from temporalio.common import WorkflowIDConflictPolicy  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
 from floor import FLOOR_WORKFLOW, SEND, FloorTurn  # noqa: E402
-from harness import dev_server  # noqa: E402
+from harness import dev_server, started_process  # noqa: E402
 from model_process import ModelProcess, model_process  # noqa: E402
 from streaming_latency import stream_latency  # noqa: E402
 from throughput import cpu_seconds, measure, worker_process_env, workers  # noqa: E402
@@ -138,22 +137,9 @@ async def approval_rounds(client: PerdureClient, model_server: ModelProcess, pid
     return Sample(seconds, cpu, rounds)
 
 
-@contextmanager
-def floor_worker(address: str, queue: str, log: Path, runner: str = "perdure") -> Iterator[int]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "floor.py"), address, queue, runner], stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "floor worker started" not in log.read_text():
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"the floor worker did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def floor_worker(address: str, queue: str, log: Path, runner: str = "perdure") -> AbstractContextManager[int]:
+    command = [sys.executable, str(Path(__file__).parent / "floor.py"), address, queue, runner]
+    return started_process(command, "floor worker started", log)
 
 
 def summary(values: list[float]) -> dict[str, float]:
