@@ -27,11 +27,10 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 
 from harness import dev_server  # noqa: E402
 from model_process import model_process  # noqa: E402
-from speed import new_agent  # noqa: E402
+from speed import pause_for_approval  # noqa: E402
 from throughput import cpu_seconds, worker_process_env, workers  # noqa: E402
 
 from perdure.names import workflow_id  # noqa: E402
-from perdure.scripted.server import ScriptedReply, ScriptedToolCall  # noqa: E402
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
 
@@ -64,17 +63,7 @@ async def main(runs: int) -> dict[str, object]:
             client = PerdureClient(env.client, get_database(db_url), queue)
 
             async def pause() -> str:
-                agent_id, model = new_agent(
-                    client,
-                    model_server.base_url,
-                    tools=["core_memory_append"],
-                    tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
-                )
-                call = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "x"})
-                model_server.script(model, [ScriptedReply(tool_calls=[call])])
-                response = await client.send_message(agent_id, "remember x")
-                assert response.stop_reason.stop_reason.value == "requires_approval"
-                return agent_id
+                return await pause_for_approval(client, model_server)
 
             with workers(1, worker_env, Path(tmp) / "worker.log") as [pid]:
                 await asyncio.gather(*(pause() for _ in range(BATCH)))  # warm up: imports, caches, pools

@@ -41,9 +41,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 from harness import dev_server  # noqa: E402
 from model_process import ModelProcess, model_process  # noqa: E402
-from speed import new_agent  # noqa: E402
+from speed import pause_for_approval  # noqa: E402
 
-from perdure.scripted.server import ScriptedReply, ScriptedToolCall  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
@@ -115,16 +114,7 @@ async def perdure(env: WorkflowEnvironment, model: ModelProcess, tmp: str, runs:
     client = PerdureClient(env.client, get_database(db_url), queue)
 
     async def pause() -> None:
-        agent_id, name = new_agent(
-            client,
-            model.base_url,
-            tools=["core_memory_append"],
-            tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
-        )
-        call = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "x"})
-        model.script(name, [ScriptedReply(tool_calls=[call])])
-        response = await client.send_message(agent_id, "remember x")
-        assert response.stop_reason.stop_reason.value == "requires_approval"
+        await pause_for_approval(client, model)
 
     async with perdure_worker(env.client, settings) as worker, worker:
         return await paused_runs(runs, pause, top)

@@ -33,9 +33,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 from harness import bench_setup  # noqa: E402
 from run_memory import BATCH, FloorPause, FloorStep, noop  # noqa: E402
-from speed import new_agent  # noqa: E402
+from speed import pause_for_approval  # noqa: E402
 
-from perdure.scripted.server import ScriptedReply, ScriptedToolCall  # noqa: E402
 
 OWNERS = (
     ("sdk core: the history of the cached run", ("history_update", "HistoryPaginator")),
@@ -99,16 +98,7 @@ async def main(runs: int) -> dict[str, object]:
                 )
 
             async def perdure_pause() -> None:
-                agent_id, model = new_agent(
-                    client,
-                    llm.base_url,
-                    tools=["core_memory_append"],
-                    tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
-                )
-                call = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "x"})
-                llm.script(model, [ScriptedReply(tool_calls=[call])])
-                response = await client.send_message(agent_id, "remember x")
-                assert response.stop_reason.stop_reason.value == "requires_approval"
+                await pause_for_approval(client, llm)
 
             runner = UnsandboxedWorkflowRunner()
             async with Worker(

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -97,6 +97,31 @@ def new_agent(client: PerdureClient, endpoint: str, **fields: Any) -> tuple[str,
     body = {"name": "bench", "memory_blocks": [{"label": "human", "value": "x" * 1000, "limit": 5000}], **fields}
     agent = create_agent(client.db, AgentCreate.model_validate({**body, "llm_config": config}))
     return agent.id, model
+
+
+class ScriptedModel(Protocol):
+    """The model stand-in, in this process (`ScriptedLLMServer`) or its own (`ModelProcess`)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    def script(self, model: str, replies: list[ScriptedReply]) -> None: ...
+
+
+async def pause_for_approval(client: PerdureClient, model_server: ScriptedModel) -> str:
+    """A new agent whose memory edit needs approval, sent a message: its run stays paused,
+    cached in the worker. Returns the agent's id."""
+    agent_id, model = new_agent(
+        client,
+        model_server.base_url,
+        tools=["core_memory_append"],
+        tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
+    )
+    call = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "x"})
+    model_server.script(model, [ScriptedReply(tool_calls=[call])])
+    response = await client.send_message(agent_id, "remember x")
+    assert response.stop_reason.stop_reason.value == "requires_approval"
+    return agent_id
 
 
 async def perdure_turn(client: PerdureClient, model_server: ModelProcess, count: int) -> int:
