@@ -153,26 +153,27 @@ class FloorPause:
         await workflow.wait_condition(lambda: self._paused)
 
 
+async def pause_floor_run(client: Client, queue: str) -> None:
+    """A run of the floor's pause shape, started and sent its message: it stays paused."""
+    start = WithStartWorkflowOperation(
+        FloorPause.run, id=f"floor-{uuid.uuid4()}", task_queue=queue, id_conflict_policy=WorkflowIDConflictPolicy.FAIL
+    )
+    await client.execute_update_with_start_workflow(
+        FloorPause.send, FloorStep(step_id="send"), start_workflow_operation=start
+    )
+
+
 async def floor(perdure_client: Client, runs: int, top: int) -> dict[str, object]:
     queue = f"memory-floor-{uuid.uuid4().hex[:8]}"
-    # A client of its own, without Perdure's plugin (which would set Perdure's sandbox).
+    # A client of its own, without Perdure's plugin (which would register Perdure's workflow).
     client = Client(
         perdure_client.service_client, namespace=perdure_client.namespace, data_converter=pydantic_data_converter
     )
 
     async def pause() -> None:
-        start = WithStartWorkflowOperation(
-            FloorPause.run,
-            id=f"floor-{uuid.uuid4()}",
-            task_queue=queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        )
-        await client.execute_update_with_start_workflow(
-            FloorPause.send, FloorStep(step_id="send"), start_workflow_operation=start
-        )
+        await pause_floor_run(client, queue)
 
-    # The floor's module is this script, which the sandbox cannot re-import; Perdure passes its
-    # workflow modules through the sandbox, so the two are comparable.
+    # Without the sandbox, as Perdure's worker runs its workflow (`workflows/runner.py`).
     runner = UnsandboxedWorkflowRunner()
     async with Worker(client, task_queue=queue, workflows=[FloorPause], activities=[noop], workflow_runner=runner):
         return await paused_runs(runs, pause, top)

@@ -26,13 +26,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import memray  # noqa: E402  # pyright: ignore[reportMissingImports]  (optional: pip install memray)
-from temporalio.client import Client, WithStartWorkflowOperation  # noqa: E402
-from temporalio.common import WorkflowIDConflictPolicy  # noqa: E402
+from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 from harness import bench_setup  # noqa: E402
-from run_memory import BATCH, FloorPause, FloorStep, noop  # noqa: E402
+from run_memory import BATCH, FloorPause, noop, pause_floor_run  # noqa: E402
 from speed import pause_for_approval  # noqa: E402
 
 
@@ -87,15 +86,7 @@ async def main(runs: int) -> dict[str, object]:
             floor_queue = f"memory-floor-{uuid.uuid4().hex[:8]}"
 
             async def floor_pause() -> None:
-                start = WithStartWorkflowOperation(
-                    FloorPause.run,
-                    id=f"floor-{uuid.uuid4()}",
-                    task_queue=floor_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                )
-                await floor_client.execute_update_with_start_workflow(
-                    FloorPause.send, FloorStep(step_id="send"), start_workflow_operation=start
-                )
+                await pause_floor_run(floor_client, floor_queue)
 
             async def perdure_pause() -> None:
                 await pause_for_approval(client, llm)
