@@ -20,14 +20,8 @@ with workflow.unsafe.imports_passed_through():
     from perdure.schemas.approvals import PendingApproval, PendingCall
     from perdure.schemas.letta import RunStatus, StopReasonType
     from perdure.schemas.messages import Message, TextContent, ToolCall
-    from perdure.schemas.run import (
-        BeginRunOutput,
-        LLMStepInput,
-        LLMStepOutput,
-        MessageCreate,
-        SendMessageRequest,
-        StepRecord,
-    )
+    from perdure.schemas.run import BeginRunOutput, LLMStepInput, LLMStepOutput, MessageCreate, SendMessageRequest
+    from perdure.schemas.run import StepRecord
     from perdure.approvals import KEEP_ALIVE
     from perdure.tool_rules import ToolRulesSolver
 
