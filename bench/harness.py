@@ -19,22 +19,15 @@ from perdure.scripted.server import ScriptedLLMServer  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
 from perdure.store.db import get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
-from starter.devserver import dev_server_args, temporal_binary  # noqa: E402
-from worker import PerdurePlugin, perdure_worker  # noqa: E402
+from tests.temporal_server import local_temporal  # noqa: E402
+from worker import perdure_worker  # noqa: E402
 
 
 @asynccontextmanager
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """A Temporal dev server with Perdure's search attributes, its client carrying the plugin."""
-    env = await WorkflowEnvironment.start_local(
-        plugins=[PerdurePlugin()],
-        dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=dev_server_args(None),
-    )
-    try:
+    async with local_temporal() as env:
         yield env
-    finally:
-        await env.shutdown()
 
 
 @asynccontextmanager

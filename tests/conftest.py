@@ -31,11 +31,11 @@ from perdure.store.db import Database, get_database, upgrade_database
 from starter.api.app import DEFAULT_PING_INTERVAL
 from starter.api.serve import api_server, bind, url
 from starter.client import PerdureClient
-from starter.devserver import dev_server_args, temporal_binary
 from starter.local_model import LocalModelServer
 from tests.postgres_server import TEST_SERVER_URL_ENV, PostgresServer, create_database, find_postgres_binaries
+from tests.temporal_server import local_temporal
 from tests.mcp_fixtures import HttpServer, http_server
-from worker import PerdurePlugin, perdure_worker
+from worker import perdure_worker
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -111,15 +111,8 @@ def local_model() -> Iterator[LocalModelServer]:
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        plugins=[PerdurePlugin()],
-        dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=dev_server_args(None),
-    )
-    try:
+    async with local_temporal() as env:
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture(scope="session")
