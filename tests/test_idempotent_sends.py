@@ -18,6 +18,7 @@ from perdure.names import workflow_id
 from perdure.schemas.letta import StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.settings import Settings
+from perdure.store import runs
 from perdure.store.db import Database
 from starter.client import PerdureClient
 from starter.updates import message_request
@@ -38,6 +39,8 @@ from tests.test_pause_lifecycle import (
 )
 
 
+LATER_RUNS = 250
+"""More runs than the 200 latest that a retried send used to be looked for in."""
 OUTAGE_S = 12.0
 """Longer than the SDK's own retries of an unavailable server (about 10 s), so the client's
 riding through is what carries a request over it."""
@@ -69,6 +72,36 @@ async def test_a_request_sent_again_returns_the_first_runs_outcome(
     assert len(llm.requests(model_name)) == 1
     assert user_texts(db, agent.id) == ["hello"]
     assert run_count(db, agent.id) == 1
+
+
+async def test_a_request_sent_again_after_many_later_runs_returns_the_first_runs_outcome(
+    client: PerdureClient, llm: ScriptedLLMServer, model_name: str, make_agent: AgentFactory, db: Database
+) -> None:
+    """The turn is found by its key however many runs came after it (an indexed read, not a
+    scan of the agent's latest runs). A run after it closes the workflow execution that took
+    it, so only the store can answer the retry."""
+    agent = make_agent()
+    llm.script(
+        model_name, [ScriptedReply(content="once"), ScriptedReply(content="next"), ScriptedReply(content="twice")]
+    )
+    request = message_request("hello")
+    first = await client.start_run(agent.id, request)
+    await client.start_run(agent.id, message_request("next"))
+    with db.transaction() as session:
+        for number in range(LATER_RUNS):
+            runs.create_run(
+                session,
+                run_id=f"run-later-{number}",
+                agent_id=agent.id,
+                workflow_id=workflow_id(agent.id),
+                request=message_request(f"later {number}"),
+            )
+
+    again = await client.start_run(agent.id, request)
+
+    assert again.run_id == first.run_id
+    assert len(llm.requests(model_name)) == 2
+    assert run_count(db, agent.id) == 2 + LATER_RUNS
 
 
 async def test_the_same_request_sent_twice_at_once_runs_once(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,13 @@ from sqlalchemy import inspect, text
 from perdure.agents import create_agent
 from perdure.schemas.agent import AgentCreate
 from perdure.schemas.messages import Message, TextContent
-from perdure.store import agents, messages
+from perdure.schemas.run import SendMessageRequest
+from perdure.store import agents, messages, runs
 from perdure.store.db import Database, get_database, upgrade_database
 from perdure.store.schema import FIRST_REVISION, SchemaOutOfDateError, check_schema, current_revision, head_revision
 from perdure.store.tables import Base
 from tests.helpers import PERDURE, REPO
+from starter.updates import message_request
 from tests.postgres_server import create_database
 
 pytestmark = pytest.mark.both_stores
@@ -72,6 +75,45 @@ def test_a_database_of_the_first_revision_is_upgraded_with_its_data(empty_url: s
     assert human is not None and human.value == "Ada"
     assert [m.text for m in context][1:] == ["remember me"]
     assert "ix_steps_agent_id" in {index["name"] for index in inspect(opened(empty_url).engine).get_indexes("steps")}
+
+
+def test_runs_stored_before_turn_keys_are_found_by_their_turn_after_the_upgrade(empty_url: str) -> None:
+    """Revision 0006 keeps each run's turn key in a column: the upgrade fills it in from the
+    stored requests, so a client's retry of a send made before it still finds its run."""
+    upgrade_database(empty_url, "0005")
+    old = opened(empty_url)
+    agent = create_agent(old, AgentCreate.model_validate({"name": "kept"}))
+    sent = message_request("hello")
+    answers = SendMessageRequest.model_validate(
+        {
+            "messages": [
+                {"type": "approval", "approvals": [{"type": "approval", "tool_call_id": "call-1", "approve": True}]}
+            ]
+        }
+    )
+    with old.engine.begin() as connection:
+        for run_id, request in (("run-sent", sent), ("run-answers", answers)):
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, agent_id, workflow_id, status, request, created_at)"
+                    " VALUES (:id, :agent_id, 'workflow', 'completed', :request, :created_at)"
+                ),
+                {
+                    "id": run_id,
+                    "agent_id": agent.id,
+                    "request": request.model_dump_json(),
+                    "created_at": datetime.now(timezone.utc),
+                },
+            )
+
+    assert upgrade_database(empty_url) == ("0005", head_revision())
+
+    assert sent.turn_key is not None and answers.turn_key is None
+    with opened(empty_url).transaction() as session:
+        found = runs.find_run_for_turn(session, agent.id, sent.turn_key)
+        keys = {row.id: row.turn_key for row in session.execute(text("SELECT id, turn_key FROM runs"))}
+    assert found is not None and found.id == "run-sent"
+    assert keys == {"run-sent": sent.turn_key, "run-answers": None}
 
 
 def test_a_database_made_before_migrations_is_adopted_not_recreated(empty_url: str) -> None:

@@ -48,6 +48,7 @@ def create_run(session: Session, *, run_id: str, agent_id: str, workflow_id: str
         status=RunStatus.running.value,
         request=request.model_dump(mode="json"),
         created_at=utcnow(),
+        turn_key=request.turn_key,
     )
     session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
@@ -171,18 +172,17 @@ def list_runs(session: Session, agent_id: str) -> list[RunInfo]:
     return [_run_info(r) for r in rows]
 
 
-RECENT_RUNS = 200
-"""How many of an agent's latest runs a retried send is looked for in: a client retries within
-minutes, so its turn is among them."""
-
-
 def find_run_for_turn(session: Session, agent_id: str, turn_key: str) -> RunInfo | None:
-    """The run that took the turn `turn_key` (`SendMessageRequest.turn_key`), if one did."""
-    query = select(RunRow).where(RunRow.agent_id == agent_id).order_by(RunRow.created_at.desc()).limit(RECENT_RUNS)
-    for row in session.scalars(query):
-        if SendMessageRequest.model_validate(row.request).turn_key == turn_key:
-            return _run_info(row)
-    return None
+    """The run that took the turn `turn_key` (`SendMessageRequest.turn_key`), if one did: one
+    indexed read however many runs the agent has made."""
+    query = (
+        select(RunRow)
+        .where(RunRow.agent_id == agent_id, RunRow.turn_key == turn_key)
+        .order_by(RunRow.created_at.desc())
+        .limit(1)
+    )
+    row = session.scalars(query).first()
+    return _run_info(row) if row is not None else None
 
 
 def list_steps(session: Session, run_id: str) -> list[StepInfo]:

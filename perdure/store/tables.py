@@ -107,6 +107,10 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column()
+    turn_key: Mapped[str | None] = mapped_column(String(32))
+    """`SendMessageRequest.turn_key`: a client's retry of this run's send is found by it."""
+
+    __table_args__ = (Index("ix_runs_agent_id_turn_key", "agent_id", "turn_key"),)
 
 
 class StepRow(Base):
