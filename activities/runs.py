@@ -98,14 +98,7 @@ class RunActivities:
         with self._db.transaction() as session:
             if input.stream_events:  # even for a run the store never took: its readers wait for the end
                 append_outcome(session, input.agent_id, input.stream_events)
-            if not runs.run_exists(session, input.run_id):
-                activity.logger.warning(
-                    "run %s is gone (agent %s deleted?); nothing to record", input.run_id, input.agent_id
-                )
-                return
-            if input.failed_step is not None:
-                runs.upsert_step(session, input.failed_step)
-            runs.finish_run(
+            finished = runs.finish_run(
                 session,
                 run_id=input.run_id,
                 agent_id=input.agent_id,
@@ -114,6 +107,13 @@ class RunActivities:
                 error=input.error,
                 finished_at=input.finished_at,
             )
+            if not finished:
+                activity.logger.warning(
+                    "run %s is gone (agent %s deleted?); nothing to record", input.run_id, input.agent_id
+                )
+                return
+            if input.failed_step is not None:
+                runs.upsert_step(session, input.failed_step)
 
 
 def _rejected(message: str) -> ApplicationError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import CursorResult, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from perdure.schemas.letta import LettaUsageStatistics, RunStatus, StopReasonType
@@ -14,8 +14,8 @@ from perdure.schemas.messages import Message, ToolReturn
 from perdure.schemas.stream import LettaErrorMessage, error_event
 from perdure.store.errors import NotFoundError
 from perdure.store.db import dialect_insert, upsert_statement
-from perdure.store.messages import append_to_locked, insert_messages, lock_in_context
-from perdure.store.tables import AgentRow, RunRow, StepRow, utcnow
+from perdure.store.messages import AGENTS, append_to_locked, insert_messages, lock_in_context
+from perdure.store.tables import RunRow, StepRow, utcnow
 from perdure.store.tool_executions import recorded_returns
 from pydantic import BaseModel
 from datetime import datetime
@@ -68,12 +68,9 @@ def checkpoint_step(session: Session, agent_id: str, messages: list[Message], st
 
 def _mark_paused(session: Session, run_id: str, agent_id: str) -> None:
     """A paused run is still running, but says why it waits (Letta's `last_stop_reason`)."""
-    run = session.get(RunRow, run_id)
-    if run is not None:
-        run.stop_reason = StopReasonType.requires_approval.value
-    agent = session.get(AgentRow, agent_id)
-    if agent is not None:
-        agent.last_stop_reason = StopReasonType.requires_approval.value
+    reason = StopReasonType.requires_approval.value
+    session.execute(_RUN_STOP_REASON, {"paused_run": run_id, "reason": reason})
+    session.execute(_AGENT_STOP_REASON, {"stopped_agent": agent_id, "reason": reason})
 
 
 def _with_recorded_returns(session: Session, messages: list[Message]) -> list[Message]:
@@ -133,6 +130,26 @@ def upsert_step(session: Session, step: StepRecord) -> None:
     session.execute(statement, {"id": step.id, "created_at": utcnow(), **values})
 
 
+RUNS = cast(Table, RunRow.__table__)
+_FINISH_RUN = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("finished_run"))
+    .values(
+        status=bindparam("run_status"),
+        stop_reason=bindparam("run_stop_reason"),
+        usage=bindparam("run_usage"),
+        error=bindparam("run_error"),
+        completed_at=bindparam("finished_at"),
+    )
+)
+_RUN_STOP_REASON = update(RUNS).where(RUNS.c.id == bindparam("paused_run")).values(stop_reason=bindparam("reason"))
+_AGENT_STOP_REASON = (
+    update(AGENTS).where(AGENTS.c.id == bindparam("stopped_agent")).values(last_stop_reason=bindparam("reason"))
+)
+"""Built once, like the step's statements: a run's end is two updates, not two ORM loads (the
+run's whole request and the agent's whole row) and a flush."""
+
+
 def finish_run(
     session: Session,
     *,
@@ -142,22 +159,27 @@ def finish_run(
     usage: LettaUsageStatistics,
     error: str | None,
     finished_at: datetime,
-) -> None:
-    run = session.get(RunRow, run_id)
-    if run is None:
-        raise NotFoundError(f"run '{run_id}' not found")
-    run.status = stop_reason.run_status.value
-    run.stop_reason = stop_reason.value
-    run.usage = usage.model_dump(mode="json")
-    run.error = error
-    run.completed_at = finished_at
-    agent = session.get(AgentRow, agent_id)
-    if agent is not None:
-        agent.last_stop_reason = stop_reason.value
-
-
-def run_exists(session: Session, run_id: str) -> bool:
-    return session.get(RunRow, run_id) is not None
+) -> bool:
+    """Record how the run ended, and the agent's last stop reason. False, with nothing written,
+    when the run is not stored (its agent was deleted meanwhile)."""
+    ended = cast(
+        CursorResult[Any],
+        session.execute(
+            _FINISH_RUN,
+            {
+                "finished_run": run_id,
+                "run_status": stop_reason.run_status.value,
+                "run_stop_reason": stop_reason.value,
+                "run_usage": usage.model_dump(mode="json"),
+                "run_error": error,
+                "finished_at": finished_at,
+            },
+        ),
+    )
+    if ended.rowcount == 0:
+        return False
+    session.execute(_AGENT_STOP_REASON, {"stopped_agent": agent_id, "reason": stop_reason.value})
+    return True
 
 
 def get_run(session: Session, run_id: str) -> RunInfo:
@@ -244,7 +266,6 @@ __all__ = [
     "list_runs",
     "list_steps",
     "run_error",
-    "run_exists",
     "upsert_step",
     "utcnow",
 ]
