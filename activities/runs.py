@@ -32,7 +32,7 @@ class RunActivities:
         """
         try:
             with self._db.transaction() as session:
-                agent = agents.get_agent(session, input.agent_id)
+                agent = agents.load_run_agent(session, input.agent_id)
                 turn = input.request.turn_key
                 earlier = runs.find_run_for_turn(session, input.agent_id, turn) if turn else None
                 if earlier is not None and earlier.id != input.run_id:

@@ -37,7 +37,7 @@ from perdure.store.tables import (
     StepRow,
     StreamChunkRow,
 )
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 _RULES = TypeAdapter(list[ToolRule])
 BLOCKS = cast(Table, BlockRow.__table__)
@@ -97,6 +97,35 @@ def get_agent(session: Session, agent_id: str) -> AgentState:
     if row is None:
         raise NotFoundError(f"agent '{agent_id}' not found")
     return _to_state(session, row)
+
+
+class RunAgent(BaseModel):
+    """What a run's begin reads of the agent: `get_agent` without the blocks and the columns a
+    run does not need, read by one Core select instead of an ORM load."""
+
+    id: str
+    name: str
+    tools: list[str]
+    tool_rules: list[ToolRule]
+    llm_config: LLMConfig
+    approval_timeout_seconds: float | None
+
+
+_RUN_AGENT = select(
+    AGENTS.c.id,
+    AGENTS.c.name,
+    AGENTS.c.tools,
+    AGENTS.c.tool_rules,
+    AGENTS.c.llm_config,
+    AGENTS.c.approval_timeout_seconds,
+).where(AGENTS.c.id == bindparam("agent_id"))
+
+
+def load_run_agent(session: Session, agent_id: str) -> RunAgent:
+    row = session.execute(_RUN_AGENT, {"agent_id": agent_id}).one_or_none()
+    if row is None:
+        raise NotFoundError(f"agent '{agent_id}' not found")
+    return RunAgent.model_validate(row._asdict())
 
 
 def list_agents(session: Session) -> list[AgentState]:

@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, Select, Table, bindparam, func, select, up
 from sqlalchemy.orm import Session
 
 from perdure.schemas.messages import Message
+from perdure.store.context import load_context_messages
 from perdure.store.db import dialect_insert, forget_loaded
 from perdure.store.errors import NotFoundError
 from perdure.store.tables import AgentRow, MessageRow, utcnow
@@ -188,12 +189,17 @@ def load_messages(session: Session, message_ids: Sequence[str]) -> list[Message]
     return [by_id[mid] for mid in message_ids if mid in by_id]
 
 
+_CONTEXT_IDS = select(AGENTS.c.message_ids).where(AGENTS.c.id == bindparam("agent_id"))
+
+
 def load_context_tail(session: Session, agent_id: str, count: int) -> list[Message]:
-    """The last `count` messages of the agent's context, without loading the rest."""
-    agent = session.get(AgentRow, agent_id)
-    if agent is None:
+    """The last `count` messages of the agent's context, without loading the rest: Core reads
+    and the parsed messages `context.load_context_messages` shares (not to be changed in place)."""
+    session.flush()
+    ids = session.execute(_CONTEXT_IDS, {"agent_id": agent_id}).scalar_one_or_none()
+    if ids is None:
         raise NotFoundError(f"agent '{agent_id}' not found")
-    return load_messages(session, list(agent.message_ids)[-count:])
+    return load_context_messages(session, list(ids)[-count:])
 
 
 def list_messages(
