@@ -3,12 +3,13 @@ model and a worker, all started here so one run measures Perdure plus Temporal a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -25,9 +26,26 @@ from worker import perdure_worker  # noqa: E402
 
 @asynccontextmanager
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    """A Temporal dev server with Perdure's search attributes, its client carrying the plugin."""
-    async with local_temporal() as env:
+    """A Temporal dev server with Perdure's search attributes, its client carrying the plugin.
+    It starts with this process's standard output as its own pointed at standard error, so its
+    start-up banner does not land in the benchmark's JSON."""
+    async with AsyncExitStack() as stack:
+        with _stdout_to_stderr():
+            env = await stack.enter_async_context(local_temporal())
         yield env
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 is 2 while inside: what a child process started here inherits."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @asynccontextmanager
