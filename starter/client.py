@@ -36,11 +36,11 @@ from perdure.schemas.run import (
     RunState,
     RunWorkflowInput,
     SendMessageRequest,
-    UnansweredRequest,
 )
 from perdure.settings import Settings
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database, get_database
+from starter import agent_runs
 from starter.outages import DEFAULT_TIMEOUT_S, Backoff, is_transient, ride_through
 from starter.stream import NoRunError, OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
 from starter.turns import ended_run_for, stored_outcome, unfinished_line
@@ -105,7 +105,7 @@ class PerdureClient:
         (Letta's resume path; the begin activity checks them against the stored request).
         Transport errors are retried until `timeout_s`: the same answers are one update id, and
         answers are deduplicated by tool call id, so they are never taken twice."""
-        self._require_agent(agent_id)
+        agent_runs.require_agent(self.db, agent_id)
 
         async def attempt() -> RunResult | None:
             update = await self._deliver_answers(
@@ -141,15 +141,14 @@ class PerdureClient:
                 raise
             return None  # no live run
         except WorkflowUpdateFailedError as err:
-            if not (failure_reason(err).startswith(NO_PENDING) and self._unanswered_request(agent_id) is not None):
+            if not (
+                failure_reason(err).startswith(NO_PENDING)
+                and agent_runs.unanswered_request(self.db, agent_id) is not None
+            ):
                 raise RunRejectedError(failure_reason(err)) from err
             with contextlib.suppress(WorkflowFailureError):
                 await handle.result()  # closing at its approval timeout
             return None
-
-    def _unanswered_request(self, agent_id: str) -> UnansweredRequest | None:
-        with self.db.transaction(read_only=True) as session:
-            return find_unanswered_request(session, agent_id)
 
     async def compact(self, agent_id: str, mode: CompactMode = "sliding_window") -> CompactOutput:
         """Compact the agent's context now, through its workflow (so never during a step)."""
@@ -184,20 +183,15 @@ class PerdureClient:
         if await self.has_live_run(agent_id):
             state = await self.state(agent_id)
             return state.pending_approval.calls if state and state.pending_approval else []
-        stored = self._unanswered_request(agent_id)
+        stored = agent_runs.unanswered_request(self.db, agent_id)
         return stored.waiting if stored else []
 
     async def has_live_run(self, agent_id: str) -> bool:
-        handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
-        try:
-            description = await handle.describe()
-        except RPCError:
-            return False
-        return description.status is WorkflowExecutionStatus.RUNNING
+        return await agent_runs.has_live_run(self.temporal, agent_id)
 
     async def signal(self, agent_id: str, name: str, payload: dict[str, Any]) -> None:
         """Deliver an answer as a signal and return at once (what `--no-wait` and the UI do)."""
-        self._require_agent(agent_id)
+        agent_runs.require_agent(self.db, agent_id)
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         try:
             await handle.signal(name, payload)
@@ -208,7 +202,7 @@ class PerdureClient:
 
     async def cancel(self, agent_id: str) -> RunState:
         """Cancel the live run and wait until it has ended `cancelled`."""
-        self._require_agent(agent_id)
+        agent_runs.require_agent(self.db, agent_id)
         handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
         try:
             description = await handle.describe()
@@ -224,10 +218,6 @@ class PerdureClient:
         state = await self.state(agent_id)
         assert state is not None
         return state
-
-    def _require_agent(self, agent_id: str) -> None:
-        with self.db.transaction(read_only=True) as session:
-            agents.get_agent(session, agent_id)
 
     async def start_run(self, agent_id: str, request: SendMessageRequest) -> RunResult:
         """Start a run and wait until it stops or pauses.
@@ -349,7 +339,7 @@ class PerdureClient:
         """Deliver the answers now (a bad answer raises here) and return the continuation's
         stream. When the run has ended meanwhile (its approval timeout), the answers resume the
         pending request in a new run, as `answer` does."""
-        self._require_agent(agent_id)
+        agent_runs.require_agent(self.db, agent_id)
         update, offset = None, 0
         with contextlib.suppress(NoRunError):  # never ran: the resume path says why
             offset = await current_offset(self.temporal, self.db, agent_id)
@@ -365,7 +355,7 @@ class PerdureClient:
         then live events until the run stops, or until it waits for a person with nothing more
         to show. A Temporal outage is ridden through: reading resumes after the last event seen,
         until `timeout_s`."""
-        self._require_agent(agent_id)
+        agent_runs.require_agent(self.db, agent_id)
         offset, backoff = from_offset, Backoff(self.timeout_s)
         while True:
             try:
@@ -425,7 +415,7 @@ class PerdureClient:
         state = await self.state(agent_id)
         if state is None or state.pending_approval is not None or await self.has_live_run(agent_id):
             return state
-        stored = self._unanswered_request(agent_id)
+        stored = agent_runs.unanswered_request(self.db, agent_id)
         if stored is None:
             return state
         pending = PendingApproval(since=stored.since, step_id=stored.step_id, calls=stored.waiting)
@@ -433,8 +423,4 @@ class PerdureClient:
 
     async def state(self, agent_id: str) -> RunState | None:
         """The latest run's state from its workflow, or None when the agent never ran."""
-        handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
-        try:
-            return await handle.query(names.STATE_QUERY, result_type=RunState)
-        except RPCError:
-            return None
+        return await agent_runs.run_state(self.temporal, agent_id)
