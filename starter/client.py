@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from functools import partial
 from collections.abc import AsyncIterator
 from typing import Any
 
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowUpdateFailedError,
@@ -19,14 +17,10 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from perdure.approvals import NO_PENDING, pending_message
 from perdure.convert import to_letta_messages
 from perdure.schemas.approvals import Answer, AnswerRequest, ApprovalCreate, ClientTool, PendingApproval, PendingCall
-from perdure.store.unanswered import already_answered, find_unanswered_request
 from perdure.schemas.letta import LettaResponse, LettaStopReason, StopReasonType
 from perdure.schemas.run import (
     CompactMode,
@@ -34,14 +28,13 @@ from perdure.schemas.run import (
     CompactRequest,
     RunResult,
     RunState,
-    RunWorkflowInput,
     SendMessageRequest,
 )
 from perdure.settings import Settings
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database, get_database
-from starter import agent_runs
-from starter.outages import DEFAULT_TIMEOUT_S, Backoff, is_transient, ride_through
+from starter import agent_runs, run_starts
+from starter.outages import DEFAULT_TIMEOUT_S, Backoff, ride_through
 from starter.stream import NoRunError, OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
 from starter.turns import ended_run_for, stored_outcome, unfinished_line
 from starter.updates import (
@@ -49,18 +42,12 @@ from starter.updates import (
     RunRejectedError,
     failure_reason,
     message_request,
-    raise_if_rejected,
-    run_summary,
     stream_gave_up,
-    update_id,
     update_outcome,
-    update_refusal,
 )
 from worker import connect
 from perdure import names
 
-AGENT_ID = SearchAttributeKey.for_keyword(names.AGENT_ID_ATTRIBUTE)
-FINISHING_RETRIES = 20
 VISIBILITY_TRIES = 20
 
 
@@ -108,8 +95,9 @@ class PerdureClient:
         agent_runs.require_agent(self.db, agent_id)
 
         async def attempt() -> RunResult | None:
-            update = await self._deliver_answers(
-                agent_id, AnswerRequest(approvals=answers), WorkflowUpdateStage.COMPLETED
+            request = AnswerRequest(approvals=answers)
+            update = await run_starts.deliver_answers(
+                self.temporal, self.db, agent_id, request, WorkflowUpdateStage.COMPLETED
             )
             return None if update is None else await update_outcome(update)
 
@@ -122,39 +110,11 @@ class PerdureClient:
             result = await self.start_run(agent_id, SendMessageRequest(messages=[ApprovalCreate(approvals=answers)]))
         return self.response(result)
 
-    async def _deliver_answers(
-        self, agent_id: str, request: AnswerRequest, stage: WorkflowUpdateStage
-    ) -> WorkflowUpdateHandle[RunResult] | None:
-        """The `answer` update on the live run, or None when there is no live run to take it
-        (it has ended, or is closing at its approval timeout): then the answers resume the
-        pending request in a new run (Letta's resume path; the begin activity checks them)."""
-        handle = self.temporal.get_workflow_handle(names.workflow_id(agent_id))
-        answers_key = hashlib.sha256(request.model_dump_json(include={"approvals"}).encode()).hexdigest()[:32]
-        try:
-            update = await handle.start_update(
-                names.ANSWER, request, id=f"answer-{answers_key}", result_type=RunResult, wait_for_stage=stage
-            )
-            await raise_if_rejected(update)
-            return update
-        except RPCError as err:
-            if is_transient(err):
-                raise
-            return None  # no live run
-        except WorkflowUpdateFailedError as err:
-            if not (
-                failure_reason(err).startswith(NO_PENDING)
-                and agent_runs.unanswered_request(self.db, agent_id) is not None
-            ):
-                raise RunRejectedError(failure_reason(err)) from err
-            with contextlib.suppress(WorkflowFailureError):
-                await handle.result()  # closing at its approval timeout
-            return None
-
     async def compact(self, agent_id: str, mode: CompactMode = "sliding_window") -> CompactOutput:
         """Compact the agent's context now, through its workflow (so never during a step)."""
         with self.db.transaction(read_only=True) as session:
             agent = agents.get_agent(session, agent_id)
-        operation = self._start_operation(agent_id, agent.name, "compact the context")
+        operation = run_starts.start_operation(self.task_queue, agent_id, agent.name, "compact the context")
         try:
             return await self.temporal.execute_update_with_start_workflow(
                 names.COMPACT_UPDATE,
@@ -164,18 +124,6 @@ class PerdureClient:
             )
         except WorkflowUpdateFailedError as err:
             raise RunRejectedError(failure_reason(err)) from err
-
-    def _start_operation(self, agent_id: str, name: str, summary: str) -> WithStartWorkflowOperation[Any, Any]:
-        return WithStartWorkflowOperation(
-            names.WORKFLOW,
-            RunWorkflowInput(agent_id=agent_id),
-            result_type=RunResult,
-            id=names.workflow_id(agent_id),
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(AGENT_ID, agent_id)]),
-            static_summary=f"{name}: {summary}",
-        )
 
     async def pending_calls(self, agent_id: str) -> list[PendingCall]:
         """What the agent waits for: the live run's pending calls, else a request an ended run
@@ -232,7 +180,10 @@ class PerdureClient:
             return earlier
 
         async def attempt() -> RunResult:
-            return await update_outcome(await self._start_update(agent_id, request, WorkflowUpdateStage.COMPLETED))
+            update = await run_starts.start_update(
+                self.temporal, self.db, agent_id, request, WorkflowUpdateStage.COMPLETED, task_queue=self.task_queue
+            )
+            return await update_outcome(update)
 
         try:
             return await ride_through(
@@ -242,58 +193,6 @@ class PerdureClient:
             )
         except AlreadySentError as sent:
             return stored_outcome(self.db, agent_id, sent.run_id)
-
-    async def _start_update(
-        self, agent_id: str, request: SendMessageRequest, stage: WorkflowUpdateStage
-    ) -> WorkflowUpdateHandle[RunResult]:
-        """Start a run by update-with-start; a live run makes the update fail with its reason.
-
-        A plain message to an agent whose context holds an unanswered approval request, or
-        answers when nothing is pending, are refused here already (the begin activity checks
-        again, race-free), so a refused request leaves no empty workflow in the Temporal UI.
-        """
-        approval = request.approval
-        with self.db.transaction(read_only=True) as session:
-            agent = agents.get_agent(session, agent_id)
-            stored = find_unanswered_request(session, agent_id)
-            replayed = (
-                approval is not None
-                and stored is None
-                and already_answered(session, agent_id, {a.tool_call_id for a in approval.approvals})
-            )
-        refusal = None
-        if stored is not None and approval is None:
-            refusal = pending_message(stored.waiting)
-        elif stored is None and approval is not None and not replayed:
-            refusal = NO_PENDING
-        if refusal is not None and not await self.has_live_run(agent_id):
-            raise RunRejectedError(refusal)
-        for _ in range(FINISHING_RETRIES):
-            operation = self._start_operation(agent_id, agent.name, run_summary(request))
-            try:
-                update = await self.temporal.start_update_with_start_workflow(
-                    names.SEND_MESSAGE,
-                    request,
-                    id=update_id(request),
-                    result_type=RunResult,
-                    start_workflow_operation=operation,
-                    wait_for_stage=stage,
-                )
-                await raise_if_rejected(update)
-                return update
-            except WorkflowUpdateFailedError as err:
-                cause = err.cause
-                if isinstance(cause, ApplicationError) and cause.type == "RunFinishing":
-                    await asyncio.sleep(0.05)
-                    continue
-                raise update_refusal(err) from err
-            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
-                # The SDK also hands a failed start to the operation's handle; read it there,
-                # or asyncio reports it as never retrieved.
-                with contextlib.suppress(Exception):
-                    await operation.workflow_handle()
-                raise
-        raise RunRejectedError(f"agent {agent_id} kept finishing its previous run; try again")
 
     async def stream_message(self, agent_id: str, request: SendMessageRequest) -> AsyncIterator[StreamItem]:
         """Start a run and yield its stream until it stops or pauses (`perdure send --stream`)."""
@@ -310,7 +209,9 @@ class PerdureClient:
         if earlier is not None:
             return self.follow(agent_id, 0, run_id=earlier.id)
         try:
-            handle = await self._start_update(agent_id, request, WorkflowUpdateStage.ACCEPTED)
+            handle = await run_starts.start_update(
+                self.temporal, self.db, agent_id, request, WorkflowUpdateStage.ACCEPTED, task_queue=self.task_queue
+            )
         except AlreadySentError as sent:
             return self.follow(agent_id, 0, run_id=sent.run_id)
         return self._outcome_stream(agent_id, handle, 0)
@@ -344,7 +245,9 @@ class PerdureClient:
         with contextlib.suppress(NoRunError):  # never ran: the resume path says why
             offset = await current_offset(self.temporal, self.db, agent_id)
             request = AnswerRequest(approvals=answers, stream_tokens=stream_tokens)
-            update = await self._deliver_answers(agent_id, request, WorkflowUpdateStage.ACCEPTED)
+            update = await run_starts.deliver_answers(
+                self.temporal, self.db, agent_id, request, WorkflowUpdateStage.ACCEPTED
+            )
         if update is None:
             resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=stream_tokens)
             return await self.open_stream(agent_id, resume)
