@@ -1,10 +1,14 @@
-"""A small Python client: start runs by update-with-start and read their results from the store."""
+"""A small Python client: start runs by update-with-start and read their results from the store.
+
+PerdureClient is what the CLI, the HTTP API, the benchmarks and the tests hold; its methods
+say what a caller can do. How a run is started or answered is in starter/run_starts.py, how
+its stream is read in starter/client_streams.py, and what is read of a run before either in
+starter/agent_runs.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from functools import partial
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,42 +17,24 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowUpdateFailedError,
-    WorkflowUpdateHandle,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
 from temporalio.service import RPCError
 
 from perdure.convert import to_letta_messages
 from perdure.schemas.approvals import Answer, AnswerRequest, ApprovalCreate, ClientTool, PendingApproval, PendingCall
-from perdure.schemas.letta import LettaResponse, LettaStopReason, StopReasonType
-from perdure.schemas.run import (
-    CompactMode,
-    CompactOutput,
-    CompactRequest,
-    RunResult,
-    RunState,
-    SendMessageRequest,
-)
+from perdure.schemas.letta import LettaResponse, LettaStopReason
+from perdure.schemas.run import CompactMode, CompactOutput, CompactRequest, RunResult, RunState, SendMessageRequest
 from perdure.settings import Settings
-from perdure.store import agents, messages, runs
+from perdure.store import agents, messages
 from perdure.store.db import Database, get_database
-from starter import agent_runs, run_starts
-from starter.outages import DEFAULT_TIMEOUT_S, Backoff, ride_through
-from starter.stream import NoRunError, OutcomeWatch, StreamItem, current_offset, read_stream, until_outcome
+from starter import agent_runs, client_streams, run_starts
+from starter.outages import DEFAULT_TIMEOUT_S, ride_through
+from starter.stream import StreamItem
 from starter.turns import ended_run_for, stored_outcome, unfinished_line
-from starter.updates import (
-    AlreadySentError,
-    RunRejectedError,
-    failure_reason,
-    message_request,
-    stream_gave_up,
-    update_outcome,
-)
+from starter.updates import AlreadySentError, RunRejectedError, failure_reason, message_request, update_outcome
 from worker import connect
 from perdure import names
-
-VISIBILITY_TRIES = 20
 
 
 class PerdureClient:
@@ -203,31 +189,9 @@ class PerdureClient:
         """Start a run now, so a refusal raises here, and return its stream to read (the HTTP
         API answers a refusal with an error status before any event is sent). A request whose
         turn a run already took (the same `otid`s) returns that run's stream."""
-        turn = request.turn_key
-        with self.db.transaction(read_only=True) as session:
-            earlier = runs.find_run_for_turn(session, agent_id, turn) if turn else None
-        if earlier is not None:
-            return self.follow(agent_id, 0, run_id=earlier.id)
-        try:
-            handle = await run_starts.start_update(
-                self.temporal, self.db, agent_id, request, WorkflowUpdateStage.ACCEPTED, task_queue=self.task_queue
-            )
-        except AlreadySentError as sent:
-            return self.follow(agent_id, 0, run_id=sent.run_id)
-        return self._outcome_stream(agent_id, handle, 0)
-
-    async def _outcome_stream(
-        self, agent_id: str, handle: WorkflowUpdateHandle[RunResult], offset: int
-    ) -> AsyncIterator[StreamItem]:
-        async for item in until_outcome(
-            read_stream(self.temporal, self.db, agent_id, offset, run_id=handle.workflow_run_id)
-        ):
-            yield item
-        try:
-            await update_outcome(handle)  # a request the begin activity refused ends the stream empty
-        except AlreadySentError as sent:
-            async for item in self.follow(agent_id, 0, run_id=sent.run_id):
-                yield item
+        return await client_streams.open_stream(
+            self.temporal, self.db, agent_id, request, task_queue=self.task_queue, timeout_s=self.timeout_s
+        )
 
     async def stream_answer(self, agent_id: str, answers: list[Answer]) -> AsyncIterator[StreamItem]:
         """Answer pending calls and yield the continuation's stream (`perdure approve --stream`)."""
@@ -240,66 +204,22 @@ class PerdureClient:
         """Deliver the answers now (a bad answer raises here) and return the continuation's
         stream. When the run has ended meanwhile (its approval timeout), the answers resume the
         pending request in a new run, as `answer` does."""
-        agent_runs.require_agent(self.db, agent_id)
-        update, offset = None, 0
-        with contextlib.suppress(NoRunError):  # never ran: the resume path says why
-            offset = await current_offset(self.temporal, self.db, agent_id)
-            request = AnswerRequest(approvals=answers, stream_tokens=stream_tokens)
-            update = await run_starts.deliver_answers(
-                self.temporal, self.db, agent_id, request, WorkflowUpdateStage.ACCEPTED
-            )
-        if update is None:
-            resume = SendMessageRequest(messages=[ApprovalCreate(approvals=answers)], stream_tokens=stream_tokens)
-            return await self.open_stream(agent_id, resume)
-        return self._outcome_stream(agent_id, update, offset)
+        return await client_streams.open_answer_stream(
+            self.temporal,
+            self.db,
+            agent_id,
+            answers,
+            stream_tokens=stream_tokens,
+            task_queue=self.task_queue,
+            timeout_s=self.timeout_s,
+        )
 
-    async def follow(self, agent_id: str, from_offset: int = 0, run_id: str | None = None) -> AsyncIterator[StreamItem]:
+    def follow(self, agent_id: str, from_offset: int = 0, run_id: str | None = None) -> AsyncIterator[StreamItem]:
         """A run's stream (the latest run, or `run_id`) from `from_offset`: what happened so far,
         then live events until the run stops, or until it waits for a person with nothing more
         to show. A Temporal outage is ridden through: reading resumes after the last event seen,
         until `timeout_s`."""
-        agent_runs.require_agent(self.db, agent_id)
-        offset, backoff = from_offset, Backoff(self.timeout_s)
-        while True:
-            try:
-                async for item in self._follow_from(agent_id, offset, run_id):
-                    offset = item.offset + 1
-                    yield item
-                return
-            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
-                await backoff.wait(err, partial(stream_gave_up, self.timeout_s, agent_id, offset))
-
-    async def _follow_from(self, agent_id: str, from_offset: int, run_id: str | None) -> AsyncIterator[StreamItem]:
-        execution = await self._execution_of(agent_id, run_id) if run_id else None
-        if execution is None and await self._waiting_at(agent_id, from_offset):
-            return
-        watch = OutcomeWatch()
-        async for item in read_stream(self.temporal, self.db, agent_id, from_offset, run_id=execution):
-            yield item
-            watch.see(item.event)
-            if not watch.ended:
-                continue
-            if watch.stop_reason is not StopReasonType.requires_approval:
-                return
-            if await self._waiting_at(agent_id, item.offset + 1):
-                return
-
-    async def _execution_of(self, agent_id: str, run_id: str) -> str:
-        """The Temporal run id of one of the agent's runs, found by its `PerdureRunId` search
-        attribute (visibility can lag a moment behind a run that has just started)."""
-        query = f'WorkflowId = "{names.workflow_id(agent_id)}" AND {names.PERDURE_RUN_ID_ATTRIBUTE} = "{run_id}"'
-        for _ in range(VISIBILITY_TRIES):
-            async for execution in self.temporal.list_workflows(query, limit=1):
-                return execution.run_id
-            await asyncio.sleep(0.1)
-        raise NoRunError(f"agent {agent_id} has no run {run_id}")
-
-    async def _waiting_at(self, agent_id: str, offset: int) -> bool:
-        """True when the run waits for a person and `offset` is past its last event."""
-        if await current_offset(self.temporal, self.db, agent_id) > offset:
-            return False
-        state = await self.state(agent_id)
-        return state is not None and state.pending_approval is not None
+        return client_streams.follow(self.temporal, self.db, agent_id, from_offset, run_id, timeout_s=self.timeout_s)
 
     def response(self, result: RunResult) -> LettaResponse:
         """Letta's response shape: the messages this outcome added (since the send or the pause)."""
