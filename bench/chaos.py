@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
@@ -32,7 +31,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -43,11 +42,11 @@ from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
+from bench.chaos_model import FINAL_ANSWER, MODEL_PREFIX, ChaosModelProcess, fact_line, serve_model  # noqa: E402
 from perdure.agents import create_agent  # noqa: E402
 from perdure.names import workflow_id  # noqa: E402
 from perdure.schemas.agent import AgentCreate  # noqa: E402
 from perdure.schemas.letta import RunStatus, StopReasonType  # noqa: E402
-from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
 from perdure.store import agents, messages, runs  # noqa: E402
 from perdure.store.db import Database, get_database, upgrade_database  # noqa: E402
@@ -58,14 +57,7 @@ from starter.devserver import dev_server_command  # noqa: E402
 from starter.temporal import connect_when_serving  # noqa: E402
 from worker import ensure_search_attributes  # noqa: E402
 
-MODEL_PREFIX = "chaos-"
-"""The stand-in model answers `chaos-K` by rule: K memory_insert calls, then `FINAL_ANSWER`."""
-FINAL_ANSWER = "All noted."
 MESSAGE = "Please remember these facts."
-FAULT_KINDS = ("rate_limit", "server_error", "stall", "cut_body")
-MAX_FAULTS_PER_REQUEST = 2
-"""One request (the same step asked again) meets at most this many faults in a row, well inside the
-provider's own failure budget: the check is that every fault is recovered, not that the budget ends."""
 WORKER_READY = "worker serving task queue"
 RESENDS = 3
 """How often the bench sends a request again (same otid) after its send raised."""
@@ -121,123 +113,6 @@ class AgentVerdict(BaseModel):
 class SendOutcome(BaseModel):
     stop_reason: StopReasonType | None
     errors: list[str]
-
-
-# --- the stand-in model (its own process) --------------------------------------------------------------
-
-
-def fact_line(number: int, calls: int) -> str:
-    return f"chaos fact {number} of {calls}"
-
-
-def calls_of(model: str) -> int | None:
-    """K for a `chaos-K` model name, else None (the model then has no reply: a 404)."""
-    suffix = model.removeprefix(MODEL_PREFIX)
-    return int(suffix) if model.startswith(MODEL_PREFIX) and suffix.isdigit() else None
-
-
-def rule_reply(request: dict[str, Any], calls: int) -> ScriptedReply:
-    """The answer depends only on the request (how many tool returns follow the last user
-    message), so a request asked again after a crash or a fault gets the same answer."""
-    wire: list[dict[str, Any]] = request.get("messages") or []
-    last_user = max((i for i, m in enumerate(wire) if m.get("role") == "user"), default=-1)
-    done = sum(1 for m in wire[last_user + 1 :] if m.get("role") == "tool")
-    if done >= calls:
-        return ScriptedReply(content=FINAL_ANSWER)
-    arguments = {"label": "human", "new_string": fact_line(done + 1, calls)}
-    return ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments=arguments)])
-
-
-def faulty(kind: str, reply: ScriptedReply, model: str, request: dict[str, Any], stall_s: float) -> ScriptedReply:
-    """`reply` spoiled the way `kind` says; a cut streamed reply loses its connection after the
-    first delta, a cut plain reply is a 200 whose JSON body ends half-way."""
-    if kind == "rate_limit":
-        error = {"error": {"message": "chaos: rate limited", "type": "rate_limit_error"}}
-        return ScriptedReply(status=429, headers={"Retry-After": "1"}, error=error)
-    if kind == "server_error":
-        return ScriptedReply(status=500, error={"error": {"message": "chaos: internal error", "type": "server_error"}})
-    if kind == "stall":
-        return reply.model_copy(update={"delay_s": stall_s})
-    if request.get("stream"):
-        return reply.model_copy(update={"drop_after_chunks": 1})
-    body = reply.body(model, request).decode()
-    return ScriptedReply(raw_body=body[: len(body) // 2])
-
-
-class ChaosModel(ScriptedLLMServer):
-    """Answers `chaos-K` models by rule, each reply after a random think time of up to `reply_delay_s`
-    (so that kills land mid-run), spoiling every (1/P)-th reply with the next fault kind."""
-
-    def __init__(self, faults: float, seed: int, stall_s: float, reply_delay_s: float) -> None:
-        super().__init__()
-        self._faults = faults
-        self._stall_s = stall_s
-        self._reply_delay_s = reply_delay_s
-        self._rng = random.Random(seed)
-        self._kinds = list(FAULT_KINDS)
-        self._rng.shuffle(self._kinds)
-        self._due = 0.0
-        self._faults_in_a_row: Counter[str] = Counter()
-        self.injected: Counter[str] = Counter()
-        self.answered = 0
-
-    def _next(self, request: dict[str, Any], headers: dict[str, str], api: str) -> tuple[str, ScriptedReply | None]:
-        model = str(request.get("model", ""))
-        calls = calls_of(model)
-        if calls is None:
-            return model, None
-        key = hashlib.sha256(json.dumps([model, request.get("messages")], sort_keys=True).encode()).hexdigest()
-        with self._lock:
-            reply = rule_reply(request, calls).model_copy(update={"delay_s": self._rng.uniform(0, self._reply_delay_s)})
-            self.answered += 1
-            self._due += self._faults
-            if self._due < 1.0 or self._faults_in_a_row[key] >= MAX_FAULTS_PER_REQUEST:
-                self._faults_in_a_row.pop(key, None)
-                return model, reply
-            self._due -= 1.0
-            kind = self._kinds[sum(self.injected.values()) % len(self._kinds)]
-            self.injected[kind] += 1
-            self._faults_in_a_row[key] += 1
-        return model, faulty(kind, reply, model, request, self._stall_s)
-
-
-def serve_model(faults: float, seed: int, stall_s: float, reply_delay_s: float) -> None:
-    """The model process: prints its base URL, serves until its stdin closes (the bench ended or
-    died), then prints what it answered and injected as one JSON line."""
-    model = ChaosModel(faults, seed, stall_s, reply_delay_s)
-    with model:
-        print(model.base_url, flush=True)
-        sys.stdin.read()
-        print(json.dumps({"requests": model.answered, "faults": dict(model.injected)}), flush=True)
-
-
-class ModelProcess:
-    def __init__(self, options: ChaosOptions) -> None:
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve-model"]
-        command += ["--provider-faults", str(options.provider_faults), "--seed", str(options.seed)]
-        command += ["--stall-s", str(options.stall_s), "--reply-delay-s", str(options.reply_delay_s)]
-        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.base_url = _pipe(self.process.stdout).readline().strip()
-        if not self.base_url:
-            self.process.kill()
-            self.process.wait()
-            raise RuntimeError(f"the chaos model process exited with {self.process.returncode} before serving")
-
-    def stop(self) -> dict[str, Any]:
-        """Close its stdin (`communicate` does) and read its counts; killed if it does not finish in time."""
-        try:
-            out, _ = self.process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return {}
-        lines = out.strip().splitlines()
-        return json.loads(lines[-1]) if lines else {}
-
-
-def _pipe(stream: IO[str] | None) -> IO[str]:
-    assert stream is not None, "the model process is started with pipes"
-    return stream
 
 
 # --- the processes: dev server, worker -----------------------------------------------------------------
@@ -497,7 +372,7 @@ async def run_chaos(options: ChaosOptions) -> ChaosReport:
     rng = random.Random(options.seed)
     with tempfile.TemporaryDirectory(prefix="perdure-chaos-") as tmp:
         workdir = Path(tmp)
-        model = ModelProcess(options)
+        model = ChaosModelProcess(options.provider_faults, options.seed, options.stall_s, options.reply_delay_s)
         try:
             port = free_port()
             settings = Settings(

@@ -8,16 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.chaos import (
-    FINAL_ANSWER,
-    ChaosOptions,
-    SendOutcome,
-    check_agent,
-    fact_line,
-    make_agents,
-    rule_reply,
-    run_chaos,
-)
+from bench.chaos import ChaosOptions, SendOutcome, check_agent, make_agents, run_chaos
+from bench.chaos_model import FINAL_ANSWER, fact_line, rule_reply
 from perdure.schemas.letta import StopReasonType
 from perdure.store import agents
 from perdure.store.db import get_database, upgrade_database
