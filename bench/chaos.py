@@ -21,15 +21,11 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +38,7 @@ from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
+from bench.chaos_cluster import START_TIMEOUT_S, Cluster, cluster_running, free_port  # noqa: E402
 from bench.chaos_model import FINAL_ANSWER, MODEL_PREFIX, ChaosModelProcess, fact_line, serve_model  # noqa: E402
 from perdure.agents import create_agent  # noqa: E402
 from perdure.names import workflow_id  # noqa: E402
@@ -53,15 +50,12 @@ from perdure.store.db import Database, get_database, upgrade_database  # noqa: E
 from perdure.store.tables import MessageRow  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
 from starter.updates import message_request  # noqa: E402
-from starter.devserver import dev_server_command  # noqa: E402
 from starter.temporal import connect_when_serving  # noqa: E402
 from worker import ensure_search_attributes  # noqa: E402
 
 MESSAGE = "Please remember these facts."
-WORKER_READY = "worker serving task queue"
 RESENDS = 3
 """How often the bench sends a request again (same otid) after its send raised."""
-START_TIMEOUT_S = 90.0
 SETTLE_TIMEOUT_S = 120.0
 MAX_FAILURES_SHOWN = 30
 
@@ -113,129 +107,6 @@ class AgentVerdict(BaseModel):
 class SendOutcome(BaseModel):
     stop_reason: StopReasonType | None
     errors: list[str]
-
-
-# --- the processes: dev server, worker -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL one process this bench started, and reap it."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill(process)
-
-
-class Cluster:
-    """The dev server and the worker this bench started, with the handles to kill them."""
-
-    def __init__(self, workdir: Path, settings: Settings, port: int) -> None:
-        self.workdir = workdir
-        self.settings = settings
-        self.port = port
-        self.server: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.worker_starts = 0
-        self.server_starts = 0
-
-    async def start_server(self) -> None:
-        self.server_starts += 1
-        command = dev_server_command(port=self.port, ui_port=None, db_file=self.workdir / "temporal.db")
-        with (self.workdir / "server.log").open("ab") as log:
-            self.server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_open(self.port):
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the dev server did not start; its log ends:\n{_tail(self.workdir / 'server.log')}")
-            await asyncio.sleep(0.1)
-        await connect_when_serving(self.settings, within=START_TIMEOUT_S)
-
-    async def start_worker(self) -> None:
-        """`python worker.py`, returning once it polls; a start that met a busy server is tried again."""
-        failed: list[Path] = []
-        for _ in range(3):
-            self.worker_starts += 1
-            log_path = self.workdir / f"worker-{self.worker_starts}.log"
-            if await self._worker_ready(log_path):
-                return
-            failed.append(log_path)
-        raise RuntimeError(f"the worker did not start; its log ends:\n{_tail(failed[-1])}")
-
-    async def _worker_ready(self, log_path: Path) -> bool:
-        with log_path.open("ab") as log:
-            self.worker = subprocess.Popen(
-                [sys.executable, "worker.py"], cwd=REPO, env=self._worker_env(), stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while self.worker.poll() is None and time.monotonic() < deadline:
-            if WORKER_READY in log_path.read_text(errors="replace"):
-                return True
-            await asyncio.sleep(0.1)
-        kill(self.worker)
-        return False
-
-    def _worker_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
-        env.update(
-            TEMPORAL_ADDRESS=self.settings.temporal_address,
-            PERDURE_DATABASE_URL=self.settings.database_url,
-            PERDURE_TASK_QUEUE=self.settings.task_queue,
-            PERDURE_SCRIPTED_BASE_URL=self.settings.scripted_base_url or "",
-        )
-        return env
-
-    async def crash_worker(self, downtime_s: float) -> None:
-        assert self.worker is not None
-        kill(self.worker)
-        await asyncio.sleep(downtime_s)
-        await self.start_worker()
-
-    async def crash_server(self, downtime_s: float) -> None:
-        assert self.server is not None
-        kill(self.server)
-        await asyncio.sleep(downtime_s)
-        await self.start_server()
-
-    def stop_all(self) -> None:
-        for process in (self.worker, self.server):
-            if process is not None:
-                stop(process)
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    """The end of a log in the work directory, which goes when the bench ends."""
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-@asynccontextmanager
-async def cluster_running(workdir: Path, settings: Settings, port: int) -> AsyncIterator[Cluster]:
-    cluster = Cluster(workdir, settings, port)
-    try:
-        await cluster.start_server()
-        await cluster.start_worker()
-        yield cluster
-    finally:
-        cluster.stop_all()
 
 
 # --- the run ------------------------------------------------------------------------------------------
