@@ -33,29 +33,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pydantic import BaseModel, Field, ValidationError  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
 from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
 from bench.chaos_cluster import START_TIMEOUT_S, Cluster, cluster_running, free_port  # noqa: E402
-from bench.chaos_model import FINAL_ANSWER, MODEL_PREFIX, ChaosModelProcess, fact_line, serve_model  # noqa: E402
-from perdure.agents import create_agent  # noqa: E402
+from bench.chaos_model import FINAL_ANSWER, ChaosModelProcess, fact_line, serve_model  # noqa: E402
+from bench.chaos_workload import SendOutcome, make_agents, send, tool_returns_stored  # noqa: E402
 from perdure.names import workflow_id  # noqa: E402
-from perdure.schemas.agent import AgentCreate  # noqa: E402
 from perdure.schemas.letta import RunStatus, StopReasonType  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
 from perdure.store import agents, messages, runs  # noqa: E402
 from perdure.store.db import Database, get_database, upgrade_database  # noqa: E402
-from perdure.store.tables import MessageRow  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
-from starter.updates import message_request  # noqa: E402
 from starter.temporal import connect_when_serving  # noqa: E402
 from worker import ensure_search_attributes  # noqa: E402
 
-MESSAGE = "Please remember these facts."
-RESENDS = 3
-"""How often the bench sends a request again (same otid) after its send raised."""
 SETTLE_TIMEOUT_S = 120.0
 MAX_FAILURES_SHOWN = 30
 
@@ -104,48 +97,7 @@ class AgentVerdict(BaseModel):
     problems: list[str] = Field(default_factory=list)
 
 
-class SendOutcome(BaseModel):
-    stop_reason: StopReasonType | None
-    errors: list[str]
-
-
 # --- the run ------------------------------------------------------------------------------------------
-
-
-def make_agents(db: Database, count: int, calls: int, base_url: str) -> list[str]:
-    llm_config = {"model": f"scripted/{MODEL_PREFIX}{calls}", "endpoint": base_url}
-    made = []
-    for number in range(count):
-        blocks = [{"label": "human", "value": ""}]
-        fields = {"name": f"chaos-{number}", "memory_blocks": blocks, "llm_config": llm_config}
-        made.append(create_agent(db, AgentCreate.model_validate(fields)).id)
-    return made
-
-
-async def send(client: PerdureClient, agent_id: str, stream_tokens: bool) -> SendOutcome:
-    """One message, sent again (the same request, so the same otid) after any error."""
-    request = message_request(MESSAGE, stream_tokens=stream_tokens)
-    errors: list[str] = []
-    for _ in range(1 + RESENDS):
-        try:
-            result = await client.start_run(agent_id, request)
-        except Exception as err:  # any client error is answered by sending again, as clients do
-            errors.append(f"{agent_id}: {type(err).__name__}: {str(err)[:200]}")
-            await asyncio.sleep(1.0)
-            continue
-        return SendOutcome(stop_reason=result.stop_reason, errors=errors)
-    return SendOutcome(stop_reason=None, errors=errors)
-
-
-def tool_returns_stored(db: Database, agent_ids: list[str]) -> int:
-    """Progress: how many tool messages the agents have stored so far."""
-    query = (
-        select(func.count())
-        .select_from(MessageRow)
-        .where(MessageRow.role == "tool", MessageRow.agent_id.in_(agent_ids))
-    )
-    with db.transaction(read_only=True) as session:
-        return int(session.execute(query).scalar_one())
 
 
 def kill_plan(options: ChaosOptions, rng: random.Random) -> list[tuple[int, str]]:

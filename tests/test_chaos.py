@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.chaos import ChaosOptions, SendOutcome, check_agent, make_agents, run_chaos
+from bench.chaos import ChaosOptions, check_agent, run_chaos
 from bench.chaos_model import FINAL_ANSWER, fact_line, rule_reply
+from bench.chaos_workload import SendOutcome, make_agents
 from perdure.schemas.letta import StopReasonType
 from perdure.store import agents
 from perdure.store.db import get_database, upgrade_database
