@@ -10,6 +10,10 @@ user message, K calls with one return each, one answer, each memory line once, n
 With `--provider-faults P`, a fraction P of the model's replies fail (429 with Retry-After, 500, a
 stall, a body cut off mid-way). Every other agent streams tokens, so both answer shapes are tried.
 
+This module runs the check and reports it; its parts are the stand-in model (chaos_model.py), the
+processes it kills (chaos_cluster.py), the agents' sends (chaos_workload.py) and the per-agent
+verdict from the store (chaos_check.py).
+
     python bench/chaos.py [--agents 20] [--calls 5] [--worker-kills 5] [--server-kills 1]
                           [--provider-faults 0.0] [--seed 0]
 """
@@ -25,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +36,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pydantic import BaseModel, Field, ValidationError  # noqa: E402
-from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
-from temporalio.service import RPCError  # noqa: E402
 
+from bench.chaos_check import check_agent, settle  # noqa: E402
 from bench.chaos_cluster import START_TIMEOUT_S, Cluster, cluster_running, free_port  # noqa: E402
-from bench.chaos_model import FINAL_ANSWER, ChaosModelProcess, fact_line, serve_model  # noqa: E402
-from bench.chaos_workload import SendOutcome, make_agents, send, tool_returns_stored  # noqa: E402
-from perdure.names import workflow_id  # noqa: E402
-from perdure.schemas.letta import RunStatus, StopReasonType  # noqa: E402
+from bench.chaos_model import ChaosModelProcess, serve_model  # noqa: E402
+from bench.chaos_workload import make_agents, send, tool_returns_stored  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
-from perdure.store import agents, messages, runs  # noqa: E402
 from perdure.store.db import Database, get_database, upgrade_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
 from starter.temporal import connect_when_serving  # noqa: E402
 from worker import ensure_search_attributes  # noqa: E402
 
-SETTLE_TIMEOUT_S = 120.0
 MAX_FAILURES_SHOWN = 30
 
 
@@ -89,17 +87,6 @@ class ChaosReport(BaseModel):
     seed: int
 
 
-class AgentVerdict(BaseModel):
-    end_turn: bool
-    lost: bool = False
-    doubled: bool = False
-    stuck: bool = False
-    problems: list[str] = Field(default_factory=list)
-
-
-# --- the run ------------------------------------------------------------------------------------------
-
-
 def kill_plan(options: ChaosOptions, rng: random.Random) -> list[tuple[int, str]]:
     """When to kill what: at random counts of stored tool returns, below 90% of them all, so every
     kill lands while runs are under way."""
@@ -130,64 +117,6 @@ async def cause_chaos(
             await cluster.crash_server(rng.uniform(0.5, 2.0))
         done[kind] += 1
     return done
-
-
-async def settle(temporal: Client, agent_ids: list[str]) -> set[str]:
-    """The agents whose workflow still runs after `SETTLE_TIMEOUT_S`."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    running = set(agent_ids)
-    while running and time.monotonic() < deadline:
-        for agent_id in sorted(running):
-            with suppress(RPCError):
-                description = await temporal.get_workflow_handle(workflow_id(agent_id)).describe()
-                if description.status is not WorkflowExecutionStatus.RUNNING:
-                    running.discard(agent_id)
-        if running:
-            await asyncio.sleep(1.0)
-    return running
-
-
-def check_agent(db: Database, agent_id: str, calls: int, outcome: SendOutcome, running: bool) -> AgentVerdict:
-    """What the store says the turn did, against what it should have done exactly once."""
-    with db.transaction(read_only=True) as session:
-        stored = messages.list_messages(session, agent_id)
-        state = agents.get_agent(session, agent_id)
-        agent_runs = runs.list_runs(session, agent_id)
-    block = state.block("human")
-    lines = [line for line in (block.value if block else "").split("\n") if line]
-    tool_calls = [c for m in stored if m.role == "assistant" for c in m.tool_calls]
-    returns = Counter(r.tool_call_id for m in stored if m.role == "tool" for r in m.tool_returns)
-    answers = [m for m in stored if m.role == "assistant" and not m.tool_calls and m.text == FINAL_ANSWER]
-    counts = {
-        "user messages": (sum(1 for m in stored if m.role == "user"), 1),
-        "tool calls": (len(tool_calls), calls),
-        "answers": (len(answers), 1),
-        "runs": (len(agent_runs), 1),
-    }
-    counts |= {f"returns of {c.id}": (returns[c.id], 1) for c in tool_calls}
-    counts |= {f"line {fact_line(n, calls)!r}": (lines.count(fact_line(n, calls)), 1) for n in range(1, calls + 1)}
-    problems = [
-        f"{what}: {found} (expected {expected})" for what, (found, expected) in counts.items() if found != expected
-    ]
-    stray = set(returns) - {c.id for c in tool_calls}
-    problems += [f"a return for unknown call {call_id}" for call_id in sorted(stray)]
-    if lines != [fact_line(n, calls) for n in range(1, calls + 1)]:
-        problems.append(f"memory block lines {lines}")
-    if state.message_ids != [m.id for m in stored] or len({m.id for m in stored}) != len(stored):
-        problems.append("the context is not the stored history, each message once")
-    unfinished = [r.id for r in agent_runs if r.status in (RunStatus.created, RunStatus.running)]
-    ended_well = all(r.stop_reason is StopReasonType.end_turn for r in agent_runs) and bool(agent_runs)
-    if not ended_well:
-        problems.append(f"runs ended {[(r.status.value, r.stop_reason, r.error) for r in agent_runs]}")
-    if outcome.stop_reason is not StopReasonType.end_turn:
-        problems.append(f"the send got {outcome.stop_reason}")
-    return AgentVerdict(
-        end_turn=ended_well and outcome.stop_reason is StopReasonType.end_turn,
-        lost=any(found < expected for found, expected in counts.values()),
-        doubled=any(found > expected for found, expected in counts.values()) or bool(stray),
-        stuck=running or bool(unfinished),
-        problems=[f"{agent_id}: {problem}" for problem in problems],
-    )
 
 
 async def run_chaos(options: ChaosOptions) -> ChaosReport:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.chaos import ChaosOptions, check_agent, run_chaos
+from bench.chaos import ChaosOptions, run_chaos
+from bench.chaos_check import check_agent
 from bench.chaos_model import FINAL_ANSWER, fact_line, rule_reply
 from bench.chaos_workload import SendOutcome, make_agents
 from perdure.schemas.letta import StopReasonType
