@@ -10,6 +10,10 @@ user message, K calls with one return each, one answer, each memory line once, n
 With `--provider-faults P`, a fraction P of the model's replies fail (429 with Retry-After, 500, a
 stall, a body cut off mid-way). Every other agent streams tokens, so both answer shapes are tried.
 
+This module runs the check and reports it; its parts are the stand-in model (chaos_model.py), the
+processes it kills (chaos_cluster.py), the agents' sends (chaos_workload.py) and the per-agent
+verdict from the store (chaos_check.py).
+
     python bench/chaos.py [--agents 20] [--calls 5] [--worker-kills 5] [--server-kills 1]
                           [--provider-faults 0.0] [--seed 0]
 """
@@ -18,59 +22,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pydantic import BaseModel, Field, ValidationError  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
-from temporalio.service import RPCError  # noqa: E402
 
-from perdure.agents import create_agent  # noqa: E402
-from perdure.names import workflow_id  # noqa: E402
-from perdure.schemas.agent import AgentCreate  # noqa: E402
-from perdure.schemas.letta import RunStatus, StopReasonType  # noqa: E402
-from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall  # noqa: E402
+from bench.chaos_check import check_agent, settle  # noqa: E402
+from bench.chaos_cluster import START_TIMEOUT_S, Cluster, cluster_running, free_port  # noqa: E402
+from bench.chaos_model import ChaosModelProcess, serve_model  # noqa: E402
+from bench.chaos_workload import make_agents, send, tool_returns_stored  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
-from perdure.store import agents, messages, runs  # noqa: E402
 from perdure.store.db import Database, get_database, upgrade_database  # noqa: E402
-from perdure.store.tables import MessageRow  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
-from starter.updates import message_request  # noqa: E402
-from starter.devserver import dev_server_command  # noqa: E402
 from starter.temporal import connect_when_serving  # noqa: E402
 from worker import ensure_search_attributes  # noqa: E402
 
-MODEL_PREFIX = "chaos-"
-"""The stand-in model answers `chaos-K` by rule: K memory_insert calls, then `FINAL_ANSWER`."""
-FINAL_ANSWER = "All noted."
-MESSAGE = "Please remember these facts."
-FAULT_KINDS = ("rate_limit", "server_error", "stall", "cut_body")
-MAX_FAULTS_PER_REQUEST = 2
-"""One request (the same step asked again) meets at most this many faults in a row, well inside the
-provider's own failure budget: the check is that every fault is recovered, not that the budget ends."""
-WORKER_READY = "worker serving task queue"
-RESENDS = 3
-"""How often the bench sends a request again (same otid) after its send raised."""
-START_TIMEOUT_S = 90.0
-SETTLE_TIMEOUT_S = 120.0
 MAX_FAILURES_SHOWN = 30
 
 
@@ -110,298 +87,6 @@ class ChaosReport(BaseModel):
     seed: int
 
 
-class AgentVerdict(BaseModel):
-    end_turn: bool
-    lost: bool = False
-    doubled: bool = False
-    stuck: bool = False
-    problems: list[str] = Field(default_factory=list)
-
-
-class SendOutcome(BaseModel):
-    stop_reason: StopReasonType | None
-    errors: list[str]
-
-
-# --- the stand-in model (its own process) --------------------------------------------------------------
-
-
-def fact_line(number: int, calls: int) -> str:
-    return f"chaos fact {number} of {calls}"
-
-
-def calls_of(model: str) -> int | None:
-    """K for a `chaos-K` model name, else None (the model then has no reply: a 404)."""
-    suffix = model.removeprefix(MODEL_PREFIX)
-    return int(suffix) if model.startswith(MODEL_PREFIX) and suffix.isdigit() else None
-
-
-def rule_reply(request: dict[str, Any], calls: int) -> ScriptedReply:
-    """The answer depends only on the request (how many tool returns follow the last user
-    message), so a request asked again after a crash or a fault gets the same answer."""
-    wire: list[dict[str, Any]] = request.get("messages") or []
-    last_user = max((i for i, m in enumerate(wire) if m.get("role") == "user"), default=-1)
-    done = sum(1 for m in wire[last_user + 1 :] if m.get("role") == "tool")
-    if done >= calls:
-        return ScriptedReply(content=FINAL_ANSWER)
-    arguments = {"label": "human", "new_string": fact_line(done + 1, calls)}
-    return ScriptedReply(tool_calls=[ScriptedToolCall(name="memory_insert", arguments=arguments)])
-
-
-def faulty(kind: str, reply: ScriptedReply, model: str, request: dict[str, Any], stall_s: float) -> ScriptedReply:
-    """`reply` spoiled the way `kind` says; a cut streamed reply loses its connection after the
-    first delta, a cut plain reply is a 200 whose JSON body ends half-way."""
-    if kind == "rate_limit":
-        error = {"error": {"message": "chaos: rate limited", "type": "rate_limit_error"}}
-        return ScriptedReply(status=429, headers={"Retry-After": "1"}, error=error)
-    if kind == "server_error":
-        return ScriptedReply(status=500, error={"error": {"message": "chaos: internal error", "type": "server_error"}})
-    if kind == "stall":
-        return reply.model_copy(update={"delay_s": stall_s})
-    if request.get("stream"):
-        return reply.model_copy(update={"drop_after_chunks": 1})
-    body = reply.body(model, request).decode()
-    return ScriptedReply(raw_body=body[: len(body) // 2])
-
-
-class ChaosModel(ScriptedLLMServer):
-    """Answers `chaos-K` models by rule, each reply after a random think time of up to `reply_delay_s`
-    (so that kills land mid-run), spoiling every (1/P)-th reply with the next fault kind."""
-
-    def __init__(self, faults: float, seed: int, stall_s: float, reply_delay_s: float) -> None:
-        super().__init__()
-        self._faults = faults
-        self._stall_s = stall_s
-        self._reply_delay_s = reply_delay_s
-        self._rng = random.Random(seed)
-        self._kinds = list(FAULT_KINDS)
-        self._rng.shuffle(self._kinds)
-        self._due = 0.0
-        self._faults_in_a_row: Counter[str] = Counter()
-        self.injected: Counter[str] = Counter()
-        self.answered = 0
-
-    def _next(self, request: dict[str, Any], headers: dict[str, str], api: str) -> tuple[str, ScriptedReply | None]:
-        model = str(request.get("model", ""))
-        calls = calls_of(model)
-        if calls is None:
-            return model, None
-        key = hashlib.sha256(json.dumps([model, request.get("messages")], sort_keys=True).encode()).hexdigest()
-        with self._lock:
-            reply = rule_reply(request, calls).model_copy(update={"delay_s": self._rng.uniform(0, self._reply_delay_s)})
-            self.answered += 1
-            self._due += self._faults
-            if self._due < 1.0 or self._faults_in_a_row[key] >= MAX_FAULTS_PER_REQUEST:
-                self._faults_in_a_row.pop(key, None)
-                return model, reply
-            self._due -= 1.0
-            kind = self._kinds[sum(self.injected.values()) % len(self._kinds)]
-            self.injected[kind] += 1
-            self._faults_in_a_row[key] += 1
-        return model, faulty(kind, reply, model, request, self._stall_s)
-
-
-def serve_model(faults: float, seed: int, stall_s: float, reply_delay_s: float) -> None:
-    """The model process: prints its base URL, serves until its stdin closes (the bench ended or
-    died), then prints what it answered and injected as one JSON line."""
-    model = ChaosModel(faults, seed, stall_s, reply_delay_s)
-    with model:
-        print(model.base_url, flush=True)
-        sys.stdin.read()
-        print(json.dumps({"requests": model.answered, "faults": dict(model.injected)}), flush=True)
-
-
-class ModelProcess:
-    def __init__(self, options: ChaosOptions) -> None:
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve-model"]
-        command += ["--provider-faults", str(options.provider_faults), "--seed", str(options.seed)]
-        command += ["--stall-s", str(options.stall_s), "--reply-delay-s", str(options.reply_delay_s)]
-        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.base_url = _pipe(self.process.stdout).readline().strip()
-        if not self.base_url:
-            self.process.kill()
-            self.process.wait()
-            raise RuntimeError(f"the chaos model process exited with {self.process.returncode} before serving")
-
-    def stop(self) -> dict[str, Any]:
-        """Close its stdin (`communicate` does) and read its counts; killed if it does not finish in time."""
-        try:
-            out, _ = self.process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return {}
-        lines = out.strip().splitlines()
-        return json.loads(lines[-1]) if lines else {}
-
-
-def _pipe(stream: IO[str] | None) -> IO[str]:
-    assert stream is not None, "the model process is started with pipes"
-    return stream
-
-
-# --- the processes: dev server, worker -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL one process this bench started, and reap it."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill(process)
-
-
-class Cluster:
-    """The dev server and the worker this bench started, with the handles to kill them."""
-
-    def __init__(self, workdir: Path, settings: Settings, port: int) -> None:
-        self.workdir = workdir
-        self.settings = settings
-        self.port = port
-        self.server: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.worker_starts = 0
-        self.server_starts = 0
-
-    async def start_server(self) -> None:
-        self.server_starts += 1
-        command = dev_server_command(port=self.port, ui_port=None, db_file=self.workdir / "temporal.db")
-        with (self.workdir / "server.log").open("ab") as log:
-            self.server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_open(self.port):
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the dev server did not start; its log ends:\n{_tail(self.workdir / 'server.log')}")
-            await asyncio.sleep(0.1)
-        await connect_when_serving(self.settings, within=START_TIMEOUT_S)
-
-    async def start_worker(self) -> None:
-        """`python worker.py`, returning once it polls; a start that met a busy server is tried again."""
-        failed: list[Path] = []
-        for _ in range(3):
-            self.worker_starts += 1
-            log_path = self.workdir / f"worker-{self.worker_starts}.log"
-            if await self._worker_ready(log_path):
-                return
-            failed.append(log_path)
-        raise RuntimeError(f"the worker did not start; its log ends:\n{_tail(failed[-1])}")
-
-    async def _worker_ready(self, log_path: Path) -> bool:
-        with log_path.open("ab") as log:
-            self.worker = subprocess.Popen(
-                [sys.executable, "worker.py"], cwd=REPO, env=self._worker_env(), stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while self.worker.poll() is None and time.monotonic() < deadline:
-            if WORKER_READY in log_path.read_text(errors="replace"):
-                return True
-            await asyncio.sleep(0.1)
-        kill(self.worker)
-        return False
-
-    def _worker_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PERDURE_", "TEMPORAL_"))}
-        env.update(
-            TEMPORAL_ADDRESS=self.settings.temporal_address,
-            PERDURE_DATABASE_URL=self.settings.database_url,
-            PERDURE_TASK_QUEUE=self.settings.task_queue,
-            PERDURE_SCRIPTED_BASE_URL=self.settings.scripted_base_url or "",
-        )
-        return env
-
-    async def crash_worker(self, downtime_s: float) -> None:
-        assert self.worker is not None
-        kill(self.worker)
-        await asyncio.sleep(downtime_s)
-        await self.start_worker()
-
-    async def crash_server(self, downtime_s: float) -> None:
-        assert self.server is not None
-        kill(self.server)
-        await asyncio.sleep(downtime_s)
-        await self.start_server()
-
-    def stop_all(self) -> None:
-        for process in (self.worker, self.server):
-            if process is not None:
-                stop(process)
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    """The end of a log in the work directory, which goes when the bench ends."""
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-@asynccontextmanager
-async def cluster_running(workdir: Path, settings: Settings, port: int) -> AsyncIterator[Cluster]:
-    cluster = Cluster(workdir, settings, port)
-    try:
-        await cluster.start_server()
-        await cluster.start_worker()
-        yield cluster
-    finally:
-        cluster.stop_all()
-
-
-# --- the run ------------------------------------------------------------------------------------------
-
-
-def make_agents(db: Database, count: int, calls: int, base_url: str) -> list[str]:
-    llm_config = {"model": f"scripted/{MODEL_PREFIX}{calls}", "endpoint": base_url}
-    made = []
-    for number in range(count):
-        blocks = [{"label": "human", "value": ""}]
-        fields = {"name": f"chaos-{number}", "memory_blocks": blocks, "llm_config": llm_config}
-        made.append(create_agent(db, AgentCreate.model_validate(fields)).id)
-    return made
-
-
-async def send(client: PerdureClient, agent_id: str, stream_tokens: bool) -> SendOutcome:
-    """One message, sent again (the same request, so the same otid) after any error."""
-    request = message_request(MESSAGE, stream_tokens=stream_tokens)
-    errors: list[str] = []
-    for _ in range(1 + RESENDS):
-        try:
-            result = await client.start_run(agent_id, request)
-        except Exception as err:  # any client error is answered by sending again, as clients do
-            errors.append(f"{agent_id}: {type(err).__name__}: {str(err)[:200]}")
-            await asyncio.sleep(1.0)
-            continue
-        return SendOutcome(stop_reason=result.stop_reason, errors=errors)
-    return SendOutcome(stop_reason=None, errors=errors)
-
-
-def tool_returns_stored(db: Database, agent_ids: list[str]) -> int:
-    """Progress: how many tool messages the agents have stored so far."""
-    query = (
-        select(func.count())
-        .select_from(MessageRow)
-        .where(MessageRow.role == "tool", MessageRow.agent_id.in_(agent_ids))
-    )
-    with db.transaction(read_only=True) as session:
-        return int(session.execute(query).scalar_one())
-
-
 def kill_plan(options: ChaosOptions, rng: random.Random) -> list[tuple[int, str]]:
     """When to kill what: at random counts of stored tool returns, below 90% of them all, so every
     kill lands while runs are under way."""
@@ -434,70 +119,12 @@ async def cause_chaos(
     return done
 
 
-async def settle(temporal: Client, agent_ids: list[str]) -> set[str]:
-    """The agents whose workflow still runs after `SETTLE_TIMEOUT_S`."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    running = set(agent_ids)
-    while running and time.monotonic() < deadline:
-        for agent_id in sorted(running):
-            with suppress(RPCError):
-                description = await temporal.get_workflow_handle(workflow_id(agent_id)).describe()
-                if description.status is not WorkflowExecutionStatus.RUNNING:
-                    running.discard(agent_id)
-        if running:
-            await asyncio.sleep(1.0)
-    return running
-
-
-def check_agent(db: Database, agent_id: str, calls: int, outcome: SendOutcome, running: bool) -> AgentVerdict:
-    """What the store says the turn did, against what it should have done exactly once."""
-    with db.transaction(read_only=True) as session:
-        stored = messages.list_messages(session, agent_id)
-        state = agents.get_agent(session, agent_id)
-        agent_runs = runs.list_runs(session, agent_id)
-    block = state.block("human")
-    lines = [line for line in (block.value if block else "").split("\n") if line]
-    tool_calls = [c for m in stored if m.role == "assistant" for c in m.tool_calls]
-    returns = Counter(r.tool_call_id for m in stored if m.role == "tool" for r in m.tool_returns)
-    answers = [m for m in stored if m.role == "assistant" and not m.tool_calls and m.text == FINAL_ANSWER]
-    counts = {
-        "user messages": (sum(1 for m in stored if m.role == "user"), 1),
-        "tool calls": (len(tool_calls), calls),
-        "answers": (len(answers), 1),
-        "runs": (len(agent_runs), 1),
-    }
-    counts |= {f"returns of {c.id}": (returns[c.id], 1) for c in tool_calls}
-    counts |= {f"line {fact_line(n, calls)!r}": (lines.count(fact_line(n, calls)), 1) for n in range(1, calls + 1)}
-    problems = [
-        f"{what}: {found} (expected {expected})" for what, (found, expected) in counts.items() if found != expected
-    ]
-    stray = set(returns) - {c.id for c in tool_calls}
-    problems += [f"a return for unknown call {call_id}" for call_id in sorted(stray)]
-    if lines != [fact_line(n, calls) for n in range(1, calls + 1)]:
-        problems.append(f"memory block lines {lines}")
-    if state.message_ids != [m.id for m in stored] or len({m.id for m in stored}) != len(stored):
-        problems.append("the context is not the stored history, each message once")
-    unfinished = [r.id for r in agent_runs if r.status in (RunStatus.created, RunStatus.running)]
-    ended_well = all(r.stop_reason is StopReasonType.end_turn for r in agent_runs) and bool(agent_runs)
-    if not ended_well:
-        problems.append(f"runs ended {[(r.status.value, r.stop_reason, r.error) for r in agent_runs]}")
-    if outcome.stop_reason is not StopReasonType.end_turn:
-        problems.append(f"the send got {outcome.stop_reason}")
-    return AgentVerdict(
-        end_turn=ended_well and outcome.stop_reason is StopReasonType.end_turn,
-        lost=any(found < expected for found, expected in counts.values()),
-        doubled=any(found > expected for found, expected in counts.values()) or bool(stray),
-        stuck=running or bool(unfinished),
-        problems=[f"{agent_id}: {problem}" for problem in problems],
-    )
-
-
 async def run_chaos(options: ChaosOptions) -> ChaosReport:
     """Everything started here and stopped here; the report says what the store shows."""
     rng = random.Random(options.seed)
     with tempfile.TemporaryDirectory(prefix="perdure-chaos-") as tmp:
         workdir = Path(tmp)
-        model = ModelProcess(options)
+        model = ChaosModelProcess(options.provider_faults, options.seed, options.stall_s, options.reply_delay_s)
         try:
             port = free_port()
             settings = Settings(

@@ -8,16 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.chaos import (
-    FINAL_ANSWER,
-    ChaosOptions,
-    SendOutcome,
-    check_agent,
-    fact_line,
-    make_agents,
-    rule_reply,
-    run_chaos,
-)
+from bench.chaos import ChaosOptions, run_chaos
+from bench.chaos_check import check_agent
+from bench.chaos_model import FINAL_ANSWER, fact_line, rule_reply
+from bench.chaos_workload import SendOutcome, make_agents
 from perdure.schemas.letta import StopReasonType
 from perdure.store import agents
 from perdure.store.db import get_database, upgrade_database
