@@ -27,8 +27,8 @@ from worker import perdure_worker  # noqa: E402
 @asynccontextmanager
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """A Temporal dev server with Perdure's search attributes, its client carrying the plugin.
-    It starts with this process's standard output as its own pointed at standard error, so its
-    start-up banner does not land in the benchmark's JSON."""
+    The server process starts with its standard output sent to this process's standard error,
+    so its start-up banner does not land in the benchmark's JSON."""
     async with AsyncExitStack() as stack:
         with _stdout_to_stderr():
             env = await stack.enter_async_context(local_temporal())

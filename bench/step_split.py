@@ -15,7 +15,7 @@ hollow − floor is Perdure's workflow code and its payloads; Perdure − hollow
 activities do (the LLM request over HTTP, the tool's and the checkpoint's database work).
 
     python bench/step_split.py [--rounds 20] [--tool-calls 10]
-    python bench/step_split.py --serve ADDRESS QUEUE      (a hollow worker, until SIGTERM)
+    python bench/step_split.py --serve ADDRESS QUEUE TOOL_CALLS      (a hollow worker, until SIGTERM)
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ current with one line saying to run `perdure db upgrade`."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -20,10 +22,17 @@ from perdure.schemas.messages import Message, TextContent
 from perdure.schemas.run import SendMessageRequest
 from perdure.store import agents, messages, runs
 from perdure.store.db import Database, get_database, upgrade_database
-from perdure.store.schema import FIRST_REVISION, SchemaOutOfDateError, check_schema, current_revision, head_revision
-from perdure.store.tables import Base
-from tests.helpers import PERDURE, REPO
+from perdure.store.schema import (
+    MIGRATIONS,
+    FIRST_REVISION,
+    SchemaOutOfDateError,
+    check_schema,
+    current_revision,
+    head_revision,
+)
+from perdure.store.tables import Base, utcnow
 from starter.updates import message_request
+from tests.helpers import PERDURE, REPO
 from tests.postgres_server import create_database
 
 pytestmark = pytest.mark.both_stores
@@ -102,7 +111,7 @@ def test_runs_stored_before_turn_keys_are_found_by_their_turn_after_the_upgrade(
                     "id": run_id,
                     "agent_id": agent.id,
                     "request": request.model_dump_json(),
-                    "created_at": datetime.now(timezone.utc),
+                    "created_at": utcnow(),
                 },
             )
 
@@ -114,6 +123,44 @@ def test_runs_stored_before_turn_keys_are_found_by_their_turn_after_the_upgrade(
         keys = {row.id: row.turn_key for row in session.execute(text("SELECT id, turn_key FROM runs"))}
     assert found is not None and found.id == "run-sent"
     assert keys == {"run-sent": sent.turn_key, "run-answers": None}
+
+
+def _migration_0006() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("migration_0006", MIGRATIONS / "versions" / "0006_run_turn_keys.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ANSWER = {"type": "approval", "approvals": [{"type": "approval", "tool_call_id": "call-1", "approve": True}]}
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"messages": [{"type": "message", "role": "user", "content": "hi", "otid": "otid-1"}]},
+        {"messages": [{"role": "user", "content": "hi", "otid": "otid-1"}]},
+        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"role": "user", "content": "hi", "otid": ""}]},
+        {
+            "messages": [
+                {"role": "system", "content": "note", "otid": "a"},
+                {"role": "user", "content": "hi", "otid": "b"},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "hi", "otid": "a"}, {"role": "user", "content": "hi"}]},
+        {"messages": [ANSWER]},
+        {"messages": [ANSWER, {"role": "user", "content": "and this", "otid": "c"}]},
+    ],
+)
+def test_the_upgrade_keys_a_stored_request_as_the_request_keys_itself(stored: dict[str, Any]) -> None:
+    """Migration 0006 writes out the turn key's rule rather than importing it: it must agree
+    with `SendMessageRequest.turn_key` on every shape a request was stored in (a release that
+    stored no `type`, messages without otids, answers before a message)."""
+    request = SendMessageRequest.model_validate(stored)
+    assert _migration_0006()._turn_key(stored) == request.turn_key
+    assert _migration_0006()._turn_key(request.model_dump(mode="json")) == request.turn_key
 
 
 def test_a_database_made_before_migrations_is_adopted_not_recreated(empty_url: str) -> None:

@@ -122,6 +122,7 @@ _RUN_AGENT = select(
 
 
 def load_run_agent(session: Session, agent_id: str) -> RunAgent:
+    """The agent as a run's begin needs it, as `context.load_request_agent` reads it for a request."""
     row = session.execute(_RUN_AGENT, {"agent_id": agent_id}).one_or_none()
     if row is None:
         raise NotFoundError(f"agent '{agent_id}' not found")

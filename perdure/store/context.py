@@ -105,8 +105,8 @@ _parsed_messages = ParsedMessages(PARSED_MESSAGES_CACHE_CHARS)
 def load_context_messages(session: Session, message_ids: Sequence[str]) -> list[Message]:
     """The messages of `message_ids` in that order (ids not stored are skipped), as
     `messages.load_messages` returns them; the messages are shared, not to be changed in place.
-    A plain Core select, which flushes nothing: for a transaction that only reads (the LLM
-    request's), where nothing is pending."""
+    A plain Core select, which flushes nothing: for a transaction where nothing is pending (the
+    LLM request's, which only reads; `messages.load_context_tail` flushes before it calls this)."""
     ids = list(message_ids)
     by_id = _parsed_messages.parsed(session.execute(_STORED_TEXTS, {"ids": ids}).all())
     return [by_id[message_id] for message_id in ids if message_id in by_id]

@@ -13,9 +13,9 @@ from perdure.schemas.run import SendMessageRequest, StepRecord, TokenUsage
 from perdure.schemas.messages import Message, ToolReturn
 from perdure.schemas.stream import LettaErrorMessage, error_event
 from perdure.store.errors import NotFoundError
-from perdure.store.db import dialect_insert, upsert_statement
+from perdure.store.db import dialect_insert, forget_loaded, upsert_statement
 from perdure.store.messages import AGENTS, append_to_locked, insert_messages, lock_in_context
-from perdure.store.tables import RunRow, StepRow, utcnow
+from perdure.store.tables import AgentRow, RunRow, StepRow, utcnow
 from perdure.store.tool_executions import recorded_returns
 from pydantic import BaseModel
 from datetime import datetime
@@ -69,8 +69,16 @@ def checkpoint_step(session: Session, agent_id: str, messages: list[Message], st
 def _mark_paused(session: Session, run_id: str, agent_id: str) -> None:
     """A paused run is still running, but says why it waits (Letta's `last_stop_reason`)."""
     reason = StopReasonType.requires_approval.value
+    session.flush()
     session.execute(_RUN_STOP_REASON, {"paused_run": run_id, "reason": reason})
     session.execute(_AGENT_STOP_REASON, {"stopped_agent": agent_id, "reason": reason})
+    _forget_run_and_agent(session, run_id, agent_id)
+
+
+def _forget_run_and_agent(session: Session, run_id: str, agent_id: str) -> None:
+    """The rows the updates above changed, expired in the session (`forget_loaded`)."""
+    forget_loaded(session, RunRow, run_id)
+    forget_loaded(session, AgentRow, agent_id)
 
 
 def _with_recorded_returns(session: Session, messages: list[Message]) -> list[Message]:
@@ -142,12 +150,12 @@ _FINISH_RUN = (
         completed_at=bindparam("finished_at"),
     )
 )
+"""Built once, like the step's statements and the two below: a run's end is two updates, not
+two ORM loads (the run's whole request and the agent's whole row) and a flush."""
 _RUN_STOP_REASON = update(RUNS).where(RUNS.c.id == bindparam("paused_run")).values(stop_reason=bindparam("reason"))
 _AGENT_STOP_REASON = (
     update(AGENTS).where(AGENTS.c.id == bindparam("stopped_agent")).values(last_stop_reason=bindparam("reason"))
 )
-"""Built once, like the step's statements: a run's end is two updates, not two ORM loads (the
-run's whole request and the agent's whole row) and a flush."""
 
 
 def finish_run(
@@ -162,6 +170,7 @@ def finish_run(
 ) -> bool:
     """Record how the run ended, and the agent's last stop reason. False, with nothing written,
     when the run is not stored (its agent was deleted meanwhile)."""
+    session.flush()
     ended = cast(
         CursorResult[Any],
         session.execute(
@@ -179,6 +188,7 @@ def finish_run(
     if ended.rowcount == 0:
         return False
     session.execute(_AGENT_STOP_REASON, {"stopped_agent": agent_id, "reason": stop_reason.value})
+    _forget_run_and_agent(session, run_id, agent_id)
     return True
 
 

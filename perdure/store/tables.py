@@ -97,6 +97,7 @@ class PassageRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_agent_id_turn_key", "agent_id", "turn_key"),)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(64), index=True)
     workflow_id: Mapped[str] = mapped_column(String(128))
@@ -109,8 +110,6 @@ class RunRow(Base):
     completed_at: Mapped[datetime | None] = mapped_column()
     turn_key: Mapped[str | None] = mapped_column(String(32))
     """`SendMessageRequest.turn_key`: a client's retry of this run's send is found by it."""
-
-    __table_args__ = (Index("ix_runs_agent_id_turn_key", "agent_id", "turn_key"),)
 
 
 class StepRow(Base):

@@ -20,6 +20,8 @@ RECENT_TOOL_MESSAGES = 10
 
 
 def find_unanswered_request(session: Session, agent_id: str) -> UnansweredRequest | None:
+    """The approval request the context ends with, if it is unanswered. Its calls are the
+    shared parsed messages' own (`load_context_tail`): read, never changed in place."""
     tail = message_store.load_context_tail(session, agent_id, 2)
     if not tail or tail[-1].role != "approval" or not tail[-1].tool_calls:
         return None
