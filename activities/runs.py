@@ -12,7 +12,7 @@ from perdure.schemas.run import AgentSnapshot, BeginRunInput, BeginRunOutput, Ch
 from perdure.store import agents, runs
 from perdure.store.db import Database
 from perdure.store.errors import NotFoundError
-from perdure.store.unanswered import already_answered, find_unanswered_request
+from perdure.store.unanswered import already_answered, unanswered_in_context
 from perdure.tools.registry import custom_tool_refs, get_tool_defs, with_default_approvals
 from perdure.mcp.attachments import split_tools
 from perdure import names
@@ -42,7 +42,7 @@ class RunActivities:
                         type=names.ALREADY_SENT,
                         non_retryable=True,
                     )
-                stored = find_unanswered_request(session, input.agent_id)
+                stored = unanswered_in_context(session, agent.message_ids)
                 approval = input.request.approval
                 if stored is not None and approval is None:
                     raise _rejected(pending_message(stored.waiting))

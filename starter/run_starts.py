@@ -22,7 +22,7 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -36,8 +36,8 @@ from perdure.store.unanswered import already_answered, find_unanswered_request
 from starter import agent_runs
 from starter.outages import is_transient
 from starter.updates import RunRejectedError, failure_reason, raise_if_rejected, run_summary, update_id, update_refusal
+from workflows.search_attributes import AGENT_ID
 
-AGENT_ID = SearchAttributeKey.for_keyword(names.AGENT_ID_ATTRIBUTE)
 FINISHING_RETRIES = 20
 """How often a start is tried again while the agent's previous run is finishing."""
 

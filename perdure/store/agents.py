@@ -109,6 +109,7 @@ class RunAgent(BaseModel):
     tool_rules: list[ToolRule]
     llm_config: LLMConfig
     approval_timeout_seconds: float | None
+    message_ids: list[str]
 
 
 _RUN_AGENT = select(
@@ -118,6 +119,7 @@ _RUN_AGENT = select(
     AGENTS.c.tool_rules,
     AGENTS.c.llm_config,
     AGENTS.c.approval_timeout_seconds,
+    AGENTS.c.message_ids,
 ).where(AGENTS.c.id == bindparam("agent_id"))
 
 

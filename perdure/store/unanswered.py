@@ -8,21 +8,35 @@ must answer it (Letta's resume path) before anything else can happen.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.orm import Session
 
 from perdure.schemas.approvals import PendingCall
 from perdure.schemas.messages import Message, ToolCall
 from perdure.schemas.run import UnansweredRequest
 from perdure.store import messages as message_store
+from perdure.store.context import load_context_messages
 from perdure.store.tables import utcnow
 
 RECENT_TOOL_MESSAGES = 10
+TAIL = 2
+"""The request and the response before it: all an unanswered request is read from."""
 
 
 def find_unanswered_request(session: Session, agent_id: str) -> UnansweredRequest | None:
-    """The approval request the context ends with, if it is unanswered. Its calls are the
-    shared parsed messages' own (`load_context_tail`): read, never changed in place."""
-    tail = message_store.load_context_tail(session, agent_id, 2)
+    """The approval request the context ends with, if it is unanswered."""
+    return _unanswered(message_store.load_context_tail(session, agent_id, TAIL))
+
+
+def unanswered_in_context(session: Session, context_ids: Sequence[str]) -> UnansweredRequest | None:
+    """`find_unanswered_request` for a caller that has read the agent's in-context ids already
+    (the begin activity, in the same transaction), so the agent is not read twice."""
+    return _unanswered(load_context_messages(session, context_ids[-TAIL:]))
+
+
+def _unanswered(tail: Sequence[Message]) -> UnansweredRequest | None:
+    """Its calls are the shared parsed messages' own: read, never changed in place."""
     if not tail or tail[-1].role != "approval" or not tail[-1].tool_calls:
         return None
     request = tail[-1]
