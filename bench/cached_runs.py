@@ -16,7 +16,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -25,13 +24,12 @@ sys.path.insert(0, str(REPO))
 
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 
-from harness import dev_server  # noqa: E402
-from model_process import model_process  # noqa: E402
+from harness import bench_rig  # noqa: E402
 from speed import pause_for_approval  # noqa: E402
 from throughput import cpu_seconds, worker_process_env, workers  # noqa: E402
 
 from perdure.names import workflow_id  # noqa: E402
-from perdure.store.db import get_database, upgrade_database  # noqa: E402
+from perdure.store.db import get_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
 
 BATCH = 20
@@ -52,27 +50,24 @@ async def first_task_ms(client: PerdureClient, agent_id: str) -> float:
 
 
 async def main(runs: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as tmp, model_process() as model_server:
-        db_url = f"sqlite:///{tmp}/cached.db"
-        upgrade_database(db_url)
-        async with dev_server() as env:
-            queue = f"cached-{uuid.uuid4().hex[:8]}"
-            worker_env = worker_process_env(
-                env.client.service_client.config.target_host, db_url, queue, model_server.base_url
-            )
-            client = PerdureClient(env.client, get_database(db_url), queue)
+    async with bench_rig() as (tmp, db_url, model_server, env):
+        queue = f"cached-{uuid.uuid4().hex[:8]}"
+        worker_env = worker_process_env(
+            env.client.service_client.config.target_host, db_url, queue, model_server.base_url
+        )
+        client = PerdureClient(env.client, get_database(db_url), queue)
 
-            async def pause() -> str:
-                return await pause_for_approval(client, model_server)
+        async def pause() -> str:
+            return await pause_for_approval(client, model_server)
 
-            with workers(1, worker_env, Path(tmp) / "worker.log") as [pid]:
-                await asyncio.gather(*(pause() for _ in range(BATCH)))  # warm up: imports, caches, pools
-                before, cpu_before = rss_kib(pid), cpu_seconds(pid)
-                paused: list[str] = []
-                while len(paused) < runs:
-                    paused += await asyncio.gather(*(pause() for _ in range(min(BATCH, runs - len(paused)))))
-                after, cpu = rss_kib(pid), cpu_seconds(pid) - cpu_before
-                firsts = [await first_task_ms(client, agent_id) for agent_id in paused[-BATCH:]]
+        with workers(1, worker_env, tmp / "worker.log") as [pid]:
+            await asyncio.gather(*(pause() for _ in range(BATCH)))  # warm up: imports, caches, pools
+            before, cpu_before = rss_kib(pid), cpu_seconds(pid)
+            paused: list[str] = []
+            while len(paused) < runs:
+                paused += await asyncio.gather(*(pause() for _ in range(min(BATCH, runs - len(paused)))))
+            after, cpu = rss_kib(pid), cpu_seconds(pid) - cpu_before
+            firsts = [await first_task_ms(client, agent_id) for agent_id in paused[-BATCH:]]
     return {
         "benchmark": "cached_runs",
         "paused_runs": runs,

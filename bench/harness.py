@@ -11,10 +11,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from model_process import ModelProcess, model_process  # noqa: E402
 
 from perdure.scripted.server import ScriptedLLMServer  # noqa: E402
 from perdure.settings import Settings  # noqa: E402
@@ -46,6 +49,26 @@ def _stdout_to_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+class Rig(NamedTuple):
+    """What a benchmark whose workers run in processes of their own runs against."""
+
+    tmp: Path
+    db_url: str
+    model: ModelProcess
+    env: WorkflowEnvironment
+
+
+@asynccontextmanager
+async def bench_rig() -> AsyncIterator[Rig]:
+    """A temporary folder, the model stand-in in a process of its own, a SQLite file made by
+    the migrations, and a dev server: the same for every benchmark that starts its own workers."""
+    with tempfile.TemporaryDirectory() as tmp, model_process() as model:
+        db_url = f"sqlite:///{tmp}/bench.db"
+        upgrade_database(db_url)
+        async with dev_server() as env:
+            yield Rig(Path(tmp), db_url, model, env)
 
 
 @asynccontextmanager

@@ -14,7 +14,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,12 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-from harness import dev_server  # noqa: E402
-from model_process import model_process  # noqa: E402
+from harness import bench_rig  # noqa: E402
 from speed import perdure_turn  # noqa: E402
 from throughput import worker_process_env, workers  # noqa: E402
 
-from perdure.store.db import get_database, upgrade_database  # noqa: E402
+from perdure.store.db import get_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
 
 
@@ -55,44 +53,41 @@ def top(raw: Path, count: int) -> dict[str, list[tuple[str, float]]]:
 
 async def main(seconds: float, agents: int, tool_calls: int, count: int) -> dict[str, object]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    with tempfile.TemporaryDirectory() as tmp, model_process() as model_server:
-        db_url = f"sqlite:///{tmp}/profile.db"
-        upgrade_database(db_url)
-        async with dev_server() as env:
-            queue = f"profile-{uuid.uuid4().hex[:8]}"
-            worker_env = worker_process_env(
-                env.client.service_client.config.target_host, db_url, queue, model_server.base_url
+    async with bench_rig() as (tmp, db_url, model_server, env):
+        queue = f"profile-{uuid.uuid4().hex[:8]}"
+        worker_env = worker_process_env(
+            env.client.service_client.config.target_host, db_url, queue, model_server.base_url
+        )
+        client = PerdureClient(env.client, get_database(db_url), queue)
+        raw = tmp / "profile.txt"
+        with workers(1, worker_env, tmp / "worker.log") as [pid]:
+            await perdure_turn(client, model_server, tool_calls)
+            recorder = subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                    "--nonblocking",
+                    "--gil",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-            client = PerdureClient(env.client, get_database(db_url), queue)
-            raw = Path(tmp) / "profile.txt"
-            with workers(1, worker_env, Path(tmp) / "worker.log") as [pid]:
-                await perdure_turn(client, model_server, tool_calls)
-                recorder = subprocess.Popen(
-                    [
-                        spy,
-                        "record",
-                        "--pid",
-                        str(pid),
-                        "--format",
-                        "raw",
-                        "--output",
-                        str(raw),
-                        "--nonblocking",
-                        "--gil",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                until = time.monotonic() + seconds
+            until = time.monotonic() + seconds
 
-                async def converse() -> None:
-                    while time.monotonic() < until:
-                        await perdure_turn(client, model_server, tool_calls)
+            async def converse() -> None:
+                while time.monotonic() < until:
+                    await perdure_turn(client, model_server, tool_calls)
 
-                await asyncio.gather(*(converse() for _ in range(agents)))
-                recorder.send_signal(2)
-                recorder.wait(timeout=60)
-            return {"benchmark": "profile_steps", "seconds": seconds, "agents": agents, **top(raw, count)}
+            await asyncio.gather(*(converse() for _ in range(agents)))
+            recorder.send_signal(2)
+            recorder.wait(timeout=60)
+        return {"benchmark": "profile_steps", "seconds": seconds, "agents": agents, **top(raw, count)}
 
 
 if __name__ == "__main__":

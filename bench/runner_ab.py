@@ -18,7 +18,6 @@ import asyncio
 import json
 import signal
 import sys
-import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -33,13 +32,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner  # noqa: E402
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions  # noqa: E402
 
-from harness import dev_server, started_process  # noqa: E402
-from model_process import model_process  # noqa: E402
+from harness import bench_rig, started_process  # noqa: E402
 from speed import perdure_turn  # noqa: E402
 from throughput import cpu_seconds  # noqa: E402
 
 from perdure.settings import Settings  # noqa: E402
-from perdure.store.db import get_database, upgrade_database  # noqa: E402
+from perdure.store.db import get_database  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
 from worker import ACTIVITY_THREADS, HEARTBEAT_THROTTLE, perdure_activities  # noqa: E402
 from workflows.run_workflow import AgentRunWorkflow  # noqa: E402
@@ -91,33 +89,24 @@ def runner_worker(
 
 
 async def main(rounds: int, tool_calls: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as tmp, model_process() as model:
-        db_url = f"sqlite:///{tmp}/runner.db"
-        upgrade_database(db_url)
-        async with dev_server() as env:
-            address = env.client.service_client.config.target_host
-            queues = {runner: f"{runner}-{uuid.uuid4().hex[:8]}" for runner in RUNNERS}
-            clients = {
-                runner: PerdureClient(env.client, get_database(db_url), queue) for runner, queue in queues.items()
-            }
-            with (
-                runner_worker(
-                    "sandboxed", address, queues["sandboxed"], db_url, model.base_url, Path(tmp) / "a.log"
-                ) as a,
-                runner_worker(
-                    "unsandboxed", address, queues["unsandboxed"], db_url, model.base_url, Path(tmp) / "b.log"
-                ) as b,
-            ):
-                pids = {"sandboxed": a, "unsandboxed": b}
-                for client in clients.values():
-                    await perdure_turn(client, model, tool_calls)  # warm both up
-                cpu = dict.fromkeys(RUNNERS, 0.0)
-                steps = dict.fromkeys(RUNNERS, 0)
-                for index in range(rounds):
-                    for runner in RUNNERS if index % 2 == 0 else reversed(RUNNERS):
-                        before = cpu_seconds(pids[runner])
-                        steps[runner] += await perdure_turn(clients[runner], model, tool_calls)
-                        cpu[runner] += cpu_seconds(pids[runner]) - before
+    async with bench_rig() as (tmp, db_url, model, env):
+        address = env.client.service_client.config.target_host
+        queues = {runner: f"{runner}-{uuid.uuid4().hex[:8]}" for runner in RUNNERS}
+        clients = {runner: PerdureClient(env.client, get_database(db_url), queue) for runner, queue in queues.items()}
+        with (
+            runner_worker("sandboxed", address, queues["sandboxed"], db_url, model.base_url, tmp / "a.log") as a,
+            runner_worker("unsandboxed", address, queues["unsandboxed"], db_url, model.base_url, tmp / "b.log") as b,
+        ):
+            pids = {"sandboxed": a, "unsandboxed": b}
+            for client in clients.values():
+                await perdure_turn(client, model, tool_calls)  # warm both up
+            cpu = dict.fromkeys(RUNNERS, 0.0)
+            steps = dict.fromkeys(RUNNERS, 0)
+            for index in range(rounds):
+                for runner in RUNNERS if index % 2 == 0 else reversed(RUNNERS):
+                    before = cpu_seconds(pids[runner])
+                    steps[runner] += await perdure_turn(clients[runner], model, tool_calls)
+                    cpu[runner] += cpu_seconds(pids[runner]) - before
     per_step = {runner: round(cpu[runner] * 1000 / steps[runner], 2) for runner in RUNNERS}
     return {
         "benchmark": "runner_ab",

@@ -25,7 +25,6 @@ import asyncio
 import json
 import signal
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -37,8 +36,7 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from harness import dev_server, started_process  # noqa: E402
-from model_process import model_process  # noqa: E402
+from harness import bench_rig, started_process  # noqa: E402
 from speed import floor_turn, floor_worker, perdure_turn  # noqa: E402
 from throughput import cpu_seconds, worker_process_env, workers  # noqa: E402
 
@@ -58,7 +56,7 @@ from perdure.schemas.run import (  # noqa: E402
     ToolStepInput,
     ToolStepOutput,
 )
-from perdure.store.db import get_database, upgrade_database  # noqa: E402
+from perdure.store.db import get_database  # noqa: E402
 from perdure.tools.returns import package_function_response  # noqa: E402
 from perdure.tools.builtin import EDIT_SUCCESS  # noqa: E402
 from starter.client import PerdureClient  # noqa: E402
@@ -128,37 +126,34 @@ async def serve(address: str, queue: str, tool_calls: int) -> None:
 
 async def main(rounds: int, tool_calls: int) -> dict[str, object]:
     kinds = ["floor", "hollow", "perdure"]
-    with tempfile.TemporaryDirectory() as tmp, model_process() as model:
-        db_url = f"sqlite:///{tmp}/split.db"
-        upgrade_database(db_url)
-        async with dev_server() as env:
-            address = env.client.service_client.config.target_host
-            queues = {kind: f"{kind}-{uuid.uuid4().hex[:8]}" for kind in kinds}
-            clients = {kind: PerdureClient(env.client, get_database(db_url), queues[kind]) for kind in kinds[1:]}
-            floor_client = await Client.connect(address, data_converter=pydantic_data_converter)
-            hollow_command = [sys.executable, __file__, "--serve", address, queues["hollow"], str(tool_calls)]
-            perdure_env = worker_process_env(address, db_url, queues["perdure"], model.base_url)
-            with (
-                floor_worker(address, queues["floor"], Path(tmp) / "floor.log") as floor_pid,
-                started_process(hollow_command, READY, Path(tmp) / "hollow.log") as hollow_pid,
-                workers(1, perdure_env, Path(tmp) / "perdure.log") as [perdure_pid],
-            ):
-                pids = {"floor": floor_pid, "hollow": hollow_pid, "perdure": perdure_pid}
+    async with bench_rig() as (tmp, db_url, model, env):
+        address = env.client.service_client.config.target_host
+        queues = {kind: f"{kind}-{uuid.uuid4().hex[:8]}" for kind in kinds}
+        clients = {kind: PerdureClient(env.client, get_database(db_url), queues[kind]) for kind in kinds[1:]}
+        floor_client = await Client.connect(address, data_converter=pydantic_data_converter)
+        hollow_command = [sys.executable, __file__, "--serve", address, queues["hollow"], str(tool_calls)]
+        perdure_env = worker_process_env(address, db_url, queues["perdure"], model.base_url)
+        with (
+            floor_worker(address, queues["floor"], tmp / "floor.log") as floor_pid,
+            started_process(hollow_command, READY, tmp / "hollow.log") as hollow_pid,
+            workers(1, perdure_env, tmp / "perdure.log") as [perdure_pid],
+        ):
+            pids = {"floor": floor_pid, "hollow": hollow_pid, "perdure": perdure_pid}
 
-                async def turn(kind: str) -> int:
-                    if kind == "floor":
-                        return await floor_turn(floor_client, queues["floor"], tool_calls)
-                    return await perdure_turn(clients[kind], model, tool_calls)
+            async def turn(kind: str) -> int:
+                if kind == "floor":
+                    return await floor_turn(floor_client, queues["floor"], tool_calls)
+                return await perdure_turn(clients[kind], model, tool_calls)
 
-                for kind in kinds:  # warm each up
-                    await turn(kind)
-                cpu = dict.fromkeys(kinds, 0.0)
-                steps = dict.fromkeys(kinds, 0)
-                for index in range(rounds):
-                    for kind in kinds[index % 3 :] + kinds[: index % 3]:
-                        before = cpu_seconds(pids[kind])
-                        steps[kind] += await turn(kind)
-                        cpu[kind] += cpu_seconds(pids[kind]) - before
+            for kind in kinds:  # warm each up
+                await turn(kind)
+            cpu = dict.fromkeys(kinds, 0.0)
+            steps = dict.fromkeys(kinds, 0)
+            for index in range(rounds):
+                for kind in kinds[index % 3 :] + kinds[: index % 3]:
+                    before = cpu_seconds(pids[kind])
+                    steps[kind] += await turn(kind)
+                    cpu[kind] += cpu_seconds(pids[kind]) - before
     per_step = {kind: round(cpu[kind] * 1000 / steps[kind], 2) for kind in kinds}
     return {
         "benchmark": "step_split",
