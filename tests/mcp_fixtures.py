@@ -17,6 +17,7 @@ from perdure.schemas.mcp import McpServerConfig
 from perdure.store import mcp_servers
 from perdure.store.db import Database
 from tests.helpers import REPO
+from tests.ports import free_port
 
 SERVERS = REPO / "tests" / "mcp_servers"
 STDIO_COMMAND = f"{shlex.quote(sys.executable)} {shlex.quote(str(SERVERS / 'stdio_server.py'))}"
@@ -40,12 +41,6 @@ def stdio_server(db: Database, *, env: dict[str, str] | None = None, timeout: fl
             name=server_name(), transport="stdio", command=STDIO_COMMAND, env=env or {}, timeout_seconds=timeout
         ),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

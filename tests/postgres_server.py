@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import create_engine, make_url, text
+from tests.ports import free_port
 
 DEBIAN_BINARIES = Path("/usr/lib/postgresql")
 CLUSTER_OWNER = "postgres"
@@ -36,12 +36,6 @@ def find_postgres_binaries() -> Path | None:
 def _major_version(initdb: Path) -> int:
     version = initdb.parent.parent.name
     return int(version) if version.isdigit() else 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PostgresServer:

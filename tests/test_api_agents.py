@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 from typing import Any
 
@@ -18,6 +17,7 @@ from perdure.scripted.server import ScriptedLLMServer
 from tests.conftest import API_KEY, eventually
 from tests.helpers import PERDURE, call, text
 from tests.letta_helpers import body, letta_llm_config, parts
+from tests.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -164,12 +164,6 @@ async def test_a_block_change_while_a_run_waits_is_refused(
         await letta.agents.delete(agent.id)
     await letta.agents.messages.cancel(agent.id)
     await letta.agents.delete(agent.id)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_serve_refuses_a_network_bind_without_a_key(cli_env: dict[str, str]) -> None:

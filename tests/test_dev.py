@@ -23,12 +23,7 @@ from starter.dev import WorkerStoppedError, beside_worker
 from starter.devserver import DevServerError, dev_server_command, stop_dev_server
 from starter.temporal import connect_when_serving
 from tests.helpers import PERDURE, REPO, settings_at
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ports import free_port
 
 
 def dev_command(tmp_path: Path, command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -26,10 +26,10 @@ from starter.outages import RunUnfinishedError
 from starter.stream import StreamItem
 from tests.conftest import AgentFactory, eventually
 from tests.helpers import call
+from tests.ports import free_port
 from tests.test_pause_lifecycle import (
     approval_agent,
     connect,
-    free_port,
     run_count,
     start_dev_server,
     start_worker,

@@ -36,6 +36,7 @@ from perdure.store.db import Database
 from starter.client import PerdureClient
 from tests.conftest import API_KEY, AgentFactory, eventually
 from tests.helpers import PERDURE, REPO
+from tests.ports import free_port
 
 SECRET = "sk-obs-test-secret-0123456789"
 """A provider key in the worker's environment: it must never appear in what is exported."""
@@ -44,12 +45,6 @@ CALLER_SPAN = "00f067aa0ba902b7"
 """A Letta program's own trace, passed to the HTTP API in a W3C `traceparent` header."""
 SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -49,6 +48,7 @@ from tests.conftest import AgentFactory, eventually
 from tests.helpers import REPO, calls, in_context, settings_at, types_of
 from perdure.names import workflow_id
 from workflows.run_workflow import AgentRunWorkflow
+from tests.ports import free_port
 
 APPROVAL_RULE = {"type": "requires_approval", "tool_name": "core_memory_append"}
 WORKER_READY = "worker serving task queue"
@@ -221,12 +221,6 @@ async def rejected(action: Awaitable[Any]) -> str:
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def port_open(port: int) -> bool:
