@@ -23,12 +23,10 @@ import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.store.schema import SchemaOutOfDateError
 from starter import cli_agents, cli_db, cli_mcp, cli_runs, cli_tools
-from starter.cli_common import UsageError, first_line, json_flag
-from starter.api.serve import DEFAULT_PORT, run_serve
+from starter.cli_common import DEFAULT_API_PORT, UsageError, first_line, json_flag
 from starter.updates import RunRejectedError
 from starter.outages import DEFAULT_TIMEOUT_S
 from worker import TemporalConfigError
-from starter.dev import run_dev
 from starter.workers import run_workers
 
 EXIT_BAD_INPUT = 2
@@ -204,13 +202,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the Letta-compatible HTTP API (auth: PERDURE_API_KEY)")
     serve.add_argument("--host", default="127.0.0.1", help="without PERDURE_API_KEY, loopback only")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--port", type=int, default=DEFAULT_API_PORT)
     serve.set_defaults(handler=_serve)
 
     dev = sub.add_parser("dev", help="run the embedded Temporal dev server, a worker and the HTTP API")
     dev.add_argument("--port", type=int, default=7233)
     dev.add_argument("--ui-port", type=int, default=8233)
-    dev.add_argument("--api-port", type=int, default=DEFAULT_PORT, help="port of the HTTP API on 127.0.0.1")
+    dev.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="port of the HTTP API on 127.0.0.1")
     dev.add_argument("--demo", action="store_true", help="run the demo conversation once the worker is up")
     dev.add_argument("--exit-after-demo", action="store_true", help="stop after the demo instead of serving")
     _metrics_flag(dev, "on 127.0.0.1")
@@ -267,10 +265,14 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from starter.api.serve import run_serve  # FastAPI and uvicorn: only the commands that serve load them
+
     return asyncio.run(run_serve(args.host, args.port))
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from starter.dev import run_dev
+
     metrics_port = _metrics_port(args)
     if metrics_port is not None:
         observability.install_metrics_runtime(observability.LOOPBACK, metrics_port)

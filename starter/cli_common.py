@@ -15,6 +15,9 @@ from starter.client import PerdureClient
 from starter.outages import DEFAULT_TIMEOUT_S
 from worker import temporal_connect_config
 
+DEFAULT_API_PORT = 8283
+"""Letta's port, so Letta programs find Perdure where they found Letta."""
+
 
 class UsageError(Exception):
     """Bad input the user can fix: one line on stderr, exit 2."""

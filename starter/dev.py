@@ -21,7 +21,8 @@ from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
 from perdure.scripted.server import ScriptedLLMServer
 from perdure.settings import LOCAL_MODEL_URL_ENV, SCRIPTED_MODEL_URL_ENV, Settings, default_model, home_dir
 from perdure.store.db import upgrade_database
-from starter.api.serve import DEFAULT_PORT, api_key, api_server, bind, url
+from starter.api.serve import api_key, api_server, bind, url
+from starter.cli_common import DEFAULT_API_PORT
 from starter.client import PerdureClient
 from starter.demo import run_demo
 from starter.ui_links import run_view_lines
@@ -39,7 +40,9 @@ class WorkerStoppedError(RuntimeError):
     """The worker ended while a job that needs it (the demo) was still waiting on it."""
 
 
-async def run_dev(*, port: int, ui_port: int, demo: bool, exit_after_demo: bool, api_port: int = DEFAULT_PORT) -> int:
+async def run_dev(
+    *, port: int, ui_port: int, demo: bool, exit_after_demo: bool, api_port: int = DEFAULT_API_PORT
+) -> int:
     home = home_dir()
     log_file = home / "temporal.log"
     server = start_dev_server(port=port, ui_port=ui_port, db_file=home / "temporal.db", log_file=log_file)

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from perdure.agents import create_agent
@@ -56,6 +58,12 @@ def test_the_migrations_make_exactly_the_schema_the_tables_describe(empty_url: s
     with opened(empty_url).engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_the_head_read_from_the_file_names_is_alembics_head() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
 
 
 def test_a_database_of_the_first_revision_is_upgraded_with_its_data(empty_url: str) -> None:

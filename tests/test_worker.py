@@ -6,6 +6,9 @@ server this worker lacks ends its run with one clear error, never a request sent
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -18,6 +21,7 @@ from perdure.settings import Settings
 from perdure.store.db import Database
 from starter.client import PerdureClient
 from tests.conftest import AgentFactory
+from tests.helpers import REPO
 from worker import PerdurePlugin, perdure_activities
 
 
@@ -65,3 +69,16 @@ async def test_a_run_on_the_local_model_without_its_server_ends_with_the_reason(
     state = await client.state(agent.id)
     assert state is not None and state.error is not None
     assert "is the bundled local model, and this worker has none" in state.error
+
+
+def test_a_worker_loads_neither_the_mcp_sdk_nor_alembic_until_it_needs_them(settings: Settings) -> None:
+    """Together they cost every worker process about 40 MiB: the MCP SDK waits for a run's first
+    MCP call, Alembic for a migration or a database at another revision."""
+    started = (
+        "import sys, worker\n"
+        "from perdure.store.db import get_database\n"
+        f"get_database({settings.database_url!r})\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'mcp', 'mcp_types', 'alembic', 'mako'}))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", started], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout

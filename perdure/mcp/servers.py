@@ -2,7 +2,8 @@
 `/v1/mcp-servers/` share, so a server is checked, stored, shown and reached alike from either.
 
 Env values and headers are secrets: what these functions return for showing is masked
-(`McpServerView`), and their errors name a setting, never its value.
+(`McpServerView`), and their errors name a setting, never its value. The `mcp` SDK is imported
+when a server is reached, not with this module (see `perdure.mcp.sessions`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from perdure.mcp.client import connected, list_tools, result_text
 from perdure.mcp.sessions import McpUnavailable, failure_reason
 from perdure.schemas.mcp import SERVER_NAME_PATTERN, McpServerConfig, McpServerView, McpToolSpec
 from perdure.store import mcp_servers
@@ -135,6 +135,8 @@ async def fetch_tools(config: McpServerConfig) -> list[McpToolSpec]:
     """Connect once and list every tool; McpUnavailable (one sentence) when the server cannot
     be reached or does not answer within its timeout."""
 
+    from perdure.mcp.client import connected, list_tools
+
     async def fetch() -> list[McpToolSpec]:
         async with connected(config) as client:
             return await list_tools(client)
@@ -145,6 +147,8 @@ async def fetch_tools(config: McpServerConfig) -> list[McpToolSpec]:
 async def call_tool_once(config: McpServerConfig, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]:
     """(success, text) of one call on a session of its own: outside a run there is no worker
     session to share, and the server is stopped again afterwards."""
+
+    from perdure.mcp.client import connected, result_text
 
     async def call() -> tuple[bool, str]:
         async with connected(config) as client:

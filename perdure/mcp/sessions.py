@@ -7,6 +7,9 @@ starts it again. Streamable-HTTP servers get a session per call (the server keep
 state). `aclose` stops every server when the worker stops.
 
 Errors come back as `McpUnavailable` with a sentence that names the server, never its env or headers.
+
+The `mcp` SDK is imported on a worker's first MCP call, not with this module: it adds about
+30 MiB to a process, which a worker whose agents use no MCP server should not pay.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mcp import Client
-
-from perdure.mcp.client import connected, list_tools, result_text
 from perdure.schemas.mcp import McpServerConfig, McpToolSpec
+
+if TYPE_CHECKING:
+    from mcp import Client
 
 T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
@@ -48,6 +51,8 @@ class _OwnedSession:
         return await asyncio.wait_for(asyncio.shield(self._ready), self.config.timeout_seconds)
 
     async def _hold(self) -> None:
+        from perdure.mcp.client import connected
+
         try:
             async with connected(self.config) as client:
                 self._ready.set_result(client)
@@ -88,6 +93,8 @@ class McpSessions:
     async def list_tools(self, config: McpServerConfig) -> list[McpToolSpec]:
         """The server's tools. Listing changes nothing, so a stdio server that failed (it may
         have died since its last use) is started again and asked once more."""
+        from perdure.mcp.client import list_tools
+
         try:
             return await self._with_client(config, list_tools)
         except McpUnavailable as err:
@@ -97,6 +104,7 @@ class McpSessions:
 
     async def call_tool(self, config: McpServerConfig, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]:
         """(success, text) of one call; a tool that reports an error is a result, not an exception."""
+        from perdure.mcp.client import result_text
 
         async def call(client: Client) -> tuple[bool, str]:
             return result_text(await client.call_tool(tool, arguments))
@@ -118,6 +126,8 @@ class McpSessions:
             raise
 
     async def _per_call(self, config: McpServerConfig, use: Callable[[Client], Awaitable[T]]) -> T:
+        from perdure.mcp.client import connected
+
         async with connected(config) as client:
             return await use(client)
 

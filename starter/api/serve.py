@@ -20,8 +20,6 @@ from starter.cli_common import UsageError, connect_client
 from starter.client import PerdureClient
 
 API_KEY_ENV = "PERDURE_API_KEY"
-DEFAULT_PORT = 8283
-"""Letta's port, so Letta programs find Perdure where they found Letta."""
 SHUTDOWN_GRACE_S = 5
 """How long a stopping server lets open streams run on. A stream may follow a run that waits
 days for an approval; its client resumes from its last `seq_id` on any server."""
