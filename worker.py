@@ -52,7 +52,7 @@ from activities.tools import ToolActivities
 from perdure.mcp.sessions import McpSessions
 from perdure.names import SEARCH_ATTRIBUTES
 from perdure.sandbox.service import ToolSandbox
-from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings, home_dir
+from perdure.settings import DEFAULT_TEMPORAL_ADDRESS, DEFAULT_TEMPORAL_NAMESPACE, Settings, SettingsError, home_dir
 from perdure.store.db import Database, get_database
 from perdure.store.schema import SchemaOutOfDateError
 from perdure.tools.catalog import requirement_sets
@@ -178,6 +178,7 @@ async def perdure_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
             task_queue=settings.task_queue,
             activity_executor=executor,
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            max_cached_workflows=settings.max_cached_runs,
         )
 
 
@@ -240,7 +241,7 @@ def main() -> None:
     `perdure worker`. `PERDURE_METRICS_PORT` asks for the Prometheus endpoint."""
     try:
         serve(observability.metrics_port_from_env())
-    except (SchemaOutOfDateError, TemporalConfigError, observability.MetricsEndpointError) as err:
+    except (SchemaOutOfDateError, SettingsError, TemporalConfigError, observability.MetricsEndpointError) as err:
         print(f"worker: error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -108,17 +108,21 @@ class ScriptedModel(Protocol):
     def script(self, model: str, replies: list[ScriptedReply]) -> None: ...
 
 
+PAUSED_CALL_ID = "call-paused"
+
+
 async def pause_for_approval(client: PerdureClient, model_server: ScriptedModel) -> str:
     """A new agent whose memory edit needs approval, sent a message: its run stays paused,
-    cached in the worker. Returns the agent's id."""
+    cached in the worker, its call `PAUSED_CALL_ID`; approved, the model answers. Returns the
+    agent's id."""
     agent_id, model = new_agent(
         client,
         model_server.base_url,
         tools=["core_memory_append"],
         tool_rules=[{"type": "requires_approval", "tool_name": "core_memory_append"}],
     )
-    call = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "x"})
-    model_server.script(model, [ScriptedReply(tool_calls=[call])])
+    call = ScriptedToolCall(name="core_memory_append", arguments={"label": "human", "content": "x"}, id=PAUSED_CALL_ID)
+    model_server.script(model, [ScriptedReply(tool_calls=[call]), ScriptedReply(content="saved")])
     response = await client.send_message(agent_id, "remember x")
     assert response.stop_reason.stop_reason.value == "requires_approval"
     return agent_id

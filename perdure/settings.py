@@ -20,12 +20,20 @@ DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
 DEFAULT_TEMPORAL_NAMESPACE = "default"
 LOCAL_MODEL_URL_ENV = "PERDURE_LOCAL_MODEL_URL"
 SCRIPTED_MODEL_URL_ENV = "PERDURE_SCRIPTED_BASE_URL"
+MAX_CACHED_RUNS_ENV = "PERDURE_MAX_CACHED_RUNS"
+DEFAULT_MAX_CACHED_RUNS = 1000
+"""The Temporal SDK's own default for a worker's workflow cache."""
 ANTHROPIC_DEFAULT_MODEL = "anthropic/claude-sonnet-4-5"
 
 
 def home_dir() -> Path:
     """Where the embedded default keeps its files (`PERDURE_HOME`, else ./.perdure)."""
     return Path(os.environ.get("PERDURE_HOME", ".perdure")).resolve()
+
+
+class SettingsError(ValueError):
+    """A setting in the environment that cannot be used: bad input the user fixes, so the CLI
+    and the worker say it in one line and exit 2."""
 
 
 class Settings(BaseModel):
@@ -38,6 +46,10 @@ class Settings(BaseModel):
     scripted_base_url: str | None
     local_base_url: str | None = None
     """Where the bundled local model answers (`perdure dev` starts it and sets it)."""
+    max_cached_runs: int = DEFAULT_MAX_CACHED_RUNS
+    """How many runs a worker keeps in its workflow cache (`PERDURE_MAX_CACHED_RUNS`). A run
+    waiting for a person stays there and holds memory; one evicted to make room is replayed from
+    its history when it goes on, which costs CPU and adds to that answer's latency."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,7 +62,21 @@ class Settings(BaseModel):
             openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
             scripted_base_url=os.environ.get(SCRIPTED_MODEL_URL_ENV) or None,
             local_base_url=os.environ.get(LOCAL_MODEL_URL_ENV) or None,
+            max_cached_runs=max_cached_runs_from_env(),
         )
+
+
+def max_cached_runs_from_env() -> int:
+    value = os.environ.get(MAX_CACHED_RUNS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_CACHED_RUNS
+    try:
+        runs = int(value)
+    except ValueError:
+        runs = 0
+    if runs < 1:
+        raise SettingsError(f"{MAX_CACHED_RUNS_ENV} must be a whole number of runs, at least 1, not {value!r}")
+    return runs
 
 
 def other_endpoint_configured() -> bool:

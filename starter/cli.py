@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 import observability
 import worker
 from perdure.store.errors import InvalidRequestError, NotFoundError
+from perdure.settings import SettingsError
 from perdure.store.schema import SchemaOutOfDateError
 from starter import cli_agents, cli_db, cli_mcp, cli_runs, cli_tools
 from starter.cli_common import DEFAULT_API_PORT, UsageError, first_line, json_flag
@@ -36,6 +37,7 @@ BAD_INPUT = (
     InvalidRequestError,
     RunRejectedError,
     SchemaOutOfDateError,
+    SettingsError,
     TemporalConfigError,
     observability.MetricsEndpointError,
 )
