@@ -41,8 +41,8 @@ BAD_INPUT = (
     TemporalConfigError,
     observability.MetricsEndpointError,
 )
-"""What the user can fix: one line, exit 2 (an out-of-date database, unusable Temporal settings and an
-unusable metrics port included)."""
+"""What the user can fix: one line, exit 2 (an out-of-date database, unusable Temporal or Perdure
+settings and an unusable metrics port included)."""
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe."""
