@@ -10,6 +10,9 @@ and after. Figures:
 - per step: a turn of `--tool-calls` tool steps and an answer, Perdure and floor, and ratios
   (to the floor on Perdure's runner, and under `sdk_default_floor` to the sandboxed floor);
 - a one-step turn (a message, an immediate answer), Perdure and floor;
+
+each turn on an agent of its own, made (and its model's replies scripted) before the turn's
+clock starts, so a turn's time is the send alone, as the floor's is;
 - the approval round trip (answer sent to finished run);
 - token streaming: the first token after `send` and each token after the model sent it (the
   model writes `--stream-tokens` tokens `--token-ms` apart; it runs in this process here, so
@@ -32,6 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,11 +73,16 @@ class Sample:
         return self.cpu * 1000 / self.steps
 
 
-async def timed(pid: int, turns: int, turn: Callable[[], Awaitable[int]]) -> Sample:
-    """`turns` turns one after another (after one to warm up); each returns its steps."""
-    await turn()
+Turn = Callable[[], Awaitable[int]]
+"""A turn ready to send; it returns the steps it took."""
+
+
+async def timed(pid: int, turns: int, ready: Callable[[], Turn]) -> Sample:
+    """`turns` turns one after another (after one to warm up), each made `ready` off the clock."""
+    await ready()()
     seconds, steps, before = [], 0, cpu_seconds(pid)
     for _ in range(turns):
+        turn = ready()
         started = time.perf_counter()
         steps += await turn()
         seconds.append(time.perf_counter() - started)
@@ -128,11 +137,20 @@ async def pause_for_approval(client: PerdureClient, model_server: ScriptedModel)
     return agent_id
 
 
-async def perdure_turn(client: PerdureClient, model_server: ModelProcess, count: int) -> int:
+def perdure_turn_ready(client: PerdureClient, model_server: ModelProcess, count: int) -> Turn:
+    """A new agent, its model scripted for `count` tool steps and an answer; the turn sends it a message."""
     agent_id, model = new_agent(client, model_server.base_url)
     model_server.script(model, tool_steps(count))
-    response = await client.send_message(agent_id, "go")
-    return response.usage.step_count
+
+    async def send() -> int:
+        response = await client.send_message(agent_id, "go")
+        return response.usage.step_count
+
+    return send
+
+
+async def perdure_turn(client: PerdureClient, model_server: ModelProcess, count: int) -> int:
+    return await perdure_turn_ready(client, model_server, count)()
 
 
 async def floor_turn(floor: Client, queue: str, count: int) -> int:
@@ -197,14 +215,18 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
                 workers(1, worker_env, Path(tmp) / "worker.log") as [perdure_pid],
             ):
                 floor_loop = await timed(
-                    floor_pid, options.runs, lambda: floor_turn(floor, f"floor-{queue}", steps - 1)
+                    floor_pid, options.runs, lambda: partial(floor_turn, floor, f"floor-{queue}", steps - 1)
                 )
                 sdk_floor_loop = await timed(
-                    sdk_pid, options.runs, lambda: floor_turn(floor, f"sdk-floor-{queue}", steps - 1)
+                    sdk_pid, options.runs, lambda: partial(floor_turn, floor, f"sdk-floor-{queue}", steps - 1)
                 )
-                loop = await timed(perdure_pid, options.runs, lambda: perdure_turn(client, model_server, steps - 1))
-                floor_one = await timed(floor_pid, options.turns, lambda: floor_turn(floor, f"floor-{queue}", 0))
-                one = await timed(perdure_pid, options.turns, lambda: perdure_turn(client, model_server, 0))
+                loop = await timed(
+                    perdure_pid, options.runs, lambda: perdure_turn_ready(client, model_server, steps - 1)
+                )
+                floor_one = await timed(
+                    floor_pid, options.turns, lambda: partial(floor_turn, floor, f"floor-{queue}", 0)
+                )
+                one = await timed(perdure_pid, options.turns, lambda: perdure_turn_ready(client, model_server, 0))
                 approval = await approval_rounds(client, model_server, perdure_pid, options.rounds)
                 streams = await stream_latency(
                     client, local_model, options.streams, options.stream_tokens, options.token_ms / 1000

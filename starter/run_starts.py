@@ -32,7 +32,7 @@ from perdure.schemas.approvals import AnswerRequest
 from perdure.schemas.run import RunResult, RunWorkflowInput, SendMessageRequest
 from perdure.store import agents
 from perdure.store.db import Database
-from perdure.store.unanswered import already_answered, find_unanswered_request
+from perdure.store.unanswered import already_answered, unanswered_in_context
 from starter import agent_runs
 from starter.outages import is_transient
 from starter.updates import RunRejectedError, failure_reason, raise_if_rejected, run_summary, update_id, update_refusal
@@ -74,8 +74,8 @@ async def start_update(
     """
     approval = request.approval
     with db.transaction(read_only=True) as session:
-        agent = agents.get_agent(session, agent_id)
-        stored = find_unanswered_request(session, agent_id)
+        agent = agents.load_run_agent(session, agent_id)
+        stored = unanswered_in_context(session, agent.message_ids)
         replayed = (
             approval is not None
             and stored is None

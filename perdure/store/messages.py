@@ -183,10 +183,11 @@ def load_in_context(session: Session, agent_id: str) -> list[Message]:
 
 
 def load_messages(session: Session, message_ids: Sequence[str]) -> list[Message]:
-    """Messages by id, in the order given (ids not stored are skipped)."""
-    rows = session.scalars(select(MessageRow).where(MessageRow.id.in_(list(message_ids)))).all()
-    by_id = {row.id: Message.model_validate(row.data) for row in rows}
-    return [by_id[mid] for mid in message_ids if mid in by_id]
+    """Messages by id, in the order given (ids not stored are skipped): a Core read through the
+    parsed messages `context.load_context_messages` shares, so they are not to be changed in
+    place. Every send reads its outcome's messages this way."""
+    session.flush()
+    return load_context_messages(session, message_ids)
 
 
 _CONTEXT_IDS = select(AGENTS.c.message_ids).where(AGENTS.c.id == bindparam("agent_id"))

@@ -31,7 +31,8 @@ def find_unanswered_request(session: Session, agent_id: str) -> UnansweredReques
 
 def unanswered_in_context(session: Session, context_ids: Sequence[str]) -> UnansweredRequest | None:
     """`find_unanswered_request` for a caller that has read the agent's in-context ids already
-    (the begin activity, in the same transaction), so the agent is not read twice."""
+    (the begin activity and a client starting a run, in the same transaction), so the agent is
+    not read twice."""
     return _unanswered(load_context_messages(session, context_ids[-TAIL:]))
 
 
