@@ -202,7 +202,7 @@ async def run_worker(
     settings: Settings | None = None, stop: asyncio.Event | None = None, client: Client | None = None
 ) -> None:
     """Run until `stop` is set, or until SIGINT/SIGTERM when no event is given."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.worker_from_env()
     if client is None:
         client = await connect(settings)
     await ensure_search_attributes(client)
@@ -237,8 +237,8 @@ def serve(metrics_port: int | None = None) -> None:
 
 def main() -> None:
     """`python worker.py`: settings the user must fix (an out-of-date database, unusable Temporal
-    connection settings, a metrics port that cannot be served) are one line and exit 2, as with
-    `perdure worker`. `PERDURE_METRICS_PORT` asks for the Prometheus endpoint."""
+    connection settings or Perdure settings, a metrics port that cannot be served) are one line
+    and exit 2, as with `perdure worker`. `PERDURE_METRICS_PORT` asks for the Prometheus endpoint."""
     try:
         serve(observability.metrics_port_from_env())
     except (SchemaOutOfDateError, SettingsError, TemporalConfigError, observability.MetricsEndpointError) as err:

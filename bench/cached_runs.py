@@ -102,6 +102,7 @@ async def main(runs: int, max_cached_runs: int | None, resumes: int) -> dict[str
 
 
 def milliseconds(seconds: list[float]) -> dict[str, float] | None:
+    """Median and max in ms; None when nothing was measured (`--resumes 0`)."""
     if not seconds:
         return None
     return {"median": round(statistics.median(seconds) * 1000, 1), "max": round(max(seconds) * 1000, 1)}

@@ -9,10 +9,9 @@ and after. Figures:
 
 - per step: a turn of `--tool-calls` tool steps and an answer, Perdure and floor, and ratios
   (to the floor on Perdure's runner, and under `sdk_default_floor` to the sandboxed floor);
-- a one-step turn (a message, an immediate answer), Perdure and floor;
-
-each turn on an agent of its own, made (and its model's replies scripted) before the turn's
-clock starts, so a turn's time is the send alone, as the floor's is;
+- a one-step turn (a message, an immediate answer), Perdure and floor (each Perdure turn on an
+  agent of its own, made and its model's replies scripted before the turn's clock starts, so a
+  turn's time is the send alone, as the floor's is);
 - the approval round trip (answer sent to finished run);
 - token streaming: the first token after `send` and each token after the model sent it (the
   model writes `--stream-tokens` tokens `--token-ms` apart; it runs in this process here, so
@@ -150,6 +149,7 @@ def perdure_turn_ready(client: PerdureClient, model_server: ModelProcess, count:
 
 
 async def perdure_turn(client: PerdureClient, model_server: ModelProcess, count: int) -> int:
+    """A turn with its set-up, for the benchmarks that measure the worker's CPU, not the time."""
     return await perdure_turn_ready(client, model_server, count)()
 
 

@@ -62,11 +62,17 @@ class Settings(BaseModel):
             openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
             scripted_base_url=os.environ.get(SCRIPTED_MODEL_URL_ENV) or None,
             local_base_url=os.environ.get(LOCAL_MODEL_URL_ENV) or None,
-            max_cached_runs=max_cached_runs_from_env(),
         )
+
+    @classmethod
+    def worker_from_env(cls) -> Settings:
+        """`from_env` with what only a worker reads (its cache size), so a bad value stops the
+        workers and not the CLI, the HTTP API or a program's client."""
+        return cls.from_env().model_copy(update={"max_cached_runs": max_cached_runs_from_env()})
 
 
 def max_cached_runs_from_env() -> int:
+    """`PERDURE_MAX_CACHED_RUNS`, else the default; `SettingsError` unless a whole number of at least 1."""
     value = os.environ.get(MAX_CACHED_RUNS_ENV, "").strip()
     if not value:
         return DEFAULT_MAX_CACHED_RUNS

@@ -19,7 +19,14 @@ from temporalio.client import Client
 from perdure.local_model import local_model_installed
 from perdure.schemas.agent import DEFAULT_MODEL, LOCAL_MODEL
 from perdure.scripted.server import ScriptedLLMServer
-from perdure.settings import LOCAL_MODEL_URL_ENV, SCRIPTED_MODEL_URL_ENV, Settings, default_model, home_dir
+from perdure.settings import (
+    LOCAL_MODEL_URL_ENV,
+    SCRIPTED_MODEL_URL_ENV,
+    Settings,
+    default_model,
+    home_dir,
+    max_cached_runs_from_env,
+)
 from perdure.store.db import upgrade_database
 from starter.api.serve import api_key, api_server, bind, url
 from starter.cli_common import DEFAULT_API_PORT
@@ -43,6 +50,7 @@ class WorkerStoppedError(RuntimeError):
 async def run_dev(
     *, port: int, ui_port: int, demo: bool, exit_after_demo: bool, api_port: int = DEFAULT_API_PORT
 ) -> int:
+    max_cached_runs = max_cached_runs_from_env()  # a bad value is refused before anything starts
     home = home_dir()
     log_file = home / "temporal.log"
     server = start_dev_server(port=port, ui_port=ui_port, db_file=home / "temporal.db", log_file=log_file)
@@ -54,7 +62,7 @@ async def run_dev(
         print("\n".join(["views to save in the UI (README: Temporal UI):", *run_view_lines(ui_url)]), flush=True)
         await _start_local_model(stack, home)
         _start_scripted_model(stack)
-        settings = Settings.from_env()
+        settings = Settings.from_env().model_copy(update={"max_cached_runs": max_cached_runs})
         before, after = upgrade_database(settings.database_url)
         migrated = "" if before == after else f" (schema upgraded from {before or 'nothing'} to {after})"
         print(f"database {make_url(settings.database_url).render_as_string(hide_password=True)}{migrated}", flush=True)

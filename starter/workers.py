@@ -25,9 +25,9 @@ RESTART_DELAY_SECONDS = 1.0
 
 
 def run_workers(count: int, metrics_port: int | None = None) -> int:
-    """Check what every process would refuse (schema, connection settings, metrics ports) once,
+    """Check what every process would refuse (settings, schema, connection settings, metrics ports) once,
     then supervise. With a metrics port, process i serves Prometheus metrics on port + i - 1."""
-    settings = Settings.from_env()
+    settings = Settings.worker_from_env()
     get_database(settings.database_url)
     temporal_connect_config(settings)
     ports = worker_metrics_ports(metrics_port, count)

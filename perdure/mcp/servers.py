@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from perdure.mcp.sessions import McpUnavailable, failure_reason
+from perdure.mcp.sessions import McpUnavailable, failure_reason, import_sdk
 from perdure.schemas.mcp import SERVER_NAME_PATTERN, McpServerConfig, McpServerView, McpToolSpec
 from perdure.store import mcp_servers
 from perdure.store.db import Database
@@ -135,6 +135,7 @@ async def fetch_tools(config: McpServerConfig) -> list[McpToolSpec]:
     """Connect once and list every tool; McpUnavailable (one sentence) when the server cannot
     be reached or does not answer within its timeout."""
 
+    await import_sdk()
     from perdure.mcp.client import connected, list_tools
 
     async def fetch() -> list[McpToolSpec]:
@@ -148,6 +149,7 @@ async def call_tool_once(config: McpServerConfig, tool: str, arguments: dict[str
     """(success, text) of one call on a session of its own: outside a run there is no worker
     session to share, and the server is stopped again afterwards."""
 
+    await import_sdk()
     from perdure.mcp.client import connected, result_text
 
     async def call() -> tuple[bool, str]:

@@ -9,7 +9,9 @@ state). `aclose` stops every server when the worker stops.
 Errors come back as `McpUnavailable` with a sentence that names the server, never its env or headers.
 
 The `mcp` SDK is imported on a worker's first MCP call, not with this module: it adds about
-30 MiB to a process, which a worker whose agents use no MCP server should not pay.
+30 MiB to a process, which a worker whose agents use no MCP server should not pay. That first
+import takes up to a second, so it runs in a thread (`import_sdk`), and the event loop goes on
+serving the worker's other activities meanwhile.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +31,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 STOP_TIMEOUT_S = 5.0
+SDK_CLIENT = "perdure.mcp.client"
+"""The module that imports the `mcp` SDK."""
+
+
+async def import_sdk() -> None:
+    """Import the `mcp` SDK in a thread, once; the callers' own imports of it then cost nothing."""
+    if SDK_CLIENT not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, SDK_CLIENT)
 
 
 class McpUnavailable(Exception):
@@ -93,6 +105,7 @@ class McpSessions:
     async def list_tools(self, config: McpServerConfig) -> list[McpToolSpec]:
         """The server's tools. Listing changes nothing, so a stdio server that failed (it may
         have died since its last use) is started again and asked once more."""
+        await import_sdk()
         from perdure.mcp.client import list_tools
 
         try:
@@ -104,6 +117,7 @@ class McpSessions:
 
     async def call_tool(self, config: McpServerConfig, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]:
         """(success, text) of one call; a tool that reports an error is a result, not an exception."""
+        await import_sdk()
         from perdure.mcp.client import result_text
 
         async def call(client: Client) -> tuple[bool, str]:
