@@ -19,6 +19,7 @@ import json
 import signal
 import sys
 import uuid
+from functools import partial
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -33,8 +34,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner 
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions  # noqa: E402
 
 from harness import bench_rig, started_process  # noqa: E402
-from speed import perdure_turn  # noqa: E402
-from throughput import cpu_seconds  # noqa: E402
+from speed import perdure_turn, turn_for_turn  # noqa: E402
 
 from perdure.settings import Settings  # noqa: E402
 from perdure.store.db import get_database  # noqa: E402
@@ -98,19 +98,12 @@ async def main(rounds: int, tool_calls: int) -> dict[str, object]:
             runner_worker("unsandboxed", address, queues["unsandboxed"], db_url, model.base_url, tmp / "b.log") as b,
         ):
             pids = {"sandboxed": a, "unsandboxed": b}
-            for client in clients.values():
-                await perdure_turn(client, model, tool_calls)  # warm both up
-            cpu = dict.fromkeys(RUNNERS, 0.0)
-            steps = dict.fromkeys(RUNNERS, 0)
-            for index in range(rounds):
-                for runner in RUNNERS if index % 2 == 0 else reversed(RUNNERS):
-                    before = cpu_seconds(pids[runner])
-                    steps[runner] += await perdure_turn(clients[runner], model, tool_calls)
-                    cpu[runner] += cpu_seconds(pids[runner]) - before
-    per_step = {runner: round(cpu[runner] * 1000 / steps[runner], 2) for runner in RUNNERS}
+            turns = {runner: partial(perdure_turn, clients[runner], model, tool_calls) for runner in RUNNERS}
+            samples = await turn_for_turn(pids, turns, rounds)
+    per_step = {runner: round(samples[runner].cpu_ms_per_step(), 2) for runner in RUNNERS}
     return {
         "benchmark": "runner_ab",
-        "steps_each": steps["sandboxed"],
+        "steps_each": samples["sandboxed"].steps,
         "worker_cpu_ms_per_step": per_step,
         "unsandboxed_to_sandboxed": round(per_step["unsandboxed"] / per_step["sandboxed"], 3),
     }

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
@@ -74,6 +74,25 @@ class Sample:
 
 Turn = Callable[[], Awaitable[int]]
 """A turn ready to send; it returns the steps it took."""
+
+
+async def turn_for_turn(pids: Mapping[str, int], turns: Mapping[str, Turn], rounds: int) -> dict[str, Sample]:
+    """The worker CPU each of several workers (by name: its process, its turn) takes for the
+    same turns, taken one worker after another: one each to warm up, then `rounds` rounds, the
+    order rotated every round, so that the machine's drifting speed falls on all of them alike."""
+    names = list(turns)
+    for name in names:
+        await turns[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    cpu = dict.fromkeys(names, 0.0)
+    steps = dict.fromkeys(names, 0)
+    for index in range(rounds):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            before, started = cpu_seconds(pids[name]), time.perf_counter()
+            steps[name] += await turns[name]()
+            seconds[name].append(time.perf_counter() - started)
+            cpu[name] += cpu_seconds(pids[name]) - before
+    return {name: Sample(seconds[name], cpu[name], steps[name]) for name in names}
 
 
 async def timed(pid: int, turns: int, ready: Callable[[], Turn]) -> Sample:

@@ -26,6 +26,7 @@ import json
 import signal
 import sys
 import uuid
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,8 +38,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from harness import bench_rig, started_process  # noqa: E402
-from speed import floor_turn, floor_worker, perdure_turn  # noqa: E402
-from throughput import cpu_seconds, worker_process_env, workers  # noqa: E402
+from speed import floor_turn, floor_worker, perdure_turn, turn_for_turn  # noqa: E402
+from throughput import worker_process_env, workers  # noqa: E402
 
 from activities.tools import preview  # noqa: E402
 from perdure import names  # noqa: E402
@@ -139,25 +140,16 @@ async def main(rounds: int, tool_calls: int) -> dict[str, object]:
             workers(1, perdure_env, tmp / "perdure.log") as [perdure_pid],
         ):
             pids = {"floor": floor_pid, "hollow": hollow_pid, "perdure": perdure_pid}
-
-            async def turn(kind: str) -> int:
-                if kind == "floor":
-                    return await floor_turn(floor_client, queues["floor"], tool_calls)
-                return await perdure_turn(clients[kind], model, tool_calls)
-
-            for kind in kinds:  # warm each up
-                await turn(kind)
-            cpu = dict.fromkeys(kinds, 0.0)
-            steps = dict.fromkeys(kinds, 0)
-            for index in range(rounds):
-                for kind in kinds[index % 3 :] + kinds[: index % 3]:
-                    before = cpu_seconds(pids[kind])
-                    steps[kind] += await turn(kind)
-                    cpu[kind] += cpu_seconds(pids[kind]) - before
-    per_step = {kind: round(cpu[kind] * 1000 / steps[kind], 2) for kind in kinds}
+            turns = {
+                "floor": partial(floor_turn, floor_client, queues["floor"], tool_calls),
+                "hollow": partial(perdure_turn, clients["hollow"], model, tool_calls),
+                "perdure": partial(perdure_turn, clients["perdure"], model, tool_calls),
+            }
+            samples = await turn_for_turn(pids, turns, rounds)
+    per_step = {kind: round(samples[kind].cpu_ms_per_step(), 2) for kind in kinds}
     return {
         "benchmark": "step_split",
-        "steps_each": steps["perdure"],
+        "steps_each": samples["perdure"].steps,
         "worker_cpu_ms_per_step": per_step,
         "workflow_code_ms": round(per_step["hollow"] - per_step["floor"], 2),
         "activities_work_ms": round(per_step["perdure"] - per_step["hollow"], 2),

@@ -14,23 +14,15 @@ from perdure.schemas.approvals import ApprovalAnswer
 from perdure.schemas.letta import StopReasonType
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply, ScriptedToolCall
 from perdure.settings import DEFAULT_MAX_CACHED_RUNS, MAX_CACHED_RUNS_ENV, Settings
-from perdure.store import agents
 from perdure.store.db import Database
 from starter.client import PerdureClient
 from tests.conftest import AgentFactory
-from tests.helpers import PERDURE, REPO, text
+from tests.helpers import PERDURE, REPO, block_value, text
 from tests.ports import free_port
 from worker import perdure_worker
 
 APPROVAL_RULE = {"type": "requires_approval", "tool_name": "core_memory_append"}
 CALL_ID = "call-append"
-
-
-def human_block(db: Database, agent_id: str) -> str:
-    with db.transaction() as session:
-        block = agents.get_agent(session, agent_id).block("human")
-    assert block is not None
-    return block.value
 
 
 async def test_paused_runs_evicted_from_a_full_cache_go_on_when_approved(
@@ -65,7 +57,7 @@ async def test_paused_runs_evicted_from_a_full_cache_go_on_when_approved(
             finished = await client.answer(agent_id, [ApprovalAnswer(tool_call_id=CALL_ID, approve=True)])
             assert finished.stop_reason.stop_reason == StopReasonType.end_turn
             assert finished.usage.step_count == 2
-            assert human_block(db, agent_id) == "Ada"
+            assert block_value(db, agent_id) == "Ada"
 
 
 def test_a_worker_takes_its_cache_size_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
