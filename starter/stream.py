@@ -23,12 +23,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from perdure.schemas.letta import LettaStopReason, LettaUsageStatistics, StopReasonType
 from perdure.schemas.stream import STREAM_EVENT, STREAM_TOPIC, LettaErrorMessage, StreamEvent
-from perdure.store import stream_chunks
+from perdure.store import stream_chunks, stream_notices
 from perdure.store.db import Database
 from perdure import names
 
-STORE_POLL_INTERVAL = timedelta(milliseconds=10)
-"""How often a reader asks the database for a live run's new events: one indexed read."""
 DESCRIBE_EVERY_S = 0.25
 """How often an idle reader asks Temporal whether the run has closed without a last event."""
 POLL_INTERVAL = timedelta(milliseconds=200)
@@ -74,8 +72,9 @@ async def read_stream(
     `from_offset`, live or after the run has closed, until the run's last event.
 
     Runs keep their stream in the database (`stream_chunks`), written by the activities, so a
-    reader in any process polls a table every STORE_POLL_INTERVAL and Temporal sees none of it.
-    Runs started before the stream moved there are read from their Workflow Stream."""
+    reader in any process reads a table (when a write's notice wakes it on PostgreSQL, every
+    10 ms on SQLite: `perdure.store.stream_notices`) and Temporal sees none of it. Runs
+    started before the stream moved there are read from their Workflow Stream."""
     handle = temporal.get_workflow_handle(names.workflow_id(agent_id), run_id=run_id)
     if run_id is None:
         handle = temporal.get_workflow_handle(handle.id, run_id=(await _describe(handle, agent_id)).run_id)
@@ -84,29 +83,31 @@ async def read_stream(
         async for item in _read_history(temporal, handle, agent_id, from_offset):
             yield item
         return
-    offset, closed, described = from_offset, False, 0.0
-    while True:
-        stored = await asyncio.to_thread(_read_stored, db, key, offset)
-        for event in stored:
-            yield StreamItem(offset=event.offset, event=STREAM_EVENT.validate_python(event.event))
-            offset = event.offset + 1
-            if event.final:
-                return
-        if len(stored) == stream_chunks.READ_LIMIT:
-            continue
-        if closed:
-            if offset == 0 and await asyncio.to_thread(_next_stored, db, key) == 0:
-                # A run started before the move that had published nothing when the read began.
-                async for item in _read_history(temporal, handle, agent_id, from_offset):
-                    yield item
-            return  # this read came after the close, so it had everything
-        if not stored and time.monotonic() - described >= DESCRIBE_EVERY_S:
-            # A run ends with a `final` event, unless it was terminated or refused its request.
-            described = time.monotonic()
-            closed = (await _describe(handle, agent_id)).status is not WorkflowExecutionStatus.RUNNING
-            if closed:
+    async with stream_notices.Wakeups(db, key) as wakeups:
+        offset, closed, described = from_offset, False, 0.0
+        while True:
+            stored = await asyncio.to_thread(_read_stored, db, key, offset)
+            await wakeups.read(bool(stored))
+            for event in stored:
+                yield StreamItem(offset=event.offset, event=STREAM_EVENT.validate_python(event.event))
+                offset = event.offset + 1
+                if event.final:
+                    return
+            if len(stored) == stream_chunks.READ_LIMIT:
                 continue
-        await asyncio.sleep(STORE_POLL_INTERVAL.total_seconds())
+            if closed:
+                if offset == 0 and await asyncio.to_thread(_next_stored, db, key) == 0:
+                    # A run started before the move that had published nothing when the read began.
+                    async for item in _read_history(temporal, handle, agent_id, from_offset):
+                        yield item
+                return  # this read came after the close, so it had everything
+            if not stored and time.monotonic() - described >= DESCRIBE_EVERY_S:
+                # A run ends with a `final` event, unless it was terminated or refused its request.
+                described = time.monotonic()
+                closed = (await _describe(handle, agent_id)).status is not WorkflowExecutionStatus.RUNNING
+                if closed:
+                    continue
+            await wakeups.wait()
 
 
 def _read_stored(db: Database, key: str, offset: int) -> list[stream_chunks.StoredEvent]:

@@ -4,7 +4,7 @@ Each test gets its own agent and its own scripted model name, so tests never see
 other's replies even though they share the server.
 
 Tests run on SQLite; a module marked `both_stores` runs on PostgreSQL as well, with its own
-database and worker (the `backend` parameter). PostgreSQL is `PERDURE_TEST_POSTGRES_URL` if
+database and worker (the `backend` parameter), and one marked `only_postgresql` there alone. PostgreSQL is `PERDURE_TEST_POSTGRES_URL` if
 set, else a throwaway cluster started from the installed binaries; without either, those
 tests are skipped, unless `CI=true`, where a missing PostgreSQL fails them.
 """
@@ -41,10 +41,16 @@ BACKENDS = ("sqlite", "postgresql")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that uses the store runs on SQLite; a `both_stores` module, on PostgreSQL too."""
+    """Every test that uses the store runs on SQLite; a `both_stores` module, on PostgreSQL too;
+    an `only_postgresql` one, on PostgreSQL alone (what SQLite does not have)."""
     if "backend" in metafunc.fixturenames:
-        both = metafunc.definition.get_closest_marker("both_stores") is not None
-        metafunc.parametrize("backend", BACKENDS if both else BACKENDS[:1], indirect=True, scope="session")
+        if metafunc.definition.get_closest_marker("only_postgresql") is not None:
+            backends = BACKENDS[1:]
+        elif metafunc.definition.get_closest_marker("both_stores") is not None:
+            backends = BACKENDS
+        else:
+            backends = BACKENDS[:1]
+        metafunc.parametrize("backend", backends, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

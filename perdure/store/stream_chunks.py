@@ -1,9 +1,10 @@
-"""A run's stream in the database: what the activities write, what readers poll.
+"""A run's stream in the database: what the activities write, what readers read.
 
 Every event of a run (token chunks from the LLM activity, a committed step's messages, the
 outcome) is a row numbered by its offset in the run's stream, so a reader on any machine
 resumes from an offset and history never carries a token. Writers of one run take turns: the
-write lock on SQLite, a transaction-scoped advisory lock on PostgreSQL.
+write lock on SQLite, a transaction-scoped advisory lock on PostgreSQL. On PostgreSQL a write
+also notifies the run's readers (`perdure.store.stream_notices`); on SQLite they poll.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ _WRITTEN = select(STREAM_CHUNKS.c.seq).where(
 )
 _LAST_OFFSET = select(func.max(STREAM_CHUNKS.c.seq)).where(STREAM_CHUNKS.c.run_key == bindparam("run_key"))
 _APPEND = insert(STREAM_CHUNKS)
+CHANNEL = "perdure_stream"
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :run_key)")
+"""Tells the readers listening on PostgreSQL (`perdure.store.stream_notices`) that the run has new
+events, when the transaction commits; PostgreSQL folds a transaction's equal notices into one."""
 """The writers' statements, built once: every step and every token chunk runs them, and building
 a statement costs more CPU than running it."""
 READ_LIMIT = 500
@@ -50,7 +55,8 @@ def append(
     when a write with the same `dedup_key` is already there (a retried activity)."""
     if not events:
         return None
-    if session.get_bind().dialect.name == "postgresql":
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql:
         session.execute(_RUN_LOCK, {"key": run_key})
     if dedup_key is not None and session.scalar(_WRITTEN, {"run_key": run_key, "dedup_key": dedup_key}) is not None:
         return None
@@ -69,6 +75,8 @@ def append(
             for i, event in enumerate(events)
         ],
     )
+    if postgresql:
+        session.execute(_NOTIFY, {"run_key": run_key})
     return first
 
 
