@@ -4,7 +4,8 @@ One answer of about `--tokens` tokens is asked for twice with the same script, o
 streaming and a reader on the stream (as `perdure send --stream`), once without; the history
 difference is the streaming cost. The model writes at `--tokens-per-second`, as a real
 provider would. A run with a 50x larger memory block shows that the cost does not grow with
-the context. The stream itself is rows of the database's `stream_chunks` table, counted too.
+the context. The stream itself is rows of the database's `stream_chunks` table, one per event;
+the events the reader received are counted too.
 
     python bench/stream_cost.py [--tokens 1000] [--tokens-per-second 100]
 """
