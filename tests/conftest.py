@@ -4,9 +4,10 @@ Each test gets its own agent and its own scripted model name, so tests never see
 other's replies even though they share the server.
 
 Tests run on SQLite; a module marked `both_stores` runs on PostgreSQL as well, with its own
-database and worker (the `backend` parameter), and one marked `only_postgresql` there alone. PostgreSQL is `PERDURE_TEST_POSTGRES_URL` if
-set, else a throwaway cluster started from the installed binaries; without either, those
-tests are skipped, unless `CI=true`, where a missing PostgreSQL fails them.
+database and worker (the `backend` parameter), and one marked `only_postgresql` there alone.
+PostgreSQL is `PERDURE_TEST_POSTGRES_URL` if set, else a throwaway cluster started from the
+installed binaries; without either, those tests are skipped, unless `CI=true`, where a missing
+PostgreSQL fails them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Stream readers on PostgreSQL read when a write's notice tells them to, not every 10 ms, and
-lose nothing when the listening connection is cut off."""
+lose nothing when notices fail: the listening connection cut off, a server it cannot reach,
+notices that never arrive."""
 
 from __future__ import annotations
 
@@ -7,28 +8,34 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 
 from perdure.schemas.letta import AssistantMessage
 from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
-from perdure.store import stream_chunks, stream_notices
-from perdure.store.db import Database
+from perdure.store import stream_chunks
+from perdure.store.db import Database, get_database, upgrade_database
+from perdure.store.stream_notices import LISTENER_NAME, Wakeups
 from starter.client import PerdureClient
 from starter.updates import message_request
 from tests.conftest import AgentFactory
+from tests.ports import free_port
+from tests.postgres_server import create_database
 from tests.test_streaming import ANSWER, collect, kinds
 
 pytestmark = pytest.mark.only_postgresql
 
-LISTENERS = text(
-    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN perdure_stream'"
+LISTENING = text(
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = :name"
+    " AND query = 'LISTEN perdure_stream' AND state = 'idle'"
 )
+NOTICES_LOG = "perdure.store.stream_notices"
+PASSWORD = "s3cret-pw"
 
 
 @contextmanager
@@ -49,15 +56,24 @@ def stream_reads(db: Database) -> Iterator[list[float]]:
 
 
 def listeners(db: Database) -> list[int]:
+    """The backends of this process's listening connections that have run their LISTEN."""
     with db.transaction(read_only=True) as session:
-        return list(session.scalars(LISTENERS))
+        return list(session.scalars(LISTENING, {"name": LISTENER_NAME}))
 
 
-async def until(check: Any, seconds: float = 10) -> None:
+async def until(check: Callable[[], bool], seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, "not within the time allowed"
         await asyncio.sleep(0.05)
+
+
+async def wakes(wakeups: Wakeups, seconds: float) -> int:
+    count, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        await wakeups.wait()
+        count += 1
+    return count
 
 
 def write(db: Database, run_key: str) -> None:
@@ -65,10 +81,30 @@ def write(db: Database, run_key: str) -> None:
         stream_chunks.append(session, run_key, "agent-x", [{"message_type": "ping"}])
 
 
+def write_unannounced(db: Database, run_key: str, seq: int) -> None:
+    """A row as a write behind a pooler in transaction mode leaves it: no notice reaches a reader."""
+    with db.transaction() as session:
+        session.execute(
+            text("INSERT INTO stream_chunks (run_key, seq, agent_id, event, final) VALUES (:k, :s, 'a', '{}', false)"),
+            {"k": run_key, "s": seq},
+        )
+
+
+def dead_url() -> str:
+    """A PostgreSQL URL with a password, where nothing listens."""
+    return f"postgresql+psycopg://perdure:{PASSWORD}@127.0.0.1:{free_port()}/perdure"
+
+
+def rolled_back(db: Database, run_key: str) -> None:
+    with pytest.raises(RuntimeError), db.transaction() as session:
+        stream_chunks.append(session, run_key, "agent-x", [{"message_type": "ping"}])
+        raise RuntimeError("the transaction fails after the write")
+
+
 async def test_a_committed_write_notifies_the_channel_with_its_run_and_a_rolled_back_one_does_not(
     db: Database,
 ) -> None:
-    conninfo = db.engine.url.set(drivername="postgresql").render_as_string(False)
+    conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     kept, dropped = f"run-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listening:
         await listening.execute("LISTEN perdure_stream")
@@ -79,39 +115,35 @@ async def test_a_committed_write_notifies_the_channel_with_its_run_and_a_rolled_
     assert notices == [kept]
 
 
-def rolled_back(db: Database, run_key: str) -> None:
-    with pytest.raises(RuntimeError), db.transaction() as session:
-        stream_chunks.append(session, run_key, "agent-x", [{"message_type": "ping"}])
-        raise RuntimeError("the transaction fails after the write")
+def test_a_notice_that_cannot_be_sent_is_one_warning_and_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """The rows are committed by then: raising would make a writer retry them."""
+    caplog.set_level(logging.WARNING, logger="perdure.store.stream_chunks")
+
+    stream_chunks.send_notices(create_engine(dead_url()), {"run-x"})
+
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "perdure.store.stream_chunks"]
+    assert warning.startswith("stream notices not sent (readers read at their next interval): ")
+    assert "\n" not in warning and PASSWORD not in caplog.text
 
 
 async def test_a_write_wakes_the_readers_of_its_run_and_no_others(db: Database) -> None:
-    """Readers wake at least every 0.25 s anyway; 20 writes 10 ms apart wake their run's reader
-    far more often than that in one second, and another run's reader no more often."""
+    """A listening reader wakes at least every 0.25 s anyway; 20 writes 10 ms apart wake their
+    run's reader far more often than that in one second, and another run's reader no more often."""
     written, other = f"run-{uuid.uuid4()}", f"run-{uuid.uuid4()}"
-
-    async def wakes(run_key: str, seconds: float) -> int:
-        count, until_s = 0, time.monotonic() + seconds
-        async with stream_notices.Wakeups(db, run_key) as wakeups:
-            started.set()
-            while time.monotonic() < until_s:
-                await wakeups.wait()
-                count += 1
-        return count
 
     def writes() -> None:
         for _ in range(20):
             write(db, written)
             time.sleep(0.01)
 
-    started = asyncio.Event()
-    counting = asyncio.gather(wakes(written, 1.0), wakes(other, 1.0))
-    await started.wait()
-    await asyncio.to_thread(writes)
-    woken, not_told = await counting
+    async with Wakeups(db, written) as told, Wakeups(db, other) as not_told:
+        await until(lambda: len(listeners(db)) == 1)
+        counting = asyncio.gather(wakes(told, 1.0), wakes(not_told, 1.0))
+        await asyncio.to_thread(writes)
+        woken, others = await counting
 
     assert woken >= 10, f"the written run's reader woke {woken} times"
-    assert not_told <= 6, f"the other run's reader woke {not_told} times"
+    assert others <= 6, f"the other run's reader woke {others} times"
 
 
 async def test_a_reader_reads_when_a_write_tells_it_and_not_in_between(
@@ -129,10 +161,10 @@ async def test_a_reader_reads_when_a_write_tells_it_and_not_in_between(
     assert kinds(items)[-3:] == ["assistant_message", "stop_reason", "usage_statistics"]
     assert "".join(i.event.content for i in items if isinstance(i.event, AssistantMessage)) == ANSWER
     assert [i.offset for i in items] == list(range(len(items)))
-    # Polling every 10 ms would read at least 150 times while the model is quiet; a reader
+    # Polling every 10 ms would read at least 100 times while the model is quiet; a reader
     # told by notices reads after each write, and every 0.25 s when there is none.
     assert len(reads) <= len(items) + 8 * elapsed + 8, f"{len(reads)} reads in {elapsed:.2f} s"
-    quiet = [at for at in reads if started + 0.3 < at < started + quiet_s - 0.1]
+    quiet = [at for at in reads if started + 0.4 < at < started + quiet_s - 0.1]
     assert len(quiet) <= 8, f"{len(quiet)} reads while nothing was written"
 
 
@@ -158,7 +190,7 @@ async def test_a_reader_whose_listener_is_cut_off_gets_every_event(
 ) -> None:
     agent = make_agent()
     llm.script(model_name, [ScriptedReply(content=ANSWER, delay_s=0.5, chunk_delay_s=0.1)])
-    caplog.set_level(logging.WARNING, logger="perdure.store.stream_notices")
+    caplog.set_level(logging.WARNING, logger=NOTICES_LOG)
     reader = asyncio.ensure_future(collect(client.stream_message(agent.id, message_request("Hi", stream_tokens=True))))
     await until(lambda: len(listeners(db)) == 1)
     [cut] = listeners(db)
@@ -171,34 +203,48 @@ async def test_a_reader_whose_listener_is_cut_off_gets_every_event(
     assert "".join(i.event.content for i in items if isinstance(i.event, AssistantMessage)) == ANSWER
     assert [i.offset for i in items] == list(range(len(items)))
     assert kinds(items)[-2:] == ["stop_reason", "usage_statistics"]
-    warnings = [r.getMessage() for r in caplog.records if r.name == "perdure.store.stream_notices"]
-    assert len(warnings) == 1 and "readers poll until the listener is back" in warnings[0]
-    assert "\n" not in warnings[0] and "password" not in warnings[0]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == NOTICES_LOG]
+    assert warning.startswith("stream notices: ") and warning.endswith("; readers poll until the listener is back")
+    assert "\n" not in warning
 
 
-async def test_readers_poll_once_a_read_finds_events_no_notice_announced(
-    db: Database, caplog: pytest.LogCaptureFixture
+async def test_readers_of_a_server_the_listener_cannot_reach_poll(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=NOTICES_LOG)
+
+    async with Wakeups(Database(dead_url()), f"run-{uuid.uuid4()}") as wakeups:
+        waits = await wakes(wakeups, 0.5)
+        await until(lambda: any(r.name == NOTICES_LOG for r in caplog.records))
+
+    assert waits >= 10, f"{waits} waits in 0.5 s: the reader waited for notices that cannot come"
+    warning = next(r.getMessage() for r in caplog.records if r.name == NOTICES_LOG)
+    assert "readers poll until the listener is back" in warning
+    assert PASSWORD not in caplog.text
+
+
+async def test_readers_poll_once_reads_find_events_no_notice_announced(
+    postgres_server_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """As behind a connection pooler in transaction mode, which passes no notice on: here a row
-    is written without one."""
+    """As behind a connection pooler in transaction mode, which passes no notice on. A database
+    of its own: once it has missed notices, the process polls it for good."""
+    url = create_database(postgres_server_url)
+    upgrade_database(url)
+    db = get_database(url)
     run_key = f"run-{uuid.uuid4()}"
-    caplog.set_level(logging.WARNING, logger="perdure.store.stream_notices")
-    async with stream_notices.Wakeups(db, run_key) as wakeups:
-        await wakeups.wait()  # the wake-up every reader gets as the listener starts
-        with db.transaction() as session:
-            session.execute(
-                text(
-                    "INSERT INTO stream_chunks (run_key, seq, agent_id, event, final) VALUES (:k, 0, 'a', '{}', false)"
-                ),
-                {"k": run_key},
-            )
-        await wakeups.wait()
-        await wakeups.read(found_events=True)
-        waits, until_s = 0, time.monotonic() + 0.5
-        while time.monotonic() < until_s:
-            await wakeups.wait()
-            waits += 1
+    caplog.set_level(logging.WARNING, logger=NOTICES_LOG)
 
-    assert waits >= 10, f"{waits} reads in 0.5 s: the reader still waits for notices"
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "perdure.store.stream_notices"]
-    assert "found events no notice announced" in warning and "poll every 10 ms" in warning
+    async with Wakeups(db, run_key) as wakeups:
+        await until(lambda: len(listeners(db)) == 1)
+        await wakeups.wait()  # the wake-up every reader gets as the listener starts
+        for seq in range(3):
+            write_unannounced(db, run_key, seq)
+            await wakeups.wait()
+            await wakeups.after_read(found_events=True)
+        waits = await wakes(wakeups, 0.5)
+    async with Wakeups(db, run_key) as later:
+        later_waits = await wakes(later, 0.5)
+
+    assert waits >= 10, f"{waits} waits in 0.5 s: the reader still waits for notices"
+    assert later_waits >= 10, f"{later_waits} waits in 0.5 s: a later reader waits for notices again"
+    [warning] = [r.getMessage() for r in caplog.records if r.name == NOTICES_LOG]
+    assert warning.startswith("stream notices: 3 reads found events no notice announced")
+    assert listeners(db) == []

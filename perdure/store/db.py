@@ -28,6 +28,11 @@ def driver_url(url: str) -> str:
     return url
 
 
+AFTER_COMMIT = "perdure_after_commit"
+"""The `session.info` key of what a transaction runs after its commit: a stream's notice
+(`perdure.store.stream_chunks`), which must not hold the commit's locks."""
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -46,9 +51,12 @@ class Database:
     @contextmanager
     def transaction(self, *, read_only: bool = False) -> Iterator[Session]:
         """One unit of work: committed on success, rolled back on any error. A read-only one
-        takes no write lock on SQLite, so readers run side by side."""
+        takes no write lock on SQLite, so readers run side by side. What a writer puts in
+        `session.info[AFTER_COMMIT]` runs once the transaction has committed, outside it."""
         with (self._readers if read_only else self._sessions).begin() as session:
             yield session
+        for after in session.info.get(AFTER_COMMIT, ()):
+            after()
 
 
 def upsert_statement(session: Session, table: Any) -> Any:
@@ -123,3 +131,10 @@ def upgrade_database(url: str, target: str = "head") -> tuple[str | None, str]:
         return upgrade_schema(database.engine, target)
     finally:
         database.engine.dispose()
+
+
+def error_line(err: BaseException) -> str:
+    """A database error's first line: the driver's own message, without the statement and its
+    parameters SQLAlchemy appends, or the connection string (psycopg's messages name the host
+    and port, never the password)."""
+    return (str(getattr(err, "orig", None) or err).strip().splitlines() or [type(err).__name__])[0]

@@ -1,25 +1,26 @@
 """When a stream reader reads again: when told, on PostgreSQL; every 10 ms, on SQLite.
 
-A write to a run's stream on PostgreSQL sends `NOTIFY perdure_stream` with the run's key in
-its transaction, so the notice goes out when the rows are committed (`stream_chunks.append`).
-A process reading streams keeps one connection listening on that channel for as long as it
-has a reader, and wakes the readers of the run a notice names. A reader of a quiet run reads
-every FALLBACK_INTERVAL instead of every 10 ms, and one of a busy run after each write.
+A write to a run's stream on PostgreSQL is followed, once committed, by `NOTIFY perdure_stream`
+with the run's key (`stream_chunks.append`). A process reading streams keeps one connection
+listening on that channel for as long as it has a reader, and wakes the readers of the run a
+notice names. A reader of a quiet run reads every FALLBACK_INTERVAL instead of every 10 ms,
+and one of a busy run after each write.
 
 A notice is only a hint to read: a reader reads the table after waking, so a lost notice delays
-a reader and never loses an event. Readers poll every POLL_INTERVAL while the listening
-connection is down (it reconnects), and for good once a read finds events no notice announced
-(a connection pooler in transaction mode between Perdure and PostgreSQL drops LISTEN's notices).
-SQLite has no such channel; its readers, usually on the worker's machine, poll."""
+a reader and never loses an event. Readers poll every POLL_INTERVAL until the listener listens
+and while it reconnects, and for good once reads have found events no notice announced
+MISSES_TO_DISTRUST times (a connection pooler in transaction mode between Perdure and
+PostgreSQL drops LISTEN's notices). SQLite has no such channel; its readers, usually on the
+worker's machine, poll.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 
-from perdure.store.db import Database
+from perdure.store.db import Database, error_line
 from perdure.store.stream_chunks import CHANNEL
 
 POLL_INTERVAL = timedelta(milliseconds=10)
@@ -28,18 +29,23 @@ FALLBACK_INTERVAL = timedelta(milliseconds=250)
 """The longest a listening reader waits without a notice (a run that ends without a last event,
 a terminated one, shows only to a reader that looks)."""
 NOTICE_GRACE = timedelta(milliseconds=100)
-"""How long a notice may trail the rows it announces before it counts as lost."""
+"""How long a notice may trail the rows it announces before it counts as missed."""
+MISSES_TO_DISTRUST = 3
+"""Missed notices, with none delivered in between, after which a process stops waiting for them."""
 RECONNECT_DELAYS_S = (0.1, 0.5, 1.0, 5.0)
 """How long the listener waits before connecting again after losing its connection, growing to the last."""
+LISTENER_NAME = "perdure-stream-notices"
+"""The listening connection's `application_name`, as `pg_stat_activity` shows it."""
 
 log = logging.getLogger(__name__)
+
+_distrusted: set[str] = set()
+"""The databases (by URL) whose notices do not reach this process: their readers poll."""
 
 
 class Wakeups:
     """A reader's wake-ups for the run `run_key` (its Temporal run id), as `async with
-    Wakeups(db, run_key) as wakeups`. On PostgreSQL the process's listener for `db` is listening
-    (or has failed once, and reconnects) when the block starts, so a write committed after the
-    reader's first read wakes it. `wait` returns at once when a notice came since it last
+    Wakeups(db, run_key) as wakeups`. `wait` returns at once when a notice came since it last
     returned, so a notice that arrives while the reader reads is not lost.
 
     A class rather than an async generator: a reader left unfinished (a closed pipe) is closed
@@ -51,17 +57,12 @@ class Wakeups:
         self._listener: _Listener | None = None
         self._notice = asyncio.Event()
         self._expected_notice = False
-        """The last wait ended without a notice while notices were trusted."""
+        """The last wait ended without a notice while this reader waited for one."""
 
     async def __aenter__(self) -> Wakeups:
-        if self._db.engine.dialect.name == "postgresql":
+        if self._db.engine.dialect.name == "postgresql" and self._db.url not in _distrusted:
             self._listener = _listener_for(self._db)
             self._listener.add(self._run_key, self)
-            try:
-                await self._listener.started.wait()
-            except BaseException:  # cancelled before the block began: its exit never runs
-                self._listener.remove(self._run_key, self)
-                raise
         return self
 
     async def __aexit__(self, *_exc_info: object) -> None:
@@ -69,27 +70,27 @@ class Wakeups:
             self._listener.remove(self._run_key, self)
 
     async def wait(self) -> None:
-        trusting = self._listener is not None and self._listener.delivers
-        interval = FALLBACK_INTERVAL if trusting else POLL_INTERVAL
-        try:
-            await asyncio.wait_for(self._notice.wait(), interval.total_seconds())
+        if self._listener is None or not self._listener.delivers:
             self._expected_notice = False
+            await asyncio.sleep(POLL_INTERVAL.total_seconds())
+            return
+        try:
+            await asyncio.wait_for(self._notice.wait(), FALLBACK_INTERVAL.total_seconds())
         except TimeoutError:
-            self._expected_notice = trusting
+            pass
+        self._expected_notice = not self._notice.is_set()
         self._notice.clear()
 
-    async def read(self, found_events: bool) -> None:
+    async def after_read(self, found_events: bool) -> None:
         """Say what the read after a wait found. Events that no notice announced, and none that
-        follows within NOTICE_GRACE (one in flight as the wait ended), mean notices do not reach
-        this process (a connection pooler in transaction mode passes no LISTEN on): its readers
-        poll from then on."""
+        follows within NOTICE_GRACE (one in flight as the wait ended), are a missed notice."""
         if not (found_events and self._expected_notice and self._listener is not None):
             return
         self._expected_notice = False
         try:
             await asyncio.wait_for(self._notice.wait(), NOTICE_GRACE.total_seconds())
         except TimeoutError:
-            self._listener.distrust()
+            self._listener.missed()
 
     def notify(self) -> None:
         self._notice.set()
@@ -98,27 +99,28 @@ class Wakeups:
 class _Listener:
     """One listening connection for the readers of one database in this process."""
 
-    def __init__(self, conninfo: str, on_stop: Callable[[], object]) -> None:
-        self._conninfo = conninfo
-        self._on_stop = on_stop
+    def __init__(self, db: Database) -> None:
+        self._url = db.url
+        self._conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._readers: dict[str, set[Wakeups]] = {}
+        self._misses = 0
         self.listening = False
-        self._trusted = True
-        self.started = asyncio.Event()
-        """Set once the first connection listens, or has failed: a reader starts reading then."""
-        self._task = asyncio.get_running_loop().create_task(self._listen(), name="perdure stream notices")
+        self._task = asyncio.get_running_loop().create_task(self._listen(), name=LISTENER_NAME)
 
     @property
     def delivers(self) -> bool:
-        """Readers can wait for notices: the connection listens, and no notice has gone missing."""
-        return self.listening and self._trusted
+        """Readers can wait for notices: the connection listens, and notices have not gone missing."""
+        return self.listening and self._url not in _distrusted
 
-    def distrust(self) -> None:
-        if self._trusted:
-            self._trusted = False
+    def missed(self) -> None:
+        self._misses += 1
+        if self._misses >= MISSES_TO_DISTRUST and self._url not in _distrusted:
+            _distrusted.add(self._url)
+            self._task.cancel()
             log.warning(
-                "stream notices: a reader found events no notice announced (LISTEN needs a session, "
+                "stream notices: %d reads found events no notice announced (LISTEN needs a session, "
                 "not a pooler in transaction mode); this process's readers poll every %g ms",
+                self._misses,
                 POLL_INTERVAL.total_seconds() * 1000,
             )
 
@@ -133,7 +135,7 @@ class _Listener:
             self._readers.pop(run_key, None)
         if not self._readers:
             self._task.cancel()
-            self._on_stop()
+            _listeners.pop((asyncio.get_running_loop(), self._url), None)
 
     async def _listen(self) -> None:
         import psycopg  # here, not at the top: a process on SQLite never loads it
@@ -141,18 +143,28 @@ class _Listener:
         failures = 0
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as connection:
+                # TCP keepalives: a connection whose server went away (a fail-over, a dropped NAT
+                # mapping) fails within about a minute instead of waiting for notices forever.
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    application_name=LISTENER_NAME,
+                    keepalives=1,
+                    keepalives_idle=30,
+                    keepalives_interval=10,
+                    keepalives_count=3,
+                ) as connection:
                     await connection.execute(f"LISTEN {CHANNEL}")
                     self.listening, failures = True, 0
-                    self.started.set()
-                    self._wake_all()  # a write may have come while nobody listened
+                    self._wake_all()  # a write may have come before the LISTEN
                     async for notice in connection.notifies():
+                        self._misses = 0
                         for wakeups in self._readers.get(notice.payload, ()):
                             wakeups.notify()
-            except psycopg.Error as err:
-                log.warning("stream notices: %s; readers poll until the listener is back", _first_line(err))
-            self.listening = False
-            self.started.set()
+            except Exception as err:  # whatever failed, readers poll and the listener reconnects
+                log.warning("stream notices: %s; readers poll until the listener is back", error_line(err))
+            finally:
+                self.listening = False
             self._wake_all()
             await asyncio.sleep(RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)])
             failures += 1
@@ -163,11 +175,6 @@ class _Listener:
                 wakeups.notify()
 
 
-def _first_line(err: BaseException) -> str:
-    """An error's first line: psycopg's messages say what failed without the connection string."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 _listeners: dict[tuple[asyncio.AbstractEventLoop, str], _Listener] = {}
 """The listener of each database, per event loop, while it has readers."""
 
@@ -176,6 +183,5 @@ def _listener_for(db: Database) -> _Listener:
     key = (asyncio.get_running_loop(), db.url)
     listener = _listeners.get(key)
     if listener is None:
-        conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        listener = _listeners[key] = _Listener(conninfo, on_stop=lambda: _listeners.pop(key, None))
+        listener = _listeners[key] = _Listener(db)
     return listener
