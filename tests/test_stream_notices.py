@@ -21,6 +21,7 @@ from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.store import stream_chunks
 from perdure.store.db import Database, get_database, upgrade_database
 from perdure.store.stream_notices import LISTENER_NAME, Wakeups
+from perdure.store.stream_notify import Notifier
 from starter.client import PerdureClient
 from starter.updates import message_request
 from tests.conftest import AgentFactory
@@ -115,13 +116,45 @@ async def test_a_committed_write_notifies_the_channel_with_its_run_and_a_rolled_
     assert notices == [kept]
 
 
+async def test_notices_of_concurrent_writers_go_out_together_and_name_every_run(db: Database) -> None:
+    """Eight writers, twenty writes each, to runs of their own: every run is named, in fewer
+    notice transactions than writes (keys that arrive while one is in flight wait for the next)."""
+    conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    runs = [f"run-{uuid.uuid4()}" for _ in range(8)]
+    sent: list[str] = []
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "pg_notify" in statement:
+            sent.append(statement)
+
+    def writer(run_key: str) -> None:
+        for _ in range(20):
+            write(db, run_key)
+
+    event.listen(db.engine, "before_cursor_execute", counted)
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listening:
+            await listening.execute("LISTEN perdure_stream")
+            await asyncio.gather(*(asyncio.to_thread(writer, run_key) for run_key in runs))
+            named: set[str] = set()
+            async for notice in listening.notifies(timeout=10):
+                named.add(notice.payload)
+                if named >= set(runs):
+                    break
+    finally:
+        event.remove(db.engine, "before_cursor_execute", counted)
+
+    assert set(runs) <= named
+    assert len(sent) < 8 * 20, f"{len(sent)} notice transactions for 160 writes"
+
+
 def test_a_notice_that_cannot_be_sent_is_one_warning_and_no_error(caplog: pytest.LogCaptureFixture) -> None:
     """The rows are committed by then: raising would make a writer retry them."""
-    caplog.set_level(logging.WARNING, logger="perdure.store.stream_chunks")
+    caplog.set_level(logging.WARNING, logger="perdure.store.stream_notify")
 
-    stream_chunks.send_notices(create_engine(dead_url()), {"run-x"})
+    Notifier(create_engine(dead_url())).send({"run-x"})
 
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "perdure.store.stream_chunks"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "perdure.store.stream_notify"]
     assert warning.startswith("stream notices not sent (readers read at their next interval): ")
     assert "\n" not in warning and PASSWORD not in caplog.text
 

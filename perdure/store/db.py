@@ -30,7 +30,7 @@ def driver_url(url: str) -> str:
 
 AFTER_COMMIT = "perdure_after_commit"
 """The `session.info` key of what a transaction runs after its commit: a stream's notice
-(`perdure.store.stream_chunks`), which must not hold the commit's locks."""
+(`perdure.store.stream_notify`), which must not hold the commit's locks."""
 
 
 class Database:

@@ -4,22 +4,20 @@ Every event of a run (token chunks from the LLM activity, a committed step's mes
 outcome) is a row numbered by its offset in the run's stream, so a reader on any machine
 resumes from an offset and history never carries a token. Writers of one run take turns: the
 write lock on SQLite, a transaction-scoped advisory lock on PostgreSQL. On PostgreSQL a write
-also notifies the run's readers once committed (`perdure.store.stream_notices`); on SQLite
+also notifies the run's readers once committed (`perdure.store.stream_notify`); on SQLite
 they poll.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, Table, bindparam, func, insert, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Table, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from perdure.store.db import AFTER_COMMIT, error_line
+from perdure.store.stream_notify import notify_after_commit
 from perdure.store.tables import StreamChunkRow
 
 STREAM_CHUNKS = cast(Table, StreamChunkRow.__table__)
@@ -32,15 +30,8 @@ _LAST_OFFSET = select(func.max(STREAM_CHUNKS.c.seq)).where(STREAM_CHUNKS.c.run_k
 _APPEND = insert(STREAM_CHUNKS)
 """The writers' statements, built once: every step and every token chunk runs them, and building
 a statement costs more CPU than running it."""
-CHANNEL = "perdure_stream"
-_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :run_key)")
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
-_PENDING_NOTICES = "perdure_stream_notices"
-"""The `session.info` key of the runs a transaction wrote to, told once it has committed."""
 READ_LIMIT = 500
 """At most this many events per read, so a long stream is read in pieces."""
-
-log = logging.getLogger(__name__)
 
 
 class StoredEvent(BaseModel):
@@ -83,33 +74,8 @@ def append(
         ],
     )
     if postgresql:
-        _notify_after_commit(session, run_key)
+        notify_after_commit(session, run_key)
     return first
-
-
-def _notify_after_commit(session: Session, run_key: str) -> None:
-    """Tell the run's readers (`perdure.store.stream_notices`) once the rows are committed, in a
-    transaction of its own: PostgreSQL lets one notifying transaction commit at a time, across
-    the whole server, so a notice sent inside the write would queue every step's and token's
-    commit, with its disk flush, behind the others'."""
-    pending: set[str] = session.info.setdefault(_PENDING_NOTICES, set())
-    if not pending:
-        engine = session.get_bind().engine
-        session.info.setdefault(AFTER_COMMIT, []).append(lambda: send_notices(engine, pending))
-    pending.add(run_key)
-
-
-def send_notices(engine: Engine, run_keys: set[str]) -> None:
-    """Send the notices without waiting for their commit to reach the disk (a notice lost in a
-    crash only makes its readers read at their next interval). A failure is logged, not raised:
-    the rows are committed, and a writer that retried would write its events twice."""
-    try:
-        with engine.connect() as connection, connection.begin():
-            connection.execute(_ASYNC_COMMIT)
-            for run_key in sorted(run_keys):
-                connection.execute(_NOTIFY, {"run_key": run_key})
-    except DBAPIError as err:
-        log.warning("stream notices not sent (readers read at their next interval): %s", error_line(err))
 
 
 def next_offset(session: Session, run_key: str) -> int:

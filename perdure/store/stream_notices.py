@@ -1,7 +1,7 @@
 """When a stream reader reads again: when told, on PostgreSQL; every 10 ms, on SQLite.
 
 A write to a run's stream on PostgreSQL is followed, once committed, by `NOTIFY perdure_stream`
-with the run's key (`stream_chunks.append`). A process reading streams keeps one connection
+with the run's key (`perdure.store.stream_notify`). A process reading streams keeps one connection
 listening on that channel for as long as it has a reader, and wakes the readers of the run a
 notice names. A reader of a quiet run reads every FALLBACK_INTERVAL instead of every 10 ms,
 and one of a busy run after each write.
@@ -21,7 +21,7 @@ import logging
 from datetime import timedelta
 
 from perdure.store.db import Database, error_line
-from perdure.store.stream_chunks import CHANNEL
+from perdure.store.stream_notify import CHANNEL
 
 POLL_INTERVAL = timedelta(milliseconds=10)
 """How often a reader that cannot be told reads: on SQLite, and on PostgreSQL while not listening."""
