@@ -87,7 +87,7 @@ async def read_stream(
         offset, closed, described = from_offset, False, 0.0
         while True:
             stored = await asyncio.to_thread(_read_stored, db, key, offset)
-            await wakeups.after_read(bool(stored))
+            wakeups.after_read(bool(stored))
             for event in stored:
                 yield StreamItem(offset=event.offset, event=STREAM_EVENT.validate_python(event.event))
                 offset = event.offset + 1

@@ -8,10 +8,11 @@ and one of a busy run after each write.
 
 A notice is only a hint to read: a reader reads the table after waking, so a lost notice delays
 a reader and never loses an event. Readers poll every POLL_INTERVAL until the listener listens
-and while it reconnects, and for good once reads have found events no notice announced
-MISSES_TO_DISTRUST times (a connection pooler in transaction mode between Perdure and
-PostgreSQL drops LISTEN's notices). SQLite has no such channel; its readers, usually on the
-worker's machine, poll.
+and while it reconnects. A read that finds events no notice announced, with none following, is
+a missed notice: a connection that has had notices is made anew (it may have died unseen), and
+one that never had any after MISSES_TO_DISTRUST misses makes the process poll that database
+for good (a connection pooler in transaction mode between Perdure and PostgreSQL drops LISTEN's
+notices). SQLite has no such channel; its readers, usually on the worker's machine, poll.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ POLL_INTERVAL = timedelta(milliseconds=10)
 FALLBACK_INTERVAL = timedelta(milliseconds=250)
 """The longest a listening reader waits without a notice (a run that ends without a last event,
 a terminated one, shows only to a reader that looks)."""
-NOTICE_GRACE = timedelta(milliseconds=100)
-"""How long a notice may trail the rows it announces before it counts as missed."""
 MISSES_TO_DISTRUST = 3
-"""Missed notices, with none delivered in between, after which a process stops waiting for them."""
+"""Missed notices on a connection that has had none, after which a process stops waiting for them."""
+MISS_WINDOW = timedelta(milliseconds=100)
+"""Misses reported this close together are one: every reader of a run misses the same notice."""
 RECONNECT_DELAYS_S = (0.1, 0.5, 1.0, 5.0)
 """How long the listener waits before connecting again after losing its connection, growing to the last."""
 LISTENER_NAME = "perdure-stream-notices"
@@ -56,8 +57,10 @@ class Wakeups:
         self._run_key = run_key
         self._listener: _Listener | None = None
         self._notice = asyncio.Event()
-        self._expected_notice = False
+        self._unannounced_wait = False
         """The last wait ended without a notice while this reader waited for one."""
+        self._suspect = False
+        """The read after that wait found events: unless a notice follows, one went missing."""
 
     async def __aenter__(self) -> Wakeups:
         if self._db.engine.dialect.name == "postgresql" and self._db.url not in _distrusted:
@@ -69,28 +72,31 @@ class Wakeups:
         if self._listener is not None:
             self._listener.remove(self._run_key, self)
 
+    @property
+    def told(self) -> bool:
+        """Whether a write wakes this reader now: its process listens, and trusts the notices."""
+        return self._listener is not None and self._listener.delivers
+
     async def wait(self) -> None:
-        if self._listener is None or not self._listener.delivers:
-            self._expected_notice = False
+        if not self.told:
+            self._unannounced_wait = self._suspect = False
             await asyncio.sleep(POLL_INTERVAL.total_seconds())
             return
         try:
             await asyncio.wait_for(self._notice.wait(), FALLBACK_INTERVAL.total_seconds())
         except TimeoutError:
             pass
-        self._expected_notice = not self._notice.is_set()
+        noticed = self._notice.is_set()
         self._notice.clear()
-
-    async def after_read(self, found_events: bool) -> None:
-        """Say what the read after a wait found. Events that no notice announced, and none that
-        follows within NOTICE_GRACE (one in flight as the wait ended), are a missed notice."""
-        if not (found_events and self._expected_notice and self._listener is not None):
-            return
-        self._expected_notice = False
-        try:
-            await asyncio.wait_for(self._notice.wait(), NOTICE_GRACE.total_seconds())
-        except TimeoutError:
+        if self._suspect and not noticed and self._listener is not None:
             self._listener.missed()
+        self._unannounced_wait, self._suspect = not noticed, False
+
+    def after_read(self, found_events: bool) -> None:
+        """Say what the read after a wait found. Events after a wait that no notice ended are
+        suspect: a notice may be in flight (the next wait sees it), or lost (the next wait ends
+        without one, and counts a missed notice)."""
+        self._suspect = found_events and self._unannounced_wait
 
     def notify(self) -> None:
         self._notice.set()
@@ -103,9 +109,13 @@ class _Listener:
         self._url = db.url
         self._conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._readers: dict[str, set[Wakeups]] = {}
+        self._loop = asyncio.get_running_loop()
         self._misses = 0
+        self._last_miss = float("-inf")
+        self._delivered = False
+        """A notice has come on the current connection since its LISTEN."""
         self.listening = False
-        self._task = asyncio.get_running_loop().create_task(self._listen(), name=LISTENER_NAME)
+        self._task = self._loop.create_task(self._listen(), name=LISTENER_NAME)
 
     @property
     def delivers(self) -> bool:
@@ -113,6 +123,18 @@ class _Listener:
         return self.listening and self._url not in _distrusted
 
     def missed(self) -> None:
+        """A reader found events no notice announced. On a connection that has had notices, the
+        connection may have died unseen: it is made anew. On one that never had any, notices do
+        not come through (a pooler in transaction mode): after MISSES_TO_DISTRUST misses, the
+        process polls this database for good. Several readers that miss one write count once."""
+        now = self._loop.time()
+        if now - self._last_miss < MISS_WINDOW.total_seconds():
+            return
+        self._last_miss = now
+        if self._delivered:
+            log.warning("stream notices: a write's notice did not come; listening again")
+            self._restart()
+            return
         self._misses += 1
         if self._misses >= MISSES_TO_DISTRUST and self._url not in _distrusted:
             _distrusted.add(self._url)
@@ -135,7 +157,13 @@ class _Listener:
             self._readers.pop(run_key, None)
         if not self._readers:
             self._task.cancel()
-            _listeners.pop((asyncio.get_running_loop(), self._url), None)
+            if _listeners.get((self._loop, self._url)) is self:
+                del _listeners[(self._loop, self._url)]
+
+    def _restart(self) -> None:
+        self._task.cancel()
+        self.listening = False
+        self._task = self._loop.create_task(self._listen(), name=LISTENER_NAME)
 
     async def _listen(self) -> None:
         import psycopg  # here, not at the top: a process on SQLite never loads it
@@ -155,10 +183,10 @@ class _Listener:
                     keepalives_count=3,
                 ) as connection:
                     await connection.execute(f"LISTEN {CHANNEL}")
-                    self.listening, failures = True, 0
+                    self.listening, self._delivered, failures = True, False, 0
                     self._wake_all()  # a write may have come before the LISTEN
                     async for notice in connection.notifies():
-                        self._misses = 0
+                        self._delivered = True
                         for wakeups in self._readers.get(notice.payload, ()):
                             wakeups.notify()
             except Exception as err:  # whatever failed, readers poll and the listener reconnects
