@@ -5,8 +5,9 @@ does, to an agent whose model is quiet for `--quiet-s` seconds (a slow first tok
 tool call) and then writes `--tokens` tokens `--token-ms` apart. The worker runs as `perdure
 worker` in a process of its own; the readers and the model stand-in run here, so the reads
 are this process's (counted by statement) and the time the model wrote each token is known.
-Figures: reads per reader per second while the model is quiet and over the whole run, and each
-token's latency from the model writing it to its reader holding it. On PostgreSQL a write
+Figures: reads per reader per second while the model is quiet and over the whole run, each
+token's latency from the model writing it to its reader holding it, and CPU per streamed token
+of the worker and of this process (the readers and the model stand-in). On PostgreSQL a write
 notifies its run's readers; on SQLite they read every 10 ms.
 
     python bench/stream_reads.py [--store postgresql] [--readers 10] [--quiet-s 3] [--tokens 40] [--token-ms 25]
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +34,7 @@ from sqlalchemy import event  # noqa: E402
 
 from harness import dev_server  # noqa: E402
 from streaming_latency import answer_of, sent_tokens  # noqa: E402
-from throughput import database, worker_process_env, workers  # noqa: E402
+from throughput import cpu_seconds, database, worker_process_env, workers  # noqa: E402
 
 from perdure.agents import create_agent  # noqa: E402
 from perdure.schemas.agent import AgentCreate  # noqa: E402
@@ -85,12 +87,13 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
             worker_env = worker_process_env(address, db_url, queue, model_server.base_url)
             db = get_database(db_url)
             client = PerdureClient(env.client, db, queue)
-            with workers(1, worker_env, Path(tmp) / "worker.log"):
+            with workers(1, worker_env, Path(tmp) / "worker.log") as [worker_pid]:
                 await one_reader(client, model_server, reply.model_copy(update={"delay_s": 0}))  # warm-up
                 event.listen(db.engine, "before_cursor_execute", counted)
-                started = time.time()
+                started, worker_cpu, own_cpu = time.time(), cpu_seconds(worker_pid), _own_cpu()
                 runs = await asyncio.gather(*(one_reader(client, model_server, reply) for _ in range(options.readers)))
                 elapsed = time.time() - started
+                worker_cpu, own_cpu = cpu_seconds(worker_pid) - worker_cpu, _own_cpu() - own_cpu
                 event.remove(db.engine, "before_cursor_execute", counted)
     quiet_from, quiet_to = max(r["sent_at"] for r in runs) + 0.5, started + options.quiet_s - 0.1
     quiet_reads = [at for at in reads if quiet_from <= at <= quiet_to]
@@ -110,8 +113,18 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
             "p95": round(tokens[int(len(tokens) * 0.95)], 1),
             "max": round(max(tokens), 1),
         },
+        "cpu_ms_per_token": {
+            "worker": round(worker_cpu * 1000 / (options.readers * options.tokens), 2),
+            "readers_and_model": round(own_cpu * 1000 / (options.readers * options.tokens), 2),
+        },
         "seconds": round(elapsed, 2),
     }
+
+
+def _own_cpu() -> float:
+    """This process's user and system CPU seconds: the readers', and the model stand-in's."""
+    times = os.times()
+    return times.user + times.system
 
 
 if __name__ == "__main__":

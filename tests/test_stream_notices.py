@@ -21,7 +21,7 @@ from perdure.scripted.server import ScriptedLLMServer, ScriptedReply
 from perdure.store import stream_chunks
 from perdure.store.db import Database, get_database, upgrade_database
 from perdure.store.stream_notices import LISTENER_NAME, Wakeups
-from perdure.store.stream_notify import Notifier
+from perdure.store.stream_notify import SENDER_NAME, Notifier
 from starter.client import PerdureClient
 from starter.updates import message_request
 from tests.conftest import AgentFactory
@@ -34,6 +34,10 @@ pytestmark = pytest.mark.only_postgresql
 LISTENING = text(
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = :name"
     " AND query = 'LISTEN perdure_stream' AND state = 'idle'"
+)
+TERMINATE_SENDERS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND application_name = :name"
 )
 NOTICES_LOG = "perdure.store.stream_notices"
 NOTIFY_LOG = "perdure.store.stream_notify"
@@ -165,25 +169,32 @@ async def test_a_notice_that_cannot_be_sent_is_one_warning_and_no_error(caplog: 
     assert "\n" not in warning and PASSWORD not in caplog.text
 
 
-async def test_notices_go_on_after_one_could_not_be_sent(db: Database, caplog: pytest.LogCaptureFixture) -> None:
-    """Not a database error this time: the sender's pool has no connection to give."""
+async def test_notices_go_on_after_the_sending_connection_is_cut_off(
+    postgres_server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database of its own, so only this test's sender is cut off."""
+    url = create_database(postgres_server_url)
+    upgrade_database(url)
+    db = get_database(url)
     caplog.set_level(logging.WARNING, logger=NOTIFY_LOG)
-    engine = create_engine(db.engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2)
-    notifier = Notifier(engine)
+    notifier = Notifier(db.engine)
     conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    later = f"run-{uuid.uuid4()}"
+    first, lost, later = (f"run-{uuid.uuid4()}" for _ in range(3))
 
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listening:
         await listening.execute("LISTEN perdure_stream")
-        with engine.connect():
-            notifier.send({f"run-{uuid.uuid4()}"})
-            await until(lambda: any(r.name == NOTIFY_LOG for r in caplog.records))
+        notifier.send({first})
+        before = [n.payload async for n in listening.notifies(timeout=10, stop_after=1)]
+        with db.transaction() as session:
+            session.execute(text(TERMINATE_SENDERS), {"name": SENDER_NAME})
+        notifier.send({lost})
+        await until(lambda: any(r.name == NOTIFY_LOG for r in caplog.records))
         notifier.send({later})
-        seen = [n.payload async for n in listening.notifies(timeout=10, stop_after=1)]
+        after = [n.payload async for n in listening.notifies(timeout=10, stop_after=1)]
 
-    assert seen == [later]
+    assert before == [first] and after == [later]
     [warning] = [r.getMessage() for r in caplog.records if r.name == NOTIFY_LOG]
-    assert "QueuePool limit" in warning
+    assert warning.startswith("stream notices not sent (readers read at their next interval): ")
 
 
 async def test_a_write_wakes_the_readers_of_its_run_and_no_others(db: Database) -> None:

@@ -5,29 +5,25 @@ The notice goes out after the write, in a transaction of its own that does not w
 disk: PostgreSQL lets one notifying transaction commit at a time across the whole server,
 holding a lock through the commit's flush, so a notice inside every step's and token's write
 would queue all their commits behind one another. A writer only hands its run's key to the
-process's sender thread for that database, which sends one notice transaction at a time,
-carrying every key handed over meanwhile: under load the notice transactions grow instead of
-multiplying, and no writer waits for them.
+process's sender thread for that database, which sends one notice statement at a time on a
+connection of its own, carrying every key handed over meanwhile: under load the notices grow
+instead of multiplying, and no writer waits for them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import weakref
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from perdure.store.db import AFTER_COMMIT, error_line
 
 CHANNEL = "perdure_stream"
-_NOTIFY = text(
-    "WITH no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true))"
-    f" SELECT pg_notify('{CHANNEL}', run_key) FROM no_flush_wait, unnest(CAST(:run_keys AS text[])) AS run_key"
-)
-"""One statement, run in autocommit: a transaction of its own, which commits without waiting for
-the disk (the setting is local to it)."""
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', run_key) FROM unnest(CAST(%s AS text[])) AS run_key"
+SENDER_NAME = "perdure-stream-notify"
+"""The sending connection's `application_name`, as `pg_stat_activity` shows it."""
 _PENDING = "perdure_stream_notices"
 """The `session.info` key of the runs a transaction wrote to, told once it has committed."""
 
@@ -45,14 +41,15 @@ def notify_after_commit(session: Session, run_key: str) -> None:
 
 
 class Notifier:
-    """The notices of one database from this process, sent by a thread of their own."""
+    """The notices of one database from this process, sent by a thread of their own on a
+    connection of its own: in autocommit, with `synchronous_commit` off for that connection
+    alone, so a notice is one statement and one round trip, and no pool connection is held."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = weakref.ref(engine)
-        """Weak, so an engine nobody uses any more goes, and its sender thread with it."""
+        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._pending: set[str] = set()
         self._handed = threading.Condition()
-        self._sender = threading.Thread(target=self._send_while_engine_lives, name=f"{CHANNEL} notices", daemon=True)
+        self._sender = threading.Thread(target=self._send_forever, name=f"{CHANNEL} notices", daemon=True)
         self._sender.start()
 
     def send(self, run_keys: set[str]) -> None:
@@ -61,38 +58,38 @@ class Notifier:
             self._pending |= run_keys
             self._handed.notify()
 
-    def _send_while_engine_lives(self) -> None:
+    def _send_forever(self) -> None:
+        import psycopg  # here, not at the top: a process on SQLite never loads it
+
+        connection: psycopg.Connection | None = None
         while True:
             with self._handed:
                 while not self._pending:
-                    self._handed.wait(timeout=60)
-                    if self._engine() is None:
-                        return
+                    self._handed.wait()
                 batch, self._pending = self._pending, set()
-            engine = self._engine()
-            if engine is None:
-                return
-            _send(engine, batch)
-            del engine
+            try:
+                if connection is None or connection.closed:
+                    connection = psycopg.connect(
+                        self._conninfo, autocommit=True, application_name=SENDER_NAME, connect_timeout=10
+                    )
+                    connection.execute("SET synchronous_commit = off")
+                connection.execute(_NOTIFY, (sorted(batch),))
+            except Exception as err:  # the network, the server: the next batch connects again
+                log.warning("stream notices not sent (readers read at their next interval): %s", error_line(err))
+                if connection is not None:
+                    connection.close()
 
 
-def _send(engine: Engine, run_keys: set[str]) -> None:
-    """A failure is one warning: readers read at their next interval, and the sender goes on."""
-    try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(_NOTIFY, {"run_keys": sorted(run_keys)})
-    except Exception as err:  # the pool, the network, the server: the next batch may fare better
-        log.warning("stream notices not sent (readers read at their next interval): %s", error_line(err))
-
-
-_notifiers: weakref.WeakKeyDictionary[Engine, Notifier] = weakref.WeakKeyDictionary()
+_notifiers: dict[str, Notifier] = {}
+"""The process's notifier of each database, by URL: one sending connection each, for the process's life."""
 _notifiers_lock = threading.Lock()
 
 
 def notifier_for(engine: Engine) -> Notifier:
     """The process's notifier for `engine`'s database, started on first use."""
+    key = engine.url.render_as_string(hide_password=False)
     with _notifiers_lock:
-        notifier = _notifiers.get(engine)
+        notifier = _notifiers.get(key)
         if notifier is None:
-            notifier = _notifiers[engine] = Notifier(engine)
+            notifier = _notifiers[key] = Notifier(engine)
         return notifier
