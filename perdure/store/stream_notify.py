@@ -49,8 +49,7 @@ class Notifier:
         self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._pending: set[str] = set()
         self._handed = threading.Condition()
-        self._sender = threading.Thread(target=self._send_forever, name=f"{CHANNEL} notices", daemon=True)
-        self._sender.start()
+        threading.Thread(target=self._send_forever, name=f"{CHANNEL} notices", daemon=True).start()
 
     def send(self, run_keys: set[str]) -> None:
         """Hand the keys over and return: a writer never waits for, or fails with, its notice."""
