@@ -20,11 +20,12 @@ from sqlalchemy.exc import OperationalError
 
 import observability
 import worker
+from perdure.store.db import error_line
 from perdure.store.errors import InvalidRequestError, NotFoundError
 from perdure.settings import SettingsError
 from perdure.store.schema import SchemaOutOfDateError
 from starter import cli_agents, cli_db, cli_mcp, cli_runs, cli_tools
-from starter.cli_common import DEFAULT_API_PORT, UsageError, first_line, json_flag
+from starter.cli_common import DEFAULT_API_PORT, UsageError, json_flag
 from starter.updates import RunRejectedError
 from starter.outages import DEFAULT_TIMEOUT_S
 from worker import TemporalConfigError
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValidationError as err:
         code = _fail(_validation_text(err), EXIT_BAD_INPUT)
     except OperationalError as err:
-        code = _fail(f"cannot reach the database: {first_line(err)}", EXIT_FAILURE)
+        code = _fail(f"cannot reach the database: {error_line(err)}", EXIT_FAILURE)
     except BrokenPipeError:
         code = EXIT_BROKEN_PIPE  # the reader left (`perdure follow ... | head`): nothing to say
     except (ConnectionError, RuntimeError, OSError) as err:

@@ -38,11 +38,6 @@ def open_db() -> Database:
     return get_database(Settings.from_env().database_url)
 
 
-def first_line(err: Exception) -> str:
-    """A database driver's error in one line (SQLAlchemy adds the statement and a link)."""
-    return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-
-
 def json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`parser` with `--json`, the flag every command that prints a result takes."""
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -7,8 +7,8 @@ import argparse
 from sqlalchemy.exc import SQLAlchemyError
 
 from perdure.settings import Settings
-from perdure.store.db import upgrade_database
-from starter.cli_common import first_line, out
+from perdure.store.db import error_line, upgrade_database
+from starter.cli_common import out
 
 
 def upgrade(args: argparse.Namespace) -> int:
@@ -16,7 +16,7 @@ def upgrade(args: argparse.Namespace) -> int:
     try:
         before, after = upgrade_database(url)
     except SQLAlchemyError as err:
-        raise ConnectionError(f"cannot upgrade the database: {first_line(err)}") from err
+        raise ConnectionError(f"cannot upgrade the database: {error_line(err)}") from err
     text = (
         f"database at revision {after}"
         if before == after
