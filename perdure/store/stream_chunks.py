@@ -28,8 +28,14 @@ _WRITTEN = select(STREAM_CHUNKS.c.seq).where(
 )
 _LAST_OFFSET = select(func.max(STREAM_CHUNKS.c.seq)).where(STREAM_CHUNKS.c.run_key == bindparam("run_key"))
 _APPEND = insert(STREAM_CHUNKS)
-"""The writers' statements, built once: every step and every token chunk runs them, and building
-a statement costs more CPU than running it."""
+_READ = (
+    select(STREAM_CHUNKS.c.seq, STREAM_CHUNKS.c.event, STREAM_CHUNKS.c.final)
+    .where(STREAM_CHUNKS.c.run_key == bindparam("run_key"), STREAM_CHUNKS.c.seq >= bindparam("from_offset"))
+    .order_by(STREAM_CHUNKS.c.seq)
+    .limit(bindparam("limit"))
+)
+"""The writers' and readers' statements, built once: every step, every token chunk and every
+read runs them, and building a statement costs more CPU than running it."""
 READ_LIMIT = 500
 """At most this many events per read, so a long stream is read in pieces."""
 
@@ -84,10 +90,5 @@ def next_offset(session: Session, run_key: str) -> int:
 
 
 def read(session: Session, run_key: str, from_offset: int, limit: int = READ_LIMIT) -> list[StoredEvent]:
-    rows = session.execute(
-        select(StreamChunkRow.seq, StreamChunkRow.event, StreamChunkRow.final)
-        .where(StreamChunkRow.run_key == run_key, StreamChunkRow.seq >= from_offset)
-        .order_by(StreamChunkRow.seq)
-        .limit(limit)
-    ).all()
+    rows = session.execute(_READ, {"run_key": run_key, "from_offset": from_offset, "limit": limit}).all()
     return [StoredEvent(offset=seq, event=event, final=final) for seq, event, final in rows]
